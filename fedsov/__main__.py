@@ -1,0 +1,3 @@
+from fedsov.cli import main
+
+main()

@@ -1,0 +1,143 @@
+"""The ``fedsov`` command line: coordinator, site, simulate, pki."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from fedsov import __version__
+from fedsov.exceptions import FedsovError
+from fedsov.logging import setup_logging
+from fedsov.pki.cli import app as pki_app
+
+app = typer.Typer(
+    name="fedsov",
+    help="Sovereign federated learning: mTLS gRPC, hierarchical aggregation, DP-SGD sites.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(pki_app, name="pki", help="Federation CA, CSRs and node certificates.")
+
+err = Console(stderr=True)
+
+ConfigOpt = Annotated[Path, typer.Option("--config", "-c", help="TOML config file.")]
+InsecureOpt = Annotated[
+    bool,
+    typer.Option("--insecure", help="Plaintext gRPC without certificates. Local development ONLY."),
+]
+LogOpt = Annotated[str, typer.Option("--log-level", help="DEBUG, INFO, WARNING or ERROR.")]
+
+INSECURE_WARNING = (
+    "[bold red]WARNING: --insecure: no TLS, no client certificates, identities are "
+    "unauthenticated. Never use this outside local development.[/]"
+)
+
+
+def _fail(exc: Exception) -> typer.Exit:
+    err.print(f"[bold red]error:[/] {exc}", markup=True, highlight=False)
+    return typer.Exit(2)
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"fedsov {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_callback(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version.")
+    ] = False,
+) -> None:
+    """fedsov command line."""
+
+
+@app.command()
+def coordinator(
+    config: ConfigOpt, insecure: InsecureOpt = False, log_level: LogOpt = "INFO"
+) -> None:
+    """Run the global aggregator until every round has run."""
+    from dataclasses import replace
+
+    from fedsov.coordinator import config as coordinator_config
+    from fedsov.coordinator.app import run_coordinator
+
+    setup_logging(log_level, role="coordinator")
+    try:
+        cfg = coordinator_config.load(config)
+        if insecure:
+            err.print(INSECURE_WARNING)
+            cfg = replace(cfg, server=replace(cfg.server, tls=None))
+        elif cfg.server.tls is None:
+            err.print(INSECURE_WARNING)
+        summary = asyncio.run(run_coordinator(cfg))
+    except FedsovError as exc:
+        raise _fail(exc) from exc
+    print(
+        json.dumps({k: summary[k] for k in ("status", "rounds", "final_accuracy", "model_sha256")})
+    )
+    if summary["status"] != "completed":
+        raise typer.Exit(1)
+
+
+@app.command()
+def site(config: ConfigOpt, insecure: InsecureOpt = False, log_level: LogOpt = "INFO") -> None:
+    """Run a site agent: dial out to the upstream and train on local data with DP-SGD."""
+    from dataclasses import replace
+
+    from fedsov.site import config as site_config
+    from fedsov.site.agent import SiteAgent
+
+    setup_logging(log_level, role="site")
+    try:
+        cfg = site_config.load(config)
+        if insecure:
+            err.print(INSECURE_WARNING)
+            cfg = replace(cfg, upstream=replace(cfg.upstream, tls=None))
+        elif cfg.upstream.tls is None:
+            err.print(INSECURE_WARNING)
+        outcome = asyncio.run(SiteAgent(cfg).run())
+    except FedsovError as exc:
+        raise _fail(exc) from exc
+    except KeyboardInterrupt:
+        logging.getLogger("fedsov.site").warning("interrupted")
+        raise typer.Exit(130) from None
+    print(json.dumps({"rounds_trained": outcome.rounds_trained, "epsilon": outcome.epsilon}))
+
+
+@app.command()
+def simulate(
+    scenario: Annotated[
+        Path, typer.Argument(help="Scenario TOML, e.g. simulations/quickstart.toml.")
+    ],
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Output folder (default runs/<name>).")
+    ] = None,
+    log_level: LogOpt = "WARNING",
+) -> None:
+    """Run a whole federation on this machine: real processes, real mTLS gRPC over loopback."""
+    from fedsov.simulation.launcher import run_simulation
+    from fedsov.simulation.scenario import load_scenario
+
+    try:
+        sc = load_scenario(scenario)
+        summary = run_simulation(sc, out or Path("runs") / sc.name, log_level=log_level)
+    except FedsovError as exc:
+        raise _fail(exc) from exc
+    if summary.get("status") != "completed":
+        raise typer.Exit(1)
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        sys.exit(130)

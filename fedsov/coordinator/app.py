@@ -1,0 +1,146 @@
+"""``fedsov coordinator``: wire config, engine and gRPC server, run, write the summary."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import signal
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+import numpy as np
+
+from fedsov.coordinator.allocator import tune_allocator
+from fedsov.coordinator.config import CoordinatorConfig
+from fedsov.coordinator.engine import Engine, EngineSettings, RoundReport, write_json_atomic
+from fedsov.coordinator.model import GlobalModel, ModelStore, state_to_numpy
+from fedsov.coordinator.summary import build_summary
+from fedsov.exceptions import ConfigError, FedsovError
+from fedsov.modelref import build_model, load_weights
+from fedsov.pki.tls import load_tls_material
+from fedsov.refs import resolve_ref
+from fedsov.strategy import FedAvg
+from fedsov.transport.server import start_server
+from fedsov.transport.service import FederationService
+
+__all__ = ["run_coordinator"]
+
+log = logging.getLogger("fedsov.coordinator")
+
+
+def _evaluator(
+    config: CoordinatorConfig,
+) -> Callable[[Mapping[str, np.ndarray]], Mapping[str, float]] | None:
+    ref = config.evaluation.function
+    if ref is None:
+        return None
+    fn = resolve_ref(ref, what="evaluation function")
+    model = build_model(config.model.factory, config.model.kwargs)
+    kwargs = config.evaluation.kwargs
+
+    def evaluate(arrays: Mapping[str, np.ndarray]) -> Mapping[str, float]:
+        load_weights(model, arrays)
+        result = fn(model, **kwargs)
+        if not isinstance(result, Mapping):
+            raise ConfigError(f"evaluation function {ref!r} must return a mapping of metrics")
+        return {str(k): float(v) for k, v in result.items()}
+
+    return evaluate
+
+
+async def run_coordinator(
+    config: CoordinatorConfig,
+    *,
+    on_round: Callable[[RoundReport], None] | None = None,
+) -> dict[str, object]:
+    """Serve until every round ran (or the federation stalls); return the summary."""
+    tune_allocator()
+    out = config.output_dir
+    out.mkdir(parents=True, exist_ok=True)
+    tls = (
+        None
+        if config.server.tls is None
+        else load_tls_material(
+            cert=config.server.tls.cert, key=config.server.tls.key, ca=config.server.tls.ca
+        )
+    )
+    initial = GlobalModel.from_arrays(
+        state_to_numpy(build_model(config.model.factory, config.model.kwargs, seed=config.seed)),
+        round=0,
+        parent=None,
+    )
+    store = ModelStore(out / "models")
+    rounds_log = out / "rounds.jsonl"
+    rounds_log.unlink(missing_ok=True)
+
+    def record(report: RoundReport) -> None:
+        with open(rounds_log, "a", encoding="utf-8") as f:
+            f.write(json.dumps(report.to_json(), allow_nan=False, default=_json_default) + "\n")
+        if on_round is not None:
+            on_round(report)
+
+    engine = Engine(
+        EngineSettings(
+            federation=config.federation,
+            num_rounds=config.rounds.num_rounds,
+            min_sites=config.rounds.min_sites,
+            min_updates=config.rounds.min_updates,
+            sites_per_round=config.rounds.sites_per_round,
+            round_timeout_s=config.rounds.timeout_s,
+            start_timeout_s=config.rounds.start_timeout_s,
+            max_attempts=config.rounds.max_attempts,
+            plan=config.training,
+            seed=config.seed,
+            heartbeat_s=config.heartbeat_s,
+            allowed_sites=config.allowed_sites,
+        ),
+        initial=initial,
+        strategy=FedAvg(),
+        store=store,
+        work_dir=out / "work",
+        evaluator=_evaluator(config),
+        on_round=record,
+    )
+    server = await start_server(
+        FederationService(engine, insecure=tls is None, max_transfers=config.server.max_transfers),
+        address=config.server.address,
+        tls=tls,
+        port_file=config.server.port_file,
+    )
+    started = time.time()
+    status = "completed"
+    run = asyncio.ensure_future(engine.run())
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, run.cancel)
+    try:
+        await run
+    except asyncio.CancelledError:
+        status = "stopped by signal"
+        log.warning("stopping: signal received")
+    except FedsovError as exc:
+        status = f"failed: {exc}"
+        log.error("%s", exc)
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+        await asyncio.sleep(0.2)  # let Finished reach the sites before streams close
+        await server.stop(grace=2.0)
+    summary = build_summary(
+        federation=config.federation,
+        reports=engine.reports,
+        model_sha256=engine.model.sha256,
+        model_file=str(store.directory / f"round-{engine.model.round:04d}.safetensors"),
+        seconds=time.time() - started,
+        status=status,
+    )
+    write_json_atomic(out / "summary.json", summary)
+    return summary
+
+
+def _json_default(value: object) -> object:
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"cannot serialise {type(value).__name__}")

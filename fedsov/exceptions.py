@@ -1,0 +1,100 @@
+"""The fedsov exception tree.
+
+    FedsovError
+    ├── ConfigError            a config or plan file is invalid (names file and key)
+    ├── PKIError               a certificate, key or CSR is missing or invalid
+    ├── CodecError             a tensor payload does not match what was expected
+    │   ├── ManifestMismatch   names, dtypes or shapes differ from the expected manifest
+    │   ├── NonFiniteTensor    a tensor holds NaN or Inf
+    │   ├── PayloadSizeError   truncated or oversized payload
+    │   └── PayloadHashError   SHA-256 of the payload differs from the announced one
+    ├── DataError              a site's local data cannot be loaded or is malformed
+    ├── ProtocolError          a peer broke the protocol (unexpected message, bad header)
+    │   ├── UnknownTask        no open task with that id for that participant
+    │   ├── DuplicateUpdate    the task already has an accepted update
+    │   └── LateUpdate         the round closed or its deadline passed
+    ├── AccessDenied           the peer's certificate is not allowed here
+    └── TrainingError          local training failed
+
+gRPC errors are mapped to these at the transport boundary (``raise ... from exc``).
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AccessDenied",
+    "CodecError",
+    "ConfigError",
+    "DataError",
+    "DuplicateUpdate",
+    "FedsovError",
+    "LateUpdate",
+    "ManifestMismatch",
+    "NonFiniteTensor",
+    "PKIError",
+    "PayloadHashError",
+    "PayloadSizeError",
+    "ProtocolError",
+    "TrainingError",
+    "UnknownTask",
+]
+
+
+class FedsovError(Exception):
+    """Base class of every error fedsov raises on purpose."""
+
+
+class ConfigError(FedsovError):
+    """A configuration file or value is invalid; the message names the file and key."""
+
+
+class PKIError(FedsovError):
+    """A certificate, private key or CSR is missing, malformed or not trusted."""
+
+
+class CodecError(FedsovError):
+    """A tensor payload does not match what the receiver expected."""
+
+
+class ManifestMismatch(CodecError):
+    """Tensor names, dtypes or shapes differ from the expected manifest."""
+
+
+class NonFiniteTensor(CodecError):
+    """A tensor holds NaN or infinite values."""
+
+
+class PayloadSizeError(CodecError):
+    """A payload is shorter (truncated) or longer (oversized) than its manifest says."""
+
+
+class PayloadHashError(CodecError):
+    """The SHA-256 of a payload differs from the one announced for it."""
+
+
+class DataError(FedsovError):
+    """A site's local data cannot be loaded or is malformed."""
+
+
+class ProtocolError(FedsovError):
+    """A peer sent something the protocol does not allow at that point."""
+
+
+class TrainingError(FedsovError):
+    """Local training failed."""
+
+
+class UnknownTask(ProtocolError):
+    """No open task with that id exists for that participant."""
+
+
+class DuplicateUpdate(ProtocolError):
+    """The task already has an accepted update."""
+
+
+class LateUpdate(ProtocolError):
+    """The round closed, or its deadline passed, before the update arrived."""
+
+
+class AccessDenied(FedsovError):
+    """The peer's certificate identifies a node that is not allowed here."""

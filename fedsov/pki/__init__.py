@@ -1,0 +1,42 @@
+"""fedsov PKI: a federation CA, CSRs made where keys live, certificates with jurisdiction."""
+
+from __future__ import annotations
+
+from fedsov.pki.ca import CertificateAuthority, init_ca, load_ca
+from fedsov.pki.csr import make_csr
+from fedsov.pki.identity import (
+    JURISDICTION_OID,
+    NodeIdentity,
+    Role,
+    identity_from_certificate,
+    identity_from_pem,
+    validate_jurisdiction,
+    validate_name,
+)
+from fedsov.pki.sign import issue_certificate, sign_csr, write_certificate
+from fedsov.pki.throwaway import NodePaths, NodeSpec, build_pki
+from fedsov.pki.tls import TlsMaterial, load_tls_material
+
+# Plain sorted() order, as tests/test_public_api.py checks (ruff's RUF022 would put
+# CONSTANTS first).
+__all__ = [  # noqa: RUF022
+    "CertificateAuthority",
+    "JURISDICTION_OID",
+    "NodeIdentity",
+    "NodePaths",
+    "NodeSpec",
+    "Role",
+    "TlsMaterial",
+    "build_pki",
+    "identity_from_certificate",
+    "identity_from_pem",
+    "init_ca",
+    "issue_certificate",
+    "load_ca",
+    "load_tls_material",
+    "make_csr",
+    "sign_csr",
+    "validate_jurisdiction",
+    "validate_name",
+    "write_certificate",
+]

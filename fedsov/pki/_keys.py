@@ -1,0 +1,77 @@
+"""Private-key helpers shared by the CA, CSR and TLS modules."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
+from cryptography.hazmat.primitives.asymmetric.types import (
+    CertificateIssuerPrivateKeyTypes,
+    CertificatePublicKeyTypes,
+    PrivateKeyTypes,
+)
+
+from fedsov.exceptions import PKIError
+from fedsov.pki._files import PRIVATE_MODE, read_bytes, write_atomic
+
+__all__ = [
+    "generate_key",
+    "load_private_key",
+    "public_keys_equal",
+    "signing_hash",
+    "write_private_key",
+]
+
+_SIGNING_KEYS = (
+    ec.EllipticCurvePrivateKey,
+    rsa.RSAPrivateKey,
+    ed25519.Ed25519PrivateKey,
+    ed448.Ed448PrivateKey,
+)
+
+
+def generate_key() -> ec.EllipticCurvePrivateKey:
+    """A fresh EC P-256 private key."""
+    return ec.generate_private_key(ec.SECP256R1())
+
+
+def write_private_key(path: Path, key: PrivateKeyTypes) -> None:
+    """Write ``key`` as unencrypted PKCS8 PEM, atomically, mode 0600."""
+    pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    write_atomic(path, pem, mode=PRIVATE_MODE)
+
+
+def load_private_key(path: Path, what: str = "private key") -> CertificateIssuerPrivateKeyTypes:
+    """Read an unencrypted PEM private key that can sign; errors name the file."""
+    data = read_bytes(path, what)
+    try:
+        key = serialization.load_pem_private_key(data, password=None)
+    except TypeError:
+        raise PKIError(
+            f"{what} {path}: key is encrypted; fedsov expects an unencrypted key"
+        ) from None
+    except (ValueError, UnsupportedAlgorithm) as exc:
+        raise PKIError(f"{what} {path}: not a valid PEM private key ({exc})") from None
+    if not isinstance(key, _SIGNING_KEYS):
+        raise PKIError(f"{what} {path}: unsupported key type {type(key).__name__}")
+    return key
+
+
+def public_keys_equal(a: CertificatePublicKeyTypes, b: CertificatePublicKeyTypes) -> bool:
+    """Whether two public keys are the same key."""
+    fmt = serialization.PublicFormat.SubjectPublicKeyInfo
+    der = serialization.Encoding.DER
+    return a.public_bytes(der, fmt) == b.public_bytes(der, fmt)
+
+
+def signing_hash(key: CertificateIssuerPrivateKeyTypes) -> hashes.SHA256 | None:
+    """The hash to sign certificates with: SHA-256, or None for EdDSA keys."""
+    if isinstance(key, ed25519.Ed25519PrivateKey | ed448.Ed448PrivateKey):
+        return None
+    return hashes.SHA256()

@@ -1,0 +1,274 @@
+"""``fedsov simulate``: a whole federation on one machine, as real processes over mTLS."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import tomli_w
+from rich.console import Console
+from rich.table import Table
+
+from fedsov.exceptions import FedsovError
+from fedsov.pki.identity import Role
+from fedsov.pki.throwaway import NodePaths, NodeSpec, build_pki
+from fedsov.simulation.datasets import load_dataset, make_synthetic, train_test_split
+from fedsov.simulation.partition import partition
+from fedsov.simulation.scenario import Scenario
+from fedsov.site.data import Dataset, save_npz
+
+__all__ = ["prepare_data", "run_simulation"]
+
+console = Console(stderr=True)
+OWNED = ("pki", "configs", "data", "logs", "models", "work")
+COORDINATOR = "coordinator"
+
+
+def _concat(parts: list[Dataset]) -> Dataset:
+    return Dataset(np.concatenate([p.x for p in parts]), np.concatenate([p.y for p in parts]))
+
+
+def prepare_data(sc: Scenario, directory: Path) -> tuple[list[Path], Path]:
+    """Write each site's partition and the held-out test set as NPZ files."""
+    directory.mkdir(parents=True, exist_ok=True)
+    d = sc.data
+    if d.dataset == "synthetic":
+        devices = make_synthetic(
+            alpha=d.synthetic_alpha, beta=d.synthetic_beta, num_devices=d.sites, seed=sc.seed
+        )
+        splits = [
+            train_test_split(dev, test_fraction=d.test_fraction, seed=sc.seed + i)
+            for i, dev in enumerate(devices)
+        ]
+        site_data = [train for train, _ in splits]
+        test = _concat([t for _, t in splits])
+    else:
+        train, test = train_test_split(
+            load_dataset(d.dataset), test_fraction=d.test_fraction, seed=sc.seed
+        )
+        parts = partition(
+            train.y, scheme=d.partition, num_sites=d.sites, seed=sc.seed, alpha=d.alpha
+        )
+        site_data = [train.subset(idx) for idx in parts]
+    site_paths = []
+    for i, ds in enumerate(site_data, start=1):
+        path = directory / f"site-{i}.npz"
+        save_npz(path, ds)
+        site_paths.append(path)
+    test_path = directory / "test.npz"
+    save_npz(test_path, test)
+    return site_paths, test_path
+
+
+def _tls(paths: NodePaths) -> dict[str, str]:
+    return {"cert": str(paths.cert), "key": str(paths.key), "ca": str(paths.ca)}
+
+
+def _coordinator_config(sc: Scenario, out: Path, pki: NodePaths, test_path: Path) -> dict[str, Any]:
+    return {
+        "federation": {"name": sc.name, "seed": sc.seed},
+        "server": {
+            "address": "127.0.0.1:0",
+            "port_file": str(out / "coordinator.port"),
+            **_tls(pki),
+        },
+        "model": {"factory": sc.model.factory, "kwargs": sc.model.kwargs},
+        "rounds": {
+            "num_rounds": sc.rounds.num_rounds,
+            "min_sites": sc.rounds.min_sites,
+            "sites_per_round": sc.rounds.sites_per_round,
+            "timeout_s": sc.rounds.timeout_s,
+            "start_timeout_s": 300.0,
+        },
+        "training": {
+            "local_epochs": sc.training.local_epochs,
+            "batch_size": sc.training.batch_size,
+            "learning_rate": sc.training.learning_rate,
+            "momentum": sc.training.momentum,
+        },
+        "evaluation": {
+            "function": "fedsov.simulation.evaluation:evaluate_file",
+            "kwargs": {"path": str(test_path)},
+        },
+        "output": {"dir": str(out)},
+    }
+
+
+def _site_config(sc: Scenario, index: int, port: int, pki: NodePaths, data: Path) -> dict[str, Any]:
+    p = sc.privacy
+    return {
+        "site": {"name": f"site-{index}", "seed": sc.seed * 1000 + index, "device": "auto"},
+        "upstream": {"address": f"127.0.0.1:{port}", "server_name": "localhost", **_tls(pki)},
+        "data": {"path": str(data)},
+        "model": {"factory": sc.model.factory, "kwargs": sc.model.kwargs},
+        "privacy": {
+            "enabled": p.enabled,
+            "noise_multiplier": p.noise_multiplier,
+            "max_grad_norm": p.max_grad_norm,
+            "delta": p.delta,
+            "accountant": p.accountant,
+        },
+        "reconnect": {"initial_backoff_s": 0.2, "max_backoff_s": 5.0, "max_attempts": 20},
+    }
+
+
+def _write_toml(path: Path, data: dict[str, Any]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(tomli_w.dumps(data), encoding="utf-8")
+    return path
+
+
+def _spawn(args: list[str], log_path: Path, log_level: str) -> subprocess.Popen[bytes]:
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    log_file = open(log_path, "wb")  # noqa: SIM115 - handed to the child; closed when we exit
+    return subprocess.Popen(
+        [sys.executable, "-m", "fedsov", *args, "--log-level", log_level],
+        stdout=log_file,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        env=env,
+    )
+
+
+def _wait_for_port(
+    port_file: Path, proc: subprocess.Popen[bytes], log: Path, timeout: float
+) -> int:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if port_file.exists():
+            return int(port_file.read_text().strip())
+        if proc.poll() is not None:
+            raise FedsovError(f"the coordinator exited with code {proc.returncode}; see {log}")
+        time.sleep(0.1)
+    raise FedsovError(f"the coordinator did not start listening within {timeout:.0f} s; see {log}")
+
+
+def _stop(procs: list[subprocess.Popen[bytes]], grace: float = 10.0) -> None:
+    deadline = time.monotonic() + grace
+    for proc in procs:
+        if proc.poll() is None:
+            try:
+                proc.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.terminate()
+    for proc in procs:
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def _progress(line: dict[str, Any], total: int) -> None:
+    sites = line["sites"]
+    accepted = [s for s in sites if s["status"] == "accepted"]
+    eps = [s["epsilon"] for s in accepted if s["epsilon"] is not None]
+    metrics = line["metrics"]
+    acc = f"accuracy {metrics['accuracy']:.3f}" if "accuracy" in metrics else ""
+    eps_text = f"ε max {max(eps):.2f}" if eps else "no DP"
+    status = "" if line["completed"] else "  [red]failed: too few updates[/]"
+    console.print(
+        f"round {line['round']:>3}/{total}  {acc}  {eps_text}  "
+        f"sites {len(accepted)}/{len(sites)}  {line['seconds']:.1f} s{status}",
+        highlight=False,
+    )
+
+
+def run_simulation(sc: Scenario, out: Path, *, log_level: str = "WARNING") -> dict[str, Any]:
+    """Run the scenario; returns the summary the coordinator wrote to ``out/summary.json``."""
+    out = out.resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    for name in OWNED:
+        shutil.rmtree(out / name, ignore_errors=True)
+    for name in ("summary.json", "rounds.jsonl", "coordinator.port"):
+        (out / name).unlink(missing_ok=True)
+    (out / "logs").mkdir()
+    console.print(
+        f"[bold]fedsov simulate[/] {sc.name}: {sc.data.sites} sites, "
+        f"{sc.data.dataset} ({sc.data.partition}), {sc.rounds.num_rounds} rounds -> {out}"
+    )
+    site_paths, test_path = prepare_data(sc, out / "data")
+    nodes = [NodeSpec(COORDINATOR, Role.coordinator, "SIM", ("localhost", "127.0.0.1", "::1"))]
+    nodes += [NodeSpec(f"site-{i}", Role.site, "SIM") for i in range(1, sc.data.sites + 1)]
+    pki = build_pki(out / "pki", federation=sc.name, nodes=nodes)
+    coord_cfg = _write_toml(
+        out / "configs" / "coordinator.toml",
+        _coordinator_config(sc, out, pki[COORDINATOR], test_path),
+    )
+    procs: list[subprocess.Popen[bytes]] = []
+    rounds_log = out / "rounds.jsonl"
+    started = time.monotonic()
+    try:
+        coord_log = out / "logs" / "coordinator.log"
+        coordinator = _spawn(["coordinator", "--config", str(coord_cfg)], coord_log, log_level)
+        procs.append(coordinator)
+        port = _wait_for_port(out / "coordinator.port", coordinator, coord_log, 120)
+        for i, data_path in enumerate(site_paths, start=1):
+            name = f"site-{i}"
+            cfg = _write_toml(
+                out / "configs" / f"{name}.toml", _site_config(sc, i, port, pki[name], data_path)
+            )
+            procs.append(
+                _spawn(["site", "--config", str(cfg)], out / "logs" / f"{name}.log", log_level)
+            )
+        seen = 0
+        while coordinator.poll() is None:
+            time.sleep(0.2)
+            seen = _show_new_rounds(rounds_log, seen, sc.rounds.num_rounds)
+            for i, proc in enumerate(procs[1:], start=1):
+                if proc.poll() not in (None, 0) and not getattr(proc, "_reported", False):
+                    console.print(
+                        f"[yellow]site-{i} exited with code {proc.returncode}; "
+                        f"see {out / 'logs' / f'site-{i}.log'}[/]"
+                    )
+                    proc._reported = True  # type: ignore[attr-defined]
+        _show_new_rounds(rounds_log, seen, sc.rounds.num_rounds)
+    finally:
+        _stop(procs)
+    summary_path = out / "summary.json"
+    if not summary_path.exists():
+        raise FedsovError(
+            f"the coordinator wrote no summary; see {out / 'logs' / 'coordinator.log'}"
+        )
+    summary: dict[str, Any] = json.loads(summary_path.read_text())
+    summary["scenario"] = str(sc.source)
+    summary["wall_seconds"] = round(time.monotonic() - started, 2)
+    summary_path.write_text(json.dumps(summary, indent=2) + "\n")
+    _print_summary(summary, out)
+    return summary
+
+
+def _show_new_rounds(rounds_log: Path, seen: int, total: int) -> int:
+    if not rounds_log.exists():
+        return seen
+    lines = rounds_log.read_text().splitlines()
+    for line in lines[seen:]:
+        if line.strip():
+            _progress(json.loads(line), total)
+    return len(lines)
+
+
+def _print_summary(summary: dict[str, Any], out: Path) -> None:
+    table = Table(title=f"{summary['federation']}: {summary['status']}")
+    for col in ("site", "examples", "rounds", "ε", "δ"):
+        table.add_column(col, justify="right")
+    for name, s in summary["sites"].items():
+        eps = "off" if s["epsilon"] is None else f"{s['epsilon']:.3f}"
+        table.add_row(
+            name, str(s["examples"]), str(s["rounds_contributed"]), eps, f"{s['delta']:g}"
+        )
+    console.print(table)
+    acc = summary.get("final_accuracy")
+    console.print(
+        f"final accuracy {acc:.4f}" if acc is not None else "no accuracy measured",
+        f"after {summary['rounds']} rounds; model {summary['model_sha256'][:16]}…;",
+        f"summary: {out / 'summary.json'}",
+        highlight=False,
+    )

@@ -1,0 +1,108 @@
+"""Simulation scenarios (TOML): data, partition, model, rounds, training and privacy."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from fedsov.config import load_toml
+from fedsov.coordinator.config import ModelConfig, read_model, read_training
+from fedsov.messages import TrainingPlan
+from fedsov.site.trainer import PrivacyConfig
+
+__all__ = ["DataPlan", "RoundsPlan", "Scenario", "load_scenario"]
+
+DATASETS = ("digits", "mnist", "synthetic")
+PARTITIONS = ("iid", "dirichlet")
+
+
+@dataclass(frozen=True)
+class DataPlan:
+    dataset: str
+    partition: str
+    alpha: float | None
+    synthetic_alpha: float
+    synthetic_beta: float
+    test_fraction: float
+    sites: int
+
+
+@dataclass(frozen=True)
+class RoundsPlan:
+    num_rounds: int
+    min_sites: int
+    sites_per_round: int
+    timeout_s: float
+
+
+@dataclass(frozen=True)
+class Scenario:
+    source: Path
+    name: str
+    seed: int
+    data: DataPlan
+    model: ModelConfig
+    rounds: RoundsPlan
+    training: TrainingPlan
+    privacy: PrivacyConfig
+
+
+def load_scenario(path: Path) -> Scenario:
+    doc = load_toml(path)
+    name = doc.string("name")
+    if not re.fullmatch(r"[a-z0-9][a-z0-9._-]{0,62}", name):
+        raise doc.error("name", "use lower-case letters, digits, '.', '_' or '-'")
+    seed = doc.integer("seed", 0, min=0)
+
+    dt = doc.table("data", required=True)
+    dataset = dt.string("dataset")
+    if dataset not in DATASETS:
+        raise dt.error("dataset", f"{dataset!r} is not one of {', '.join(DATASETS)}")
+    partition = dt.string("partition", "iid")
+    if partition not in PARTITIONS:
+        raise dt.error("partition", f"{partition!r} is not one of {', '.join(PARTITIONS)}")
+    data = DataPlan(
+        dataset=dataset,
+        partition=partition,
+        alpha=dt.number("alpha", None, min=0.0, exclusive_min=True),
+        synthetic_alpha=dt.number("synthetic_alpha", 1.0, min=0.0),
+        synthetic_beta=dt.number("synthetic_beta", 1.0, min=0.0),
+        test_fraction=dt.number("test_fraction", 0.2, min=0.0, max=0.9, exclusive_min=True),
+        sites=dt.integer("sites", min=1, max=200),
+    )
+    if partition == "dirichlet" and data.alpha is None:
+        raise dt.error("alpha", "is required with partition = 'dirichlet'")
+    dt.done()
+
+    rt = doc.table("rounds", required=True)
+    rounds = RoundsPlan(
+        num_rounds=rt.integer("num_rounds", min=1),
+        min_sites=rt.integer("min_sites", data.sites, min=1, max=data.sites),
+        sites_per_round=rt.integer("sites_per_round", 0, min=0, max=data.sites),
+        timeout_s=rt.number("timeout_s", 300.0, min=0.0, exclusive_min=True),
+    )
+    rt.done()
+
+    pt = doc.table("privacy")
+    privacy = PrivacyConfig(
+        enabled=pt.boolean("enabled", True),
+        noise_multiplier=pt.number("noise_multiplier", 1.0, min=0.0),
+        max_grad_norm=pt.number("max_grad_norm", 1.0, min=0.0, exclusive_min=True),
+        delta=pt.number("delta", 1e-5, min=0.0, max=1.0, exclusive_min=True),
+        accountant=pt.string("accountant", "prv"),
+    )
+    pt.done()
+
+    scenario = Scenario(
+        source=path,
+        name=name,
+        seed=seed,
+        data=data,
+        model=read_model(doc.table("model", required=True)),
+        rounds=rounds,
+        training=read_training(doc.table("training")),
+        privacy=privacy,
+    )
+    doc.done()
+    return scenario

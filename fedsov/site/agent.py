@@ -1,0 +1,197 @@
+"""``fedsov site``: dial out, hold a task subscription, train with DP-SGD, upload deltas."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from dataclasses import dataclass
+
+import grpc
+import numpy as np
+import torch
+
+from fedsov.codec import decode, encode
+from fedsov.exceptions import FedsovError
+from fedsov.messages import Finished, PrivacyReport, TrainTask, UpdateHeader
+from fedsov.modelref import build_model, load_weights
+from fedsov.pki.tls import TlsMaterial, load_tls_material
+from fedsov.site.config import SiteConfig
+from fedsov.site.data import Dataset, load_local_data
+from fedsov.site.trainer import DPTrainer, TrainConfig
+from fedsov.transport.client import FederationClient
+
+__all__ = ["SiteAgent", "SiteOutcome"]
+
+log = logging.getLogger("fedsov.site")
+
+FATAL = frozenset({grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED})
+
+
+@dataclass(frozen=True)
+class SiteOutcome:
+    rounds_trained: int
+    epsilon: float
+    finished: Finished | None
+
+
+class SiteAgent:
+    def __init__(self, config: SiteConfig) -> None:
+        self.config = config
+        self.tls: TlsMaterial | None = None
+        if config.upstream.tls is not None:
+            paths = config.upstream.tls
+            self.tls = load_tls_material(cert=paths.cert, key=paths.key, ca=paths.ca)
+            if self.tls.identity.name != config.name:
+                raise FedsovError(
+                    f"{config.source}: site.name is {config.name!r} but the certificate "
+                    f"{paths.cert} is for {self.tls.identity.name!r}"
+                )
+        self.device = config.device or ("cuda" if torch.cuda.is_available() else "cpu")
+        self.data: Dataset = load_local_data(config.data)
+        self._trainer: DPTrainer | None = None
+        self._models: dict[str, bytes] = {}
+        self.rounds_trained = 0
+        self.epsilon = 0.0
+
+    def _client(self) -> FederationClient:
+        return FederationClient(
+            self.config.upstream.address,
+            tls=self.tls,
+            server_name=self.config.upstream.server_name,
+            insecure_name=self.config.name if self.tls is None else None,
+        )
+
+    async def run(self) -> SiteOutcome:
+        """Serve tasks until the upstream says the federation finished."""
+        backoff = self.config.backoff
+        failures = 0
+        log.info(
+            "site %s: %d local examples, training on %s",
+            self.config.name,
+            len(self.data),
+            self.device,
+        )
+        while True:
+            try:
+                async with self._client() as client:
+                    joined = await client.join(device=self.device)
+                    log.info(
+                        "joined federation %s as %s (%s)",
+                        joined.federation,
+                        joined.node_name,
+                        joined.jurisdiction,
+                    )
+                    failures = 0
+                    async for event in client.tasks():
+                        if isinstance(event, TrainTask):
+                            await self._handle(client, event)
+                        elif isinstance(event, Finished):
+                            log.info("federation finished: %s", event.reason)
+                            return SiteOutcome(self.rounds_trained, self.epsilon, event)
+                log.warning("task stream closed by the upstream; reconnecting")
+            except grpc.aio.AioRpcError as exc:
+                if exc.code() in FATAL:
+                    raise FedsovError(
+                        f"upstream {self.config.upstream.address} refused this site: "
+                        f"{exc.code().name}: {exc.details()}"
+                    ) from exc
+                log.warning("upstream unreachable (%s: %s)", exc.code().name, exc.details())
+            failures += 1
+            if backoff.max_attempts and failures > backoff.max_attempts:
+                raise FedsovError(
+                    f"gave up after {backoff.max_attempts} failed attempts to reach "
+                    f"{self.config.upstream.address}"
+                )
+            delay = min(backoff.max_s, backoff.initial_s * 2 ** (failures - 1))
+            delay *= random.uniform(0.5, 1.0)  # jitter: sites do not reconnect in lockstep
+            log.info("reconnecting in %.1f s (attempt %d)", delay, failures)
+            await asyncio.sleep(delay)
+
+    def _trainer_for(self, task: TrainTask) -> DPTrainer:
+        train = TrainConfig(
+            local_epochs=task.plan.local_epochs,
+            batch_size=task.plan.batch_size,
+            learning_rate=task.plan.learning_rate,
+            momentum=task.plan.momentum,
+        )
+        if self._trainer is None:
+            self._trainer = DPTrainer(
+                data=self.data,
+                train=train,
+                privacy=self.config.privacy,
+                device=self.device,
+                seed=self.config.seed,
+            )
+        else:
+            self._trainer.train = train
+        return self._trainer
+
+    async def _handle(self, client: FederationClient, task: TrainTask) -> None:
+        started = time.monotonic()
+        payload = self._models.get(task.model_sha256)
+        if payload is None:
+            payload = await client.download(task.model_sha256, size=task.model_size)
+            self._models = {task.model_sha256: payload}
+        global_weights = decode(task.manifest, payload, sha256=task.model_sha256)
+        model = build_model(self.config.model.factory, self.config.model.kwargs)
+        load_weights(model, global_weights)
+        trainer = self._trainer_for(task)
+        result = await asyncio.to_thread(
+            trainer.train_round, model, round_seed=task.round_seed ^ self.config.seed
+        )
+        delta = {
+            k: (result.weights[k] - v).astype(v.dtype, copy=False)
+            for k, v in global_weights.items()
+        }
+        update = encode(delta)
+        privacy = self.config.privacy
+        header = UpdateHeader(
+            task_id=task.task_id,
+            round=task.round,
+            manifest=update.manifest,
+            num_examples=result.num_examples,
+            payload_size=update.size,
+            payload_sha256=update.sha256,
+            base_model_sha256=task.model_sha256,
+            privacy=PrivacyReport(
+                enabled=privacy.enabled,
+                epsilon=result.epsilon if privacy.enabled else 0.0,
+                delta=result.delta,
+                noise_multiplier=result.noise_multiplier,
+                max_grad_norm=result.max_grad_norm,
+                sample_rate=result.sample_rate,
+                steps=result.steps,
+                total_steps=result.total_steps,
+                accountant=privacy.accountant if privacy.enabled else "",
+            ),
+            metrics={"train_loss": result.train_loss, "train_seconds": result.seconds},
+        )
+        self.rounds_trained += 1
+        self.epsilon = result.epsilon
+        try:
+            await client.upload(header, update.payload)
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() in FATAL or exc.code() is grpc.StatusCode.UNAVAILABLE:
+                raise
+            log.error(
+                "round %d: update refused: %s: %s", task.round, exc.code().name, exc.details()
+            )
+            return
+        log.info(
+            "round %d: %d examples, %d steps, loss %.4f, ε=%.3f (δ=%g), %.1f s",
+            task.round,
+            result.num_examples,
+            result.steps,
+            result.train_loss,
+            result.epsilon,
+            result.delta,
+            time.monotonic() - started,
+        )
+
+
+def weights_delta(
+    local: dict[str, np.ndarray], base: dict[str, np.ndarray]
+) -> dict[str, np.ndarray]:
+    return {k: local[k] - base[k] for k in base}

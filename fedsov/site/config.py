@@ -1,0 +1,88 @@
+"""Site agent configuration (TOML): upstream, local data, model and privacy."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from fedsov.config import load_toml
+from fedsov.coordinator.config import ModelConfig, read_model
+from fedsov.site.data import DataSpec
+from fedsov.site.trainer import PrivacyConfig
+from fedsov.transport.endpoint import ClientEndpoint, read_client_endpoint
+
+__all__ = ["BackoffConfig", "SiteConfig", "load"]
+
+
+@dataclass(frozen=True)
+class BackoffConfig:
+    initial_s: float
+    max_s: float
+    max_attempts: int  # 0: retry forever
+
+
+@dataclass(frozen=True)
+class SiteConfig:
+    source: Path
+    name: str
+    seed: int
+    device: str | None  # None: CUDA when available, else CPU
+    upstream: ClientEndpoint
+    data: DataSpec
+    model: ModelConfig
+    privacy: PrivacyConfig
+    backoff: BackoffConfig
+
+
+def load(path: Path) -> SiteConfig:
+    doc = load_toml(path)
+    site = doc.table("site", required=True)
+    name = site.string("name")
+    seed = site.integer("seed", 0, min=0)
+    device = site.string("device", "auto")
+    if device not in ("auto", "cpu") and not device.startswith("cuda"):
+        raise site.error("device", f"must be 'auto', 'cpu' or 'cuda[:N]', got {device!r}")
+    site.done()
+
+    dt = doc.table("data", required=True)
+    if dt.has("path") == dt.has("loader"):
+        raise dt.error("path", "give exactly one of 'path' (a CSV/NPZ file) or 'loader'")
+    data = DataSpec(
+        path=dt.path("path", None),
+        loader=dt.string("loader", None),
+        kwargs=dt.mapping("kwargs"),
+        label_column=dt.string("label_column", "label"),
+    )
+    dt.done()
+
+    pt = doc.table("privacy", required=True)
+    privacy = PrivacyConfig(
+        enabled=pt.boolean("enabled", True),
+        noise_multiplier=pt.number("noise_multiplier", 1.0, min=0.0),
+        max_grad_norm=pt.number("max_grad_norm", 1.0, min=0.0, exclusive_min=True),
+        delta=pt.number("delta", 1e-5, min=0.0, max=1.0, exclusive_min=True),
+        accountant=pt.string("accountant", "prv"),
+    )
+    pt.done()
+
+    bt = doc.table("reconnect")
+    backoff = BackoffConfig(
+        initial_s=bt.number("initial_backoff_s", 0.5, min=0.0, exclusive_min=True),
+        max_s=bt.number("max_backoff_s", 30.0, min=0.0, exclusive_min=True),
+        max_attempts=bt.integer("max_attempts", 0, min=0),
+    )
+    bt.done()
+
+    config = SiteConfig(
+        source=path,
+        name=name,
+        seed=seed,
+        device=None if device == "auto" else device,
+        upstream=read_client_endpoint(doc.table("upstream", required=True)),
+        data=data,
+        model=read_model(doc.table("model", required=True)),
+        privacy=privacy,
+        backoff=backoff,
+    )
+    doc.done()
+    return config

@@ -1,0 +1,386 @@
+"""Local training of one site: DP-SGD with Opacus (Poisson sampling, flat clipping) or plain SGD.
+
+A :class:`DPTrainer` lives as long as the site: it keeps the privacy history of every round
+it trained, so the epsilon it reports composes over all rounds.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from opacus import PrivacyEngine
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from fedsov.exceptions import ConfigError, DataError, FedsovError, TrainingError
+from fedsov.privacy.accountant import ACCOUNTANTS, MechanismStep, compute_epsilon, merge_history
+from fedsov.site.data import Dataset
+
+__all__ = [
+    "GRAD_SAMPLE_MODE",
+    "DPTrainer",
+    "PrivacyConfig",
+    "TrainConfig",
+    "TrainResult",
+    "evaluate",
+    "resolve_device",
+]
+
+GRAD_SAMPLE_MODE = "ghost"
+"""Opacus per-sample clipping mode: ghost clipping (flat only) is the fastest here."""
+
+_SEED_MASK = (1 << 64) - 1
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_real(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Local optimisation: epochs over the local data, batch size and SGD settings."""
+
+    local_epochs: int
+    batch_size: int
+    learning_rate: float
+    momentum: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not _is_int(self.local_epochs) or self.local_epochs < 1:
+            raise ConfigError(f"local_epochs must be an integer >= 1, got {self.local_epochs!r}")
+        if not _is_int(self.batch_size) or self.batch_size < 1:
+            raise ConfigError(f"batch_size must be an integer >= 1, got {self.batch_size!r}")
+        if not _is_real(self.learning_rate) or self.learning_rate <= 0:
+            raise ConfigError(
+                f"learning_rate must be a finite number > 0, got {self.learning_rate!r}"
+            )
+        if not _is_real(self.momentum) or not 0 <= self.momentum < 1:
+            raise ConfigError(f"momentum must be in [0, 1), got {self.momentum!r}")
+
+
+@dataclass(frozen=True)
+class PrivacyConfig:
+    """DP-SGD settings; ``enabled=False`` trains without noise or clipping (epsilon is inf)."""
+
+    noise_multiplier: float
+    max_grad_norm: float
+    delta: float
+    accountant: str = "prv"
+    enabled: bool = True
+
+    def __post_init__(self) -> None:
+        if not _is_real(self.noise_multiplier) or self.noise_multiplier < 0:
+            raise ConfigError(
+                f"noise_multiplier must be a finite number >= 0, got {self.noise_multiplier!r}"
+            )
+        if not _is_real(self.max_grad_norm) or self.max_grad_norm <= 0:
+            raise ConfigError(
+                f"max_grad_norm must be a finite number > 0, got {self.max_grad_norm!r}"
+            )
+        if not _is_real(self.delta) or not 0 < self.delta < 1:
+            raise ConfigError(f"delta must be in (0, 1), got {self.delta!r}")
+        if self.accountant not in ACCOUNTANTS:
+            raise ConfigError(
+                f"accountant must be one of {', '.join(ACCOUNTANTS)}, got {self.accountant!r}"
+            )
+        if not isinstance(self.enabled, bool):
+            raise ConfigError(f"enabled must be true or false, got {self.enabled!r}")
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """What one local round produced; ``weights`` has the model's own state_dict keys."""
+
+    weights: dict[str, np.ndarray]
+    num_examples: int
+    steps: int
+    total_steps: int
+    sample_rate: float
+    epsilon: float
+    delta: float
+    noise_multiplier: float
+    max_grad_norm: float
+    train_loss: float
+    seconds: float
+
+
+def resolve_device(device: str | None) -> str:
+    """``device`` itself, or ``"cuda"`` when available and ``"cpu"`` otherwise."""
+    if device is None:
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        torch.device(device)
+    except RuntimeError as exc:
+        raise ConfigError(f"device: invalid torch device {device!r}: {exc}") from exc
+    return device
+
+
+def _tensors(data: Dataset) -> TensorDataset:
+    if len(data.y) == 0:
+        raise DataError("cannot train or evaluate on an empty dataset")
+    if len(data.x) != len(data.y):
+        raise DataError(f"{len(data.x)} feature rows but {len(data.y)} labels")
+    x = torch.from_numpy(np.ascontiguousarray(data.x, dtype=np.float32))
+    y = torch.from_numpy(np.ascontiguousarray(data.y, dtype=np.int64))
+    return TensorDataset(x, y)
+
+
+def _seeds(seed: int, round_seed: int, n: int) -> list[int]:
+    state = np.random.SeedSequence([seed & _SEED_MASK, round_seed & _SEED_MASK])
+    return [int(s) for s in state.generate_state(n, dtype=np.uint64) >> np.uint64(1)]
+
+
+@contextmanager
+def _forked_rng(device: torch.device, seed: int) -> Iterator[None]:
+    """Seed torch's global RNG (dropout etc.) for the block and restore it afterwards."""
+    devices: list[int] = []
+    if device.type == "cuda":
+        devices = [device.index if device.index is not None else torch.cuda.current_device()]
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        yield
+
+
+def _export(model: nn.Module) -> dict[str, np.ndarray]:
+    """CPU copies of ``model.state_dict()``; floating tensors become float32."""
+    weights: dict[str, np.ndarray] = {}
+    for name, tensor in model.state_dict().items():
+        t = tensor.detach()
+        dtype = torch.float32 if t.is_floating_point() else t.dtype
+        weights[name] = t.to(device="cpu", dtype=dtype, copy=True).numpy()
+        if t.is_floating_point() and not np.isfinite(weights[name]).all():
+            raise TrainingError(f"local training diverged: {name} holds NaN or Inf")
+    return weights
+
+
+class DPTrainer:
+    """Trains a site's model round after round and accounts the privacy of all rounds."""
+
+    def __init__(
+        self,
+        *,
+        data: Dataset,
+        train: TrainConfig,
+        privacy: PrivacyConfig,
+        device: str | None = None,
+        seed: int = 0,
+    ) -> None:
+        if not isinstance(privacy, PrivacyConfig):
+            raise ConfigError(f"privacy must be a PrivacyConfig, got {type(privacy).__name__}")
+        if not _is_int(seed):
+            raise ConfigError(f"seed must be an integer, got {seed!r}")
+        self.train = train
+        self._privacy = privacy
+        self._dataset = _tensors(data)
+        self.device = resolve_device(device)
+        self.seed = seed
+        self._history: list[MechanismStep] = []
+        self._total_steps = 0
+        self._epsilon = 0.0 if privacy.enabled else math.inf
+
+    @property
+    def train(self) -> TrainConfig:
+        """The local optimisation settings; may be replaced between rounds."""
+        return self._train
+
+    @train.setter
+    def train(self, value: TrainConfig) -> None:
+        if not isinstance(value, TrainConfig):
+            raise ConfigError(f"train must be a TrainConfig, got {type(value).__name__}")
+        self._train = value
+
+    @property
+    def privacy(self) -> PrivacyConfig:
+        """The DP settings, fixed for the trainer's life."""
+        return self._privacy
+
+    @property
+    def num_examples(self) -> int:
+        return len(self._dataset)
+
+    @property
+    def sample_rate(self) -> float:
+        """Poisson sampling rate: 1 / batches per epoch, as Opacus computes it."""
+        return 1.0 / math.ceil(self.num_examples / self.train.batch_size)
+
+    @property
+    def history(self) -> list[MechanismStep]:
+        """Every DP-SGD step taken so far, neighbours with equal parameters merged."""
+        return list(self._history)
+
+    @property
+    def total_steps(self) -> int:
+        return self._total_steps
+
+    def epsilon(self) -> float:
+        """Epsilon at ``privacy.delta`` over all rounds so far (inf if DP is disabled)."""
+        return self._epsilon
+
+    def train_round(self, model: nn.Module, *, round_seed: int) -> TrainResult:
+        """Train ``model`` (holding the global weights) for ``train.local_epochs`` epochs.
+
+        The model is moved to ``self.device`` and trained in place. A round that raises
+        releases no weights, so its steps are not added to the privacy history.
+        """
+        if not isinstance(model, nn.Module):
+            raise TrainingError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        if not _is_int(round_seed):
+            raise ConfigError(f"round_seed must be an integer, got {round_seed!r}")
+        started = time.perf_counter()
+        device = torch.device(self.device)
+        sampler_seed, noise_seed, torch_seed = _seeds(self.seed, round_seed, 3)
+        sample_rate = self.sample_rate
+        sigma = float(self.privacy.noise_multiplier)
+        if self.privacy.enabled and self.privacy.accountant == "gdp" and self._history:
+            last = self._history[-1]
+            if (last.noise_multiplier, last.sample_rate) != (sigma, sample_rate):
+                raise ConfigError(
+                    "accountant: gdp needs the same noise_multiplier and sample rate every "
+                    "round; the batch size changed"
+                )
+        try:
+            model.to(device)
+            model.train()
+            with _forked_rng(device, torch_seed):
+                if self.privacy.enabled:
+                    spent, loss = self._train_dp(model, device, sampler_seed, noise_seed)
+                    steps = sum(s.steps for s in spent)
+                else:
+                    spent = []
+                    steps, loss = self._train_plain(model, device, sampler_seed)
+        except FedsovError:
+            raise
+        except Exception as exc:
+            raise TrainingError(f"local training failed: {type(exc).__name__}: {exc}") from exc
+        self._total_steps += steps
+        if self.privacy.enabled:
+            self._history = merge_history([*self._history, *spent])
+            self._epsilon = compute_epsilon(
+                history=self._history, delta=self.privacy.delta, accountant=self.privacy.accountant
+            )
+        weights = _export(model)
+        return TrainResult(
+            weights=weights,
+            num_examples=self.num_examples,
+            steps=steps,
+            total_steps=self._total_steps,
+            sample_rate=sample_rate,
+            epsilon=self._epsilon,
+            delta=float(self.privacy.delta),
+            noise_multiplier=sigma,
+            max_grad_norm=float(self.privacy.max_grad_norm),
+            train_loss=loss,
+            seconds=time.perf_counter() - started,
+        )
+
+    def _optimizer(self, model: nn.Module) -> torch.optim.SGD:
+        return torch.optim.SGD(
+            model.parameters(), lr=self.train.learning_rate, momentum=self.train.momentum
+        )
+
+    def _train_dp(
+        self, model: nn.Module, device: torch.device, sampler_seed: int, noise_seed: int
+    ) -> tuple[list[MechanismStep], float]:
+        """DP-SGD via Opacus; returns (the steps its accountant counted, mean training loss)."""
+        loader = DataLoader(
+            self._dataset,
+            batch_size=self.train.batch_size,
+            generator=torch.Generator().manual_seed(sampler_seed),
+        )
+        with warnings.catch_warnings():
+            # The gdp accountant warns that it is experimental; PrivacyConfig documents it.
+            warnings.filterwarnings("ignore", "GDP accounting is experimental", UserWarning)
+            engine = PrivacyEngine(accountant=self.privacy.accountant)
+        dp_model, optimizer, criterion, dp_loader = engine.make_private(
+            module=model,
+            optimizer=self._optimizer(model),
+            criterion=nn.CrossEntropyLoss(),
+            data_loader=loader,
+            noise_multiplier=float(self.privacy.noise_multiplier),
+            max_grad_norm=float(self.privacy.max_grad_norm),
+            poisson_sampling=True,
+            clipping="flat",
+            noise_generator=torch.Generator(device=device).manual_seed(noise_seed),
+            grad_sample_mode=GRAD_SAMPLE_MODE,
+        )
+        loss_sum, seen = 0.0, 0
+        try:
+            for _ in range(self.train.local_epochs):
+                for x_cpu, y_cpu in dp_loader:
+                    xb, yb = x_cpu.to(device), y_cpu.to(device)
+                    optimizer.zero_grad()
+                    # An empty Poisson batch still takes a step: zero gradient plus noise.
+                    loss = criterion(dp_model(xb), yb)
+                    loss.backward()
+                    optimizer.step()
+                    if len(yb):
+                        loss_sum += float(loss.item()) * len(yb)
+                        seen += len(yb)
+        finally:
+            dp_model.to_standard_module()  # removes Opacus hooks from the caller's model
+        spent = [
+            MechanismStep(noise_multiplier=float(sigma), sample_rate=float(q), steps=int(n))
+            for sigma, q, n in engine.accountant.history
+        ]
+        return spent, loss_sum / seen if seen else math.nan
+
+    def _train_plain(
+        self, model: nn.Module, device: torch.device, sampler_seed: int
+    ) -> tuple[int, float]:
+        """Non-private SGD over shuffled minibatches; returns (steps, mean training loss)."""
+        loader = DataLoader(
+            self._dataset,
+            batch_size=self.train.batch_size,
+            shuffle=True,
+            generator=torch.Generator().manual_seed(sampler_seed),
+        )
+        optimizer = self._optimizer(model)
+        criterion = nn.CrossEntropyLoss()
+        loss_sum, seen, steps = 0.0, 0, 0
+        for _ in range(self.train.local_epochs):
+            for x_cpu, y_cpu in loader:
+                xb, yb = x_cpu.to(device), y_cpu.to(device)
+                optimizer.zero_grad()
+                loss = criterion(model(xb), yb)
+                loss.backward()
+                optimizer.step()
+                steps += 1
+                loss_sum += float(loss.item()) * len(yb)
+                seen += len(yb)
+        return steps, loss_sum / seen
+
+
+def evaluate(
+    model: nn.Module, data: Dataset, *, batch_size: int = 1024, device: str | None = None
+) -> tuple[float, float]:
+    """(accuracy, mean cross-entropy) of ``model`` on ``data``; the model's mode is restored."""
+    if not _is_int(batch_size) or batch_size < 1:
+        raise ConfigError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+    dev = torch.device(resolve_device(device))
+    dataset = _tensors(data)
+    was_training = model.training
+    model.to(dev)
+    model.eval()
+    correct, loss_sum = 0, 0.0
+    try:
+        with torch.no_grad():
+            for x_cpu, y_cpu in DataLoader(dataset, batch_size=batch_size):
+                xb, yb = x_cpu.to(dev), y_cpu.to(dev)
+                logits = model(xb)
+                loss_sum += float(nn.functional.cross_entropy(logits, yb, reduction="sum"))
+                correct += int((logits.argmax(dim=1) == yb).sum())
+    finally:
+        model.train(was_training)
+    n = len(dataset)
+    return correct / n, loss_sum / n

@@ -1,0 +1,64 @@
+"""The Strategy interface: fold updates chunk by chunk, then produce the next model."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+
+import numpy as np
+
+from fedsov.codec import Manifest, Segment
+
+__all__ = ["RoundAggregate", "Strategy"]
+
+
+class RoundAggregate(ABC):
+    """Running state of one round's aggregation; memory is O(model), not O(sites x model)."""
+
+    @abstractmethod
+    def fold(self, segment: Segment, *, weight: float) -> None:
+        """Add one segment of an update, scaled by ``weight``."""
+
+    @abstractmethod
+    def unfold(self, segment: Segment, *, weight: float) -> None:
+        """Remove a segment folded earlier (an upload that failed after some chunks)."""
+
+    @abstractmethod
+    def commit(self, *, weight: float) -> None:
+        """Count a fully received, validated update of this weight."""
+
+    @property
+    @abstractmethod
+    def total_weight(self) -> float:
+        """Sum of the weights of committed updates."""
+
+    @abstractmethod
+    def write_result(self, base: Mapping[str, np.ndarray], out: Mapping[str, np.ndarray]) -> None:
+        """Write the next global model into ``out`` (arrays shaped like ``base``).
+
+        ``base`` is the model the updates were computed against. ``out`` may be
+        views of ``result_buffer()``: implementations must then work slice by slice.
+        """
+
+    def result_buffer(self) -> bytearray | None:
+        """A payload-shaped buffer of this aggregate that ``write_result`` may write into.
+
+        Where the running sums share the payload's layout, writing the result over
+        them in place saves a model-sized allocation at the end of every round.
+        None where the layout differs.
+        """
+        return None
+
+    def result(self, base: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """The next global model as fresh arrays."""
+        out = {name: np.empty_like(value) for name, value in base.items()}
+        self.write_result(base, out)
+        return out
+
+
+class Strategy(ABC):
+    name: str
+
+    @abstractmethod
+    def start_round(self, manifest: Manifest) -> RoundAggregate:
+        """A fresh aggregate for a round whose updates follow ``manifest``."""

@@ -1,0 +1,82 @@
+"""FedAvg (McMahan et al. 2017): the example-weighted mean of the sites' updates.
+
+Updates are deltas (local - global); the next model is global + Σ n_i·Δ_i / Σ n_i,
+which equals the weighted mean of the local models.
+
+Running sums are kept in each tensor's own precision (float16 widened to float32),
+as Flower's FedAvg does: the coordinator's memory stays about one model in size
+whatever the number of sites. The final division runs in float64.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+
+from fedsov.codec import Manifest, Segment, allocate
+from fedsov.exceptions import ConfigError
+from fedsov.strategy.base import RoundAggregate, Strategy
+
+__all__ = ["FedAvg", "FedAvgAggregate"]
+
+_SLICE = 1 << 20  # elements per step when writing the result
+
+
+class FedAvgAggregate(RoundAggregate):
+    def __init__(self, manifest: Manifest) -> None:
+        for spec in manifest.tensors:
+            if not spec.is_float:
+                raise ConfigError(
+                    f"FedAvg averages floating-point tensors; {spec.name!r} is {spec.dtype}"
+                )
+        self.manifest = manifest
+        self._total_weight = 0.0
+        self._buffer: bytearray | None = None
+        if all(spec.dtype in ("float32", "float64") for spec in manifest.tensors):
+            # Sums laid out exactly like a payload: the result is computed in place
+            # and the buffer becomes the next model's payload (no second copy).
+            self._buffer, views = allocate(manifest)
+            self._sums = [views[spec.name].reshape(-1) for spec in manifest.tensors]
+        else:  # float16 sums would overflow: widen to float32
+            self._sums = [np.zeros(spec.numel, dtype=np.float32) for spec in manifest.tensors]
+
+    def _add(self, segment: Segment, scale: float) -> None:
+        sums = self._sums[segment.index]
+        target = sums[segment.start : segment.start + len(segment.values)]
+        target += segment.values * sums.dtype.type(scale)
+
+    def fold(self, segment: Segment, *, weight: float) -> None:
+        self._add(segment, weight)
+
+    def unfold(self, segment: Segment, *, weight: float) -> None:
+        self._add(segment, -weight)
+
+    def commit(self, *, weight: float) -> None:
+        self._total_weight += weight
+
+    def result_buffer(self) -> bytearray | None:
+        return self._buffer
+
+    @property
+    def total_weight(self) -> float:
+        return self._total_weight
+
+    def write_result(self, base: Mapping[str, np.ndarray], out: Mapping[str, np.ndarray]) -> None:
+        if self._total_weight <= 0:
+            raise ValueError("FedAvg needs at least one committed update")
+        for spec, total in zip(self.manifest.tensors, self._sums, strict=True):
+            src = base[spec.name].reshape(-1)
+            dst = out[spec.name].reshape(-1)
+            for start in range(0, spec.numel, _SLICE):  # bounded float64 temporaries
+                mean = total[start : start + _SLICE].astype(np.float64)
+                mean /= self._total_weight
+                mean += src[start : start + _SLICE]
+                dst[start : start + _SLICE] = mean
+
+
+class FedAvg(Strategy):
+    name = "fedavg"
+
+    def start_round(self, manifest: Manifest) -> FedAvgAggregate:
+        return FedAvgAggregate(manifest)

@@ -1,0 +1,141 @@
+"""A participant's connection to its upstream (coordinator or regional aggregator)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import grpc
+
+from fedsov import __version__
+from fedsov.codec import DEFAULT_CHUNK_SIZE, iter_chunks, sha256_hex
+from fedsov.exceptions import PayloadHashError, PayloadSizeError
+from fedsov.messages import TaskEvent, UpdateHeader, UploadReceipt
+from fedsov.pki.tls import TlsMaterial
+from fedsov.proto.v1 import federation_pb2 as pb
+from fedsov.proto.v1 import federation_pb2_grpc as pb_grpc
+from fedsov.transport import serde
+from fedsov.transport.options import CLIENT_OPTIONS
+from fedsov.transport.service import INSECURE_NAME_HEADER
+
+__all__ = ["FederationClient"]
+
+log = logging.getLogger("fedsov.transport")
+
+# Errors after which a download is resumed from the bytes already received.
+RESUMABLE = frozenset(
+    {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED}
+)
+
+
+class FederationClient:
+    """Dials out only. ``tls=None`` is plaintext for local development (``insecure_name``)."""
+
+    def __init__(
+        self,
+        address: str,
+        *,
+        tls: TlsMaterial | None,
+        server_name: str | None = None,
+        insecure_name: str | None = None,
+    ) -> None:
+        options = list(CLIENT_OPTIONS)
+        if tls is None:
+            self._channel = grpc.aio.insecure_channel(address, options=options)
+            self._metadata: tuple[tuple[str, str], ...] = (
+                ((INSECURE_NAME_HEADER, insecure_name),) if insecure_name else ()
+            )
+        else:
+            if server_name:
+                options.append(("grpc.ssl_target_name_override", server_name))
+            credentials = grpc.ssl_channel_credentials(
+                root_certificates=tls.ca_pem,
+                private_key=tls.key_pem,
+                certificate_chain=tls.cert_pem,
+            )
+            self._channel = grpc.aio.secure_channel(address, credentials, options=options)
+            self._metadata = ()
+        self._stub = pb_grpc.FederationStub(self._channel)
+
+    async def close(self) -> None:
+        await self._channel.close()
+
+    async def __aenter__(self) -> FederationClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def join(self, *, device: str, timeout: float = 30.0) -> pb.JoinResponse:
+        response: pb.JoinResponse = await self._stub.Join(
+            pb.JoinRequest(software_version=__version__, device=device),
+            timeout=timeout,
+            metadata=self._metadata,
+            wait_for_ready=False,
+        )
+        return response
+
+    async def tasks(self) -> AsyncIterator[TaskEvent]:
+        """The task stream; ends when the upstream closes it."""
+        call: Any = self._stub.SubscribeTasks(pb.SubscribeRequest(), metadata=self._metadata)
+        async for message in call:
+            yield serde.task_event_from_proto(message)
+
+    async def download(
+        self, model_sha256: str, *, size: int, max_resumes: int = 5, timeout: float = 300.0
+    ) -> bytes:
+        """Fetch a model payload, resuming from the last byte received after a break."""
+        buffer = bytearray()
+        resumes = 0
+        while True:
+            try:
+                call: Any = self._stub.DownloadModel(
+                    pb.DownloadRequest(model_sha256=model_sha256, offset=len(buffer)),
+                    metadata=self._metadata,
+                    timeout=timeout,
+                )
+                async for chunk in call:
+                    if chunk.offset != len(buffer) or chunk.total_size != size:
+                        raise PayloadSizeError(
+                            f"model download: chunk at offset {chunk.offset} of "
+                            f"{chunk.total_size} bytes, expected offset {len(buffer)} of {size}"
+                        )
+                    buffer += chunk.data
+                break
+            except grpc.aio.AioRpcError as exc:
+                if exc.code() not in RESUMABLE or resumes >= max_resumes:
+                    raise
+                resumes += 1
+                log.warning(
+                    "download interrupted at %d bytes (%s); resuming", len(buffer), exc.code().name
+                )
+        if len(buffer) != size:
+            raise PayloadSizeError(f"model download: got {len(buffer)} of {size} bytes")
+        digest = sha256_hex(buffer)
+        if digest != model_sha256:
+            raise PayloadHashError(f"model download: SHA-256 {digest}, expected {model_sha256}")
+        return bytes(buffer)
+
+    async def upload(
+        self,
+        header: UpdateHeader,
+        payload: bytes,
+        *,
+        chunk_size: int = DEFAULT_CHUNK_SIZE,
+        timeout: float = 600.0,
+    ) -> UploadReceipt:
+        receipt = await self._stub.UploadUpdate(
+            _upload_messages(header, payload, chunk_size),
+            metadata=self._metadata,
+            timeout=timeout,
+        )
+        return serde.receipt_from_proto(receipt)
+
+
+def _upload_messages(
+    header: UpdateHeader, payload: bytes, chunk_size: int
+) -> Iterator[pb.UpdateChunk]:
+    yield pb.UpdateChunk(header=serde.update_header_to_proto(header))
+    for chunk in iter_chunks(payload, chunk_size):
+        yield pb.UpdateChunk(data=bytes(chunk))

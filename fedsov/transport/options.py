@@ -1,0 +1,30 @@
+"""gRPC channel and server options shared by both ends."""
+
+from __future__ import annotations
+
+__all__ = ["CLIENT_OPTIONS", "MAX_MESSAGE_BYTES", "SERVER_OPTIONS"]
+
+# Chunks are 1 MiB by default; a message may carry at most 4 MiB plus framing.
+MAX_MESSAGE_BYTES = 4 * 1024 * 1024 + 64 * 1024
+
+# Keepalive pings every 10 s, dead after 5 s without an answer: both ends notice a
+# dead peer within ~15 s even on an idle task stream.
+CLIENT_OPTIONS: list[tuple[str, int | str]] = [
+    ("grpc.keepalive_time_ms", 10_000),
+    ("grpc.keepalive_timeout_ms", 5_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.max_pings_without_data", 0),
+    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+]
+
+SERVER_OPTIONS: list[tuple[str, int | str]] = [
+    ("grpc.keepalive_time_ms", 10_000),
+    ("grpc.keepalive_timeout_ms", 5_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.min_recv_ping_interval_without_data_ms", 5_000),
+    ("grpc.http2.max_ping_strikes", 0),
+    ("grpc.http2.bdp_probe", 0),
+    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+]

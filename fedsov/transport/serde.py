@@ -1,0 +1,197 @@
+"""The one place that converts between protobuf messages and fedsov dataclasses."""
+
+from __future__ import annotations
+
+import math
+
+from fedsov.codec import Manifest, TensorSpec
+from fedsov.exceptions import CodecError, ProtocolError
+from fedsov.messages import (
+    Finished,
+    Heartbeat,
+    PrivacyReport,
+    TaskEvent,
+    TrainingPlan,
+    TrainTask,
+    UpdateHeader,
+    UploadReceipt,
+)
+from fedsov.proto.v1 import federation_pb2 as pb
+from fedsov.proto.v1 import tensors_pb2 as tpb
+
+__all__ = [
+    "manifest_from_proto",
+    "manifest_to_proto",
+    "receipt_from_proto",
+    "receipt_to_proto",
+    "task_event_from_proto",
+    "task_event_to_proto",
+    "update_header_from_proto",
+    "update_header_to_proto",
+]
+
+_DTYPE_TO_PROTO = {
+    "float32": tpb.DTYPE_FLOAT32,
+    "float64": tpb.DTYPE_FLOAT64,
+    "float16": tpb.DTYPE_FLOAT16,
+    "int64": tpb.DTYPE_INT64,
+    "int32": tpb.DTYPE_INT32,
+    "uint8": tpb.DTYPE_UINT8,
+    "bool": tpb.DTYPE_BOOL,
+}
+_DTYPE_FROM_PROTO = {v: k for k, v in _DTYPE_TO_PROTO.items()}
+
+
+def manifest_to_proto(manifest: Manifest) -> tpb.Manifest:
+    return tpb.Manifest(
+        tensors=[
+            tpb.TensorSpec(name=s.name, dtype=_DTYPE_TO_PROTO[s.dtype], shape=list(s.shape))
+            for s in manifest.tensors
+        ]
+    )
+
+
+def manifest_from_proto(msg: tpb.Manifest) -> Manifest:
+    specs = []
+    for t in msg.tensors:
+        dtype = _DTYPE_FROM_PROTO.get(t.dtype)
+        if dtype is None:
+            raise CodecError(f"tensor {t.name!r}: unknown dtype code {t.dtype}")
+        specs.append(TensorSpec(t.name, dtype, tuple(int(d) for d in t.shape)))
+    return Manifest(tuple(specs))
+
+
+def task_event_to_proto(event: TaskEvent) -> pb.TaskEvent:
+    if isinstance(event, TrainTask):
+        return pb.TaskEvent(
+            train=pb.TrainTask(
+                task_id=event.task_id,
+                round=event.round,
+                model_sha256=event.model_sha256,
+                model_size=event.model_size,
+                manifest=manifest_to_proto(event.manifest),
+                plan=pb.TrainingPlan(
+                    local_epochs=event.plan.local_epochs,
+                    batch_size=event.plan.batch_size,
+                    learning_rate=event.plan.learning_rate,
+                    momentum=event.plan.momentum,
+                ),
+                deadline_unix=event.deadline_unix,
+                round_seed=event.round_seed,
+            )
+        )
+    if isinstance(event, Finished):
+        return pb.TaskEvent(
+            finished=pb.Finished(
+                rounds=event.rounds, model_sha256=event.model_sha256, reason=event.reason
+            )
+        )
+    return pb.TaskEvent(heartbeat=pb.Heartbeat(sent_unix=event.sent_unix))
+
+
+def task_event_from_proto(msg: pb.TaskEvent) -> TaskEvent:
+    kind = msg.WhichOneof("event")
+    if kind == "train":
+        t = msg.train
+        return TrainTask(
+            task_id=t.task_id,
+            round=t.round,
+            model_sha256=t.model_sha256,
+            model_size=t.model_size,
+            manifest=manifest_from_proto(t.manifest),
+            plan=TrainingPlan(
+                local_epochs=t.plan.local_epochs,
+                batch_size=t.plan.batch_size,
+                learning_rate=t.plan.learning_rate,
+                momentum=t.plan.momentum,
+            ),
+            deadline_unix=t.deadline_unix,
+            round_seed=t.round_seed,
+        )
+    if kind == "finished":
+        f = msg.finished
+        return Finished(rounds=f.rounds, model_sha256=f.model_sha256, reason=f.reason)
+    if kind == "heartbeat":
+        return Heartbeat(sent_unix=msg.heartbeat.sent_unix)
+    raise ProtocolError("task event carries no event")
+
+
+def _privacy_to_proto(p: PrivacyReport) -> pb.PrivacyReport:
+    return pb.PrivacyReport(
+        enabled=p.enabled,
+        epsilon=p.epsilon,
+        delta=p.delta,
+        noise_multiplier=p.noise_multiplier,
+        max_grad_norm=p.max_grad_norm,
+        sample_rate=p.sample_rate,
+        steps=p.steps,
+        total_steps=p.total_steps,
+        accountant=p.accountant,
+    )
+
+
+def _privacy_from_proto(p: pb.PrivacyReport) -> PrivacyReport:
+    report = PrivacyReport(
+        enabled=p.enabled,
+        epsilon=p.epsilon,
+        delta=p.delta,
+        noise_multiplier=p.noise_multiplier,
+        max_grad_norm=p.max_grad_norm,
+        sample_rate=p.sample_rate,
+        steps=p.steps,
+        total_steps=p.total_steps,
+        accountant=p.accountant,
+    )
+    if report.enabled and not (math.isfinite(report.epsilon) and report.epsilon >= 0):
+        raise ProtocolError(f"privacy report: epsilon {report.epsilon} is not a finite ε >= 0")
+    if report.enabled and not 0 < report.delta < 1:
+        raise ProtocolError(f"privacy report: delta {report.delta} is not in (0, 1)")
+    return report
+
+
+def update_header_to_proto(h: UpdateHeader) -> pb.UpdateHeader:
+    return pb.UpdateHeader(
+        task_id=h.task_id,
+        round=h.round,
+        manifest=manifest_to_proto(h.manifest),
+        num_examples=h.num_examples,
+        payload_size=h.payload_size,
+        payload_sha256=h.payload_sha256,
+        base_model_sha256=h.base_model_sha256,
+        privacy=_privacy_to_proto(h.privacy),
+        metrics=dict(h.metrics),
+    )
+
+
+def update_header_from_proto(h: pb.UpdateHeader) -> UpdateHeader:
+    if not h.HasField("privacy"):
+        raise ProtocolError("update header has no privacy report")
+    return UpdateHeader(
+        task_id=h.task_id,
+        round=h.round,
+        manifest=manifest_from_proto(h.manifest),
+        num_examples=h.num_examples,
+        payload_size=h.payload_size,
+        payload_sha256=h.payload_sha256,
+        base_model_sha256=h.base_model_sha256,
+        privacy=_privacy_from_proto(h.privacy),
+        metrics=dict(h.metrics),
+    )
+
+
+def receipt_to_proto(r: UploadReceipt) -> pb.UploadReceipt:
+    return pb.UploadReceipt(
+        task_id=r.task_id,
+        round=r.round,
+        payload_sha256=r.payload_sha256,
+        bytes_received=r.bytes_received,
+    )
+
+
+def receipt_from_proto(r: pb.UploadReceipt) -> UploadReceipt:
+    return UploadReceipt(
+        task_id=r.task_id,
+        round=r.round,
+        payload_sha256=r.payload_sha256,
+        bytes_received=r.bytes_received,
+    )

@@ -1,0 +1,138 @@
+"""The Federation gRPC servicer: thin; all logic lives in the round engine."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from typing import Any, NoReturn
+
+import grpc
+
+from fedsov.codec import DEFAULT_CHUNK_SIZE, iter_chunks
+from fedsov.coordinator.engine import Engine
+from fedsov.exceptions import FedsovError, PKIError, ProtocolError
+from fedsov.pki.identity import NodeIdentity, Role, identity_from_pem
+from fedsov.proto.v1 import federation_pb2 as pb
+from fedsov.proto.v1 import federation_pb2_grpc as pb_grpc
+from fedsov.transport import serde
+from fedsov.transport.errors import status_for
+
+__all__ = ["INSECURE_NAME_HEADER", "FederationService"]
+
+log = logging.getLogger("fedsov.transport")
+
+# Only read with --insecure (local development): there is no certificate then.
+INSECURE_NAME_HEADER = "fedsov-insecure-node-name"
+
+Context = grpc.aio.ServicerContext[Any, Any]
+
+
+class FederationService(pb_grpc.FederationServicer):
+    """``max_transfers`` bounds the uploads (and, separately, downloads) served at once.
+
+    A waiting upload has not asked gRPC for its first message, so flow control keeps
+    its peer's bytes out of this process: memory stays O(model + max_transfers x chunk)
+    however many sites upload together.
+    """
+
+    def __init__(self, engine: Engine, *, insecure: bool = False, max_transfers: int = 4) -> None:
+        self.engine = engine
+        self.insecure = insecure
+        self._uploads = asyncio.Semaphore(max_transfers)
+        self._downloads = asyncio.Semaphore(max_transfers)
+
+    async def _abort(self, context: Context, exc: FedsovError, what: str) -> NoReturn:
+        code = status_for(exc)
+        log.warning("%s refused (%s): %s", what, code.name, exc)
+        await context.abort(code, str(exc))
+        raise AssertionError("unreachable")  # context.abort raises
+
+    async def _identity(self, context: Context) -> NodeIdentity:
+        if self.insecure:
+            name = dict(context.invocation_metadata() or ()).get(INSECURE_NAME_HEADER)
+            if not isinstance(name, str) or not name:
+                await context.abort(
+                    grpc.StatusCode.UNAUTHENTICATED,
+                    f"insecure mode: send your node name in the {INSECURE_NAME_HEADER!r} header",
+                )
+            return NodeIdentity(str(name), Role.site, "DEV", self.engine.settings.federation)
+        pems = context.auth_context().get("x509_pem_cert")
+        if not pems:
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, "no client certificate")
+        try:
+            return identity_from_pem(pems[0])
+        except PKIError as exc:
+            await self._abort(context, exc, "certificate")
+
+    async def Join(self, request: pb.JoinRequest, context: Context) -> pb.JoinResponse:  # noqa: N802
+        identity = await self._identity(context)
+        try:
+            self.engine.admit(identity)
+        except FedsovError as exc:
+            await self._abort(context, exc, f"join of {identity.name}")
+        current = self.engine.current
+        return pb.JoinResponse(
+            federation=self.engine.settings.federation,
+            node_name=identity.name,
+            role=str(identity.role),
+            jurisdiction=identity.jurisdiction,
+            current_round=current.number if current else 0,
+        )
+
+    async def SubscribeTasks(  # noqa: N802
+        self, request: pb.SubscribeRequest, context: Context
+    ) -> AsyncIterator[pb.TaskEvent]:
+        identity = await self._identity(context)
+        try:
+            events = await self.engine.subscribe(identity)
+        except FedsovError as exc:
+            await self._abort(context, exc, f"subscription of {identity.name}")
+        async for event in events:
+            yield serde.task_event_to_proto(event)
+
+    async def DownloadModel(  # noqa: N802
+        self, request: pb.DownloadRequest, context: Context
+    ) -> AsyncIterator[pb.ModelChunk]:
+        identity = await self._identity(context)
+        try:
+            self.engine.admit(identity)
+            payload = self.engine.model_payload(request.model_sha256)
+        except FedsovError as exc:
+            await self._abort(context, exc, f"download by {identity.name}")
+        total = len(payload)
+        if request.offset > total:
+            await context.abort(
+                grpc.StatusCode.OUT_OF_RANGE,
+                f"offset {request.offset} is past the model's {total} bytes",
+            )
+        offset = request.offset
+        async with self._downloads:
+            for chunk in iter_chunks(payload, DEFAULT_CHUNK_SIZE, offset=offset):
+                yield pb.ModelChunk(offset=offset, total_size=total, data=bytes(chunk))
+                offset += len(chunk)
+
+    async def UploadUpdate(  # noqa: N802
+        self, request_iterator: AsyncIterator[pb.UpdateChunk], context: Context
+    ) -> pb.UploadReceipt:
+        identity = await self._identity(context)
+        what = f"upload from {identity.name}"
+        try:
+            async with self._uploads:
+                first = await anext(aiter(request_iterator), None)
+                if first is None or first.WhichOneof("part") != "header":
+                    raise ProtocolError("the first message of an upload must be its header")
+                header = serde.update_header_from_proto(first.header)
+                receipt = await self.engine.receive_update(
+                    identity, header, _data_chunks(request_iterator)
+                )
+        except FedsovError as exc:
+            await self._abort(context, exc, what)
+        return serde.receipt_to_proto(receipt)
+
+
+async def _data_chunks(messages: AsyncIterator[pb.UpdateChunk]) -> AsyncIterator[bytes]:
+    async for message in messages:
+        if message.WhichOneof("part") != "data":
+            raise ProtocolError("an upload carries one header, then only data chunks")
+        yield message.data

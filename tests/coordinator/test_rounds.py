@@ -1,0 +1,262 @@
+"""The round's upload handling, without sockets: folding, refusal and rollback."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Iterable
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fedsov.codec import encode, iter_chunks
+from fedsov.coordinator.model import GlobalModel
+from fedsov.coordinator.rounds import Round, TaskRecord, TaskStatus
+from fedsov.exceptions import (
+    DuplicateUpdate,
+    LateUpdate,
+    ManifestMismatch,
+    NonFiniteTensor,
+    PayloadHashError,
+    PayloadSizeError,
+    ProtocolError,
+    UnknownTask,
+)
+from fedsov.messages import PrivacyReport, TrainingPlan, TrainTask, UpdateHeader
+from fedsov.strategy import FedAvg
+
+BASE = {"w": np.zeros((3, 4), dtype=np.float32), "b": np.ones(4, dtype=np.float32)}
+SITES = ("site-a", "site-b", "site-c")
+
+
+def make_round(tmp_path: Path, deadline_in: float = 60.0) -> Round:
+    model = GlobalModel.from_arrays(BASE, round=0, parent=None)
+    tasks = {}
+    for site in SITES:
+        task = TrainTask(
+            task_id=f"t-{site}",
+            round=1,
+            model_sha256=model.sha256,
+            model_size=model.encoded.size,
+            manifest=model.manifest,
+            plan=TrainingPlan(1, 8, 0.1),
+            deadline_unix=0.0,
+            round_seed=1,
+        )
+        tasks[task.task_id] = TaskRecord(task=task, site=site)
+    return Round(
+        number=1,
+        model=model,
+        tasks=tasks,
+        deadline=time.time() + deadline_in,
+        _aggregate=FedAvg().start_round(model.manifest),
+        spool_dir=tmp_path / "spool",
+    )
+
+
+def header_for(
+    rnd: Round, site: str, delta: dict[str, np.ndarray], n: int, **over: object
+) -> tuple[UpdateHeader, bytes]:
+    enc = encode(delta)
+    fields: dict[str, object] = dict(
+        task_id=f"t-{site}",
+        round=1,
+        manifest=enc.manifest,
+        num_examples=n,
+        payload_size=enc.size,
+        payload_sha256=enc.sha256,
+        base_model_sha256=rnd.model.sha256,
+        privacy=PrivacyReport(enabled=True, epsilon=1.0, delta=1e-5),
+    )
+    fields.update(over)
+    return UpdateHeader(**fields), enc.payload  # type: ignore[arg-type]
+
+
+async def chunks(
+    payload: bytes, size: int = 7, *, stop_after: int | None = None
+) -> AsyncIterator[bytes]:
+    for i, chunk in enumerate(iter_chunks(payload, size)):
+        if stop_after is not None and i >= stop_after:
+            return
+        yield bytes(chunk)
+        await asyncio.sleep(0)
+
+
+def delta(value: float) -> dict[str, np.ndarray]:
+    return {k: np.full(v.shape, value, dtype=np.float32) for k, v in BASE.items()}
+
+
+def run(coro: object) -> object:
+    return asyncio.run(coro)  # type: ignore[arg-type]
+
+
+def expected(pairs: Iterable[tuple[float, int]]) -> dict[str, np.ndarray]:
+    pairs = list(pairs)
+    total = sum(n for _, n in pairs)
+    mean = sum(v * n for v, n in pairs) / total
+    return {k: v + np.float32(mean) for k, v in BASE.items()}
+
+
+def test_accepted_updates_fold_into_fedavg(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        rnd = make_round(tmp_path)
+        for site, value, n in (("site-a", 1.0, 10), ("site-b", 4.0, 30), ("site-c", -2.0, 60)):
+            h, p = header_for(rnd, site, delta(value), n)
+            receipt = await rnd.receive(site, h, chunks(p))
+            assert receipt.payload_sha256 == h.payload_sha256
+            assert receipt.bytes_received == h.payload_size
+        assert rnd.done.is_set()
+        out = rnd.aggregate.result(rnd.model.arrays())
+        want = expected([(1.0, 10), (4.0, 30), (-2.0, 60)])
+        for k in BASE:
+            np.testing.assert_allclose(out[k], want[k], atol=1e-6)
+        assert list(rnd.spool_dir.iterdir()) == []
+
+    run(scenario())
+
+
+@pytest.mark.parametrize(
+    ("make_bad", "error", "message"),
+    [
+        (lambda p: p[:-8], PayloadSizeError, "truncated payload: received"),
+        (lambda p: p[:-1] + bytes([p[-1] ^ 1]), PayloadHashError, "SHA-256"),
+        (lambda p: p + b"\0\0\0\0", PayloadSizeError, "oversized payload"),
+    ],
+)
+def test_broken_upload_is_refused_and_rolled_back(
+    tmp_path: Path, make_bad: object, error: type[Exception], message: str
+) -> None:
+    async def scenario() -> None:
+        rnd = make_round(tmp_path)
+        h, p = header_for(rnd, "site-a", delta(1.0), 10)
+        await rnd.receive("site-a", h, chunks(p))
+        h, p = header_for(rnd, "site-b", delta(50.0), 90)
+        bad_payload = make_bad(p)  # type: ignore[operator]
+        with pytest.raises(error, match=message):
+            await rnd.receive("site-b", h, chunks(bad_payload))
+        record = rnd.tasks["t-site-b"]
+        assert record.status is TaskStatus.REJECTED
+        assert message.split(":", maxsplit=1)[0] in record.reason
+        out = rnd.aggregate.result(rnd.model.arrays())
+        np.testing.assert_array_equal(out["w"], expected([(1.0, 10)])["w"])
+        assert list(rnd.spool_dir.iterdir()) == []
+
+    run(scenario())
+
+
+def test_nan_is_refused_naming_tensor_and_round_goes_on(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        rnd = make_round(tmp_path)
+        bad = delta(3.0)
+        bad["b"][2] = np.nan
+        h, p = header_for(rnd, "site-a", bad, 10)
+        with pytest.raises(NonFiniteTensor, match="tensor 'b' holds nan at element 2"):
+            await rnd.receive("site-a", h, chunks(p))
+        h, p = header_for(rnd, "site-b", delta(2.0), 5)
+        await rnd.receive("site-b", h, chunks(p))
+        out = rnd.aggregate.result(rnd.model.arrays())
+        np.testing.assert_array_equal(out["b"], expected([(2.0, 5)])["b"])
+
+    run(scenario())
+
+
+def test_cancelled_upload_is_rolled_back(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        rnd = make_round(tmp_path)
+        h, p = header_for(rnd, "site-a", delta(9.0), 10)
+        task = asyncio.ensure_future(rnd.receive("site-a", h, chunks(p, 4)))
+        for _ in range(5):
+            await asyncio.sleep(0)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert rnd.tasks["t-site-a"].status is TaskStatus.PENDING  # may try again
+        h, p = header_for(rnd, "site-b", delta(1.0), 1)
+        await rnd.receive("site-b", h, chunks(p))
+        np.testing.assert_array_equal(
+            rnd.aggregate.result(rnd.model.arrays())["w"], expected([(1.0, 1)])["w"]
+        )
+
+    run(scenario())
+
+
+def test_close_at_deadline_removes_upload_in_flight(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        rnd = make_round(tmp_path)
+        h, p = header_for(rnd, "site-a", delta(2.0), 4)
+        await rnd.receive("site-a", h, chunks(p))
+        h, p = header_for(rnd, "site-b", delta(100.0), 4)
+        gate = asyncio.Event()
+
+        async def slow() -> AsyncIterator[bytes]:
+            async for c in chunks(p, 8, stop_after=2):
+                yield c
+            await gate.wait()
+            async for c in chunks(p[16:], 8):
+                yield c
+
+        task = asyncio.ensure_future(rnd.receive("site-b", h, slow()))
+        await asyncio.sleep(0.05)
+        rnd.close()
+        gate.set()
+        with pytest.raises(LateUpdate, match="closed while this update was arriving"):
+            await task
+        assert rnd.tasks["t-site-b"].status is TaskStatus.LATE
+        assert rnd.tasks["t-site-c"].status is TaskStatus.LATE
+        np.testing.assert_array_equal(
+            rnd.aggregate.result(rnd.model.arrays())["w"], expected([(2.0, 4)])["w"]
+        )
+
+    run(scenario())
+
+
+def test_header_checks(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        rnd = make_round(tmp_path)
+        h, p = header_for(rnd, "site-a", delta(1.0), 10)
+        with pytest.raises(UnknownTask, match="for site 'site-b'"):
+            await rnd.receive("site-b", h, chunks(p))
+        assert rnd.tasks["t-site-a"].status is TaskStatus.PENDING  # not the sender's task
+        await rnd.receive("site-a", h, chunks(p))
+        with pytest.raises(DuplicateUpdate, match="already has an accepted update"):
+            await rnd.receive("site-a", h, chunks(p))
+
+        wrong = {"w": np.zeros((4, 3), dtype=np.float32), "b": np.zeros(4, dtype=np.float32)}
+        hw, pw = header_for(rnd, "site-b", wrong, 10)
+        with pytest.raises(ManifestMismatch, match=r"'w' has shape \[4, 3\], expected \[3, 4\]"):
+            await rnd.receive("site-b", hw, chunks(pw))
+        assert rnd.tasks["t-site-b"].status is TaskStatus.REJECTED
+        hb, pb = header_for(rnd, "site-b", delta(1.0), 10)
+        with pytest.raises(DuplicateUpdate, match="was refused: update from 'site-b'"):
+            await rnd.receive("site-b", hb, chunks(pb))
+
+        hs, ps = header_for(rnd, "site-c", delta(1.0), 10, base_model_sha256="0" * 64)
+        with pytest.raises(ProtocolError, match="computed against model 000000000000"):
+            await rnd.receive("site-c", hs, chunks(ps))
+        assert rnd.done.is_set()  # every task resolved: the round need not wait
+        np.testing.assert_array_equal(
+            rnd.aggregate.result(rnd.model.arrays())["w"], expected([(1.0, 10)])["w"]
+        )
+
+    run(scenario())
+
+
+def test_zero_examples_is_refused(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        rnd = make_round(tmp_path)
+        hz, pz = header_for(rnd, "site-a", delta(1.0), 0)
+        with pytest.raises(ProtocolError, match="num_examples must be positive"):
+            await rnd.receive("site-a", hz, chunks(pz))
+
+    run(scenario())
+
+
+def test_update_after_deadline_is_late(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        rnd = make_round(tmp_path, deadline_in=-1.0)
+        h, p = header_for(rnd, "site-a", delta(1.0), 10)
+        with pytest.raises(LateUpdate, match="arrived too late"):
+            await rnd.receive("site-a", h, chunks(p))
+
+    run(scenario())

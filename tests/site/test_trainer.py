@@ -1,0 +1,253 @@
+"""DPTrainer: privacy composition across rounds, learning, determinism and config errors."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from opacus.accountants import PRVAccountant, RDPAccountant
+from sklearn.datasets import load_digits
+from torch import nn
+
+from fedsov.exceptions import ConfigError, DataError, TrainingError
+from fedsov.privacy.accountant import MechanismStep
+from fedsov.site.data import Dataset
+from fedsov.site.trainer import (
+    DPTrainer,
+    PrivacyConfig,
+    TrainConfig,
+    TrainResult,
+    evaluate,
+)
+
+DELTA = 1e-5
+
+
+@pytest.fixture(scope="module")
+def digits() -> Dataset:
+    d = load_digits()
+    return Dataset((d.data / 16.0).astype(np.float32), d.target.astype(np.int64))
+
+
+def mlp(seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Flatten(), nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 10))
+
+
+def load(weights: dict[str, np.ndarray]) -> nn.Module:
+    model = mlp()
+    model.load_state_dict({k: torch.from_numpy(v) for k, v in weights.items()})
+    return model
+
+
+def trainer(
+    data: Dataset,
+    *,
+    enabled: bool = True,
+    seed: int = 0,
+    batch_size: int = 64,
+    accountant: str = "prv",
+    epochs: int = 1,
+    lr: float = 1.0,
+    momentum: float = 0.0,
+) -> DPTrainer:
+    return DPTrainer(
+        data=data,
+        train=TrainConfig(
+            local_epochs=epochs, batch_size=batch_size, learning_rate=lr, momentum=momentum
+        ),
+        privacy=PrivacyConfig(
+            noise_multiplier=1.0,
+            max_grad_norm=1.0,
+            delta=DELTA,
+            accountant=accountant,
+            enabled=enabled,
+        ),
+        device="cpu",
+        seed=seed,
+    )
+
+
+def run_rounds(t: DPTrainer, rounds: int) -> list[TrainResult]:
+    """FedAvg with one site: each round starts from the previous round's weights."""
+    weights = {k: v.numpy().copy() for k, v in mlp().state_dict().items()}
+    results = []
+    for r in range(rounds):
+        results.append(t.train_round(load(weights), round_seed=r))
+        weights = results[-1].weights
+    return results
+
+
+def test_epsilon_composes_over_rounds(digits: Dataset) -> None:
+    t = trainer(digits)
+    results = run_rounds(t, 3)
+    per_round = math.ceil(len(digits) / 64)
+    assert [r.steps for r in results] == [per_round] * 3
+    assert [r.total_steps for r in results] == [per_round, 2 * per_round, 3 * per_round]
+    last = results[-1]
+    assert last.sample_rate == 1 / per_round
+    fresh = PRVAccountant()
+    fresh.history = [(1.0, last.sample_rate, last.total_steps)]
+    assert last.epsilon == pytest.approx(fresh.get_epsilon(DELTA), rel=1e-6)
+    assert t.epsilon() == last.epsilon
+    assert t.history == [
+        MechanismStep(noise_multiplier=1.0, sample_rate=1 / per_round, steps=3 * per_round)
+    ]
+    assert results[0].epsilon < results[1].epsilon < results[2].epsilon
+    assert (last.delta, last.noise_multiplier, last.max_grad_norm) == (DELTA, 1.0, 1.0)
+    assert last.num_examples == len(digits)
+
+
+def test_changed_batch_size_is_accounted(digits: Dataset) -> None:
+    t = trainer(digits, accountant="rdp")
+    t.train_round(mlp(), round_seed=0)
+    t.train = TrainConfig(local_epochs=1, batch_size=128, learning_rate=1.0)
+    result = t.train_round(mlp(), round_seed=1)
+    fresh = RDPAccountant()
+    fresh.history = [
+        (1.0, 1 / math.ceil(len(digits) / 64), math.ceil(len(digits) / 64)),
+        (1.0, 1 / math.ceil(len(digits) / 128), math.ceil(len(digits) / 128)),
+    ]
+    assert len(t.history) == 2
+    assert result.epsilon == pytest.approx(fresh.get_epsilon(DELTA), rel=1e-9)
+
+
+def test_dp_training_learns(digits: Dataset) -> None:
+    acc0, loss0 = evaluate(mlp(), digits)
+    model = load(run_rounds(trainer(digits), 3)[-1].weights)
+    acc, loss = evaluate(model, digits)
+    assert loss < loss0 / 2
+    assert acc > 0.8 > acc0
+
+
+def test_weights_keys_dtype_and_clean_model(digits: Dataset) -> None:
+    model = mlp()
+    keys = list(model.state_dict())
+    result = trainer(digits).train_round(model, round_seed=0)
+    assert list(result.weights) == keys
+    for name, w in result.weights.items():
+        assert isinstance(w, np.ndarray) and w.dtype == np.float32, name
+        np.testing.assert_array_equal(w, model.state_dict()[name].numpy())
+    # Opacus' hooks and per-sample attributes are gone from the caller's model.
+    assert not any(m._forward_hooks or m._backward_hooks for m in model.modules())
+    assert not any(hasattr(p, "grad_sample") for p in model.parameters())
+    assert math.isfinite(result.train_loss) and result.seconds > 0
+
+
+def test_deterministic(digits: Dataset) -> None:
+    a = trainer(digits, seed=7).train_round(mlp(), round_seed=3)
+    b = trainer(digits, seed=7).train_round(mlp(), round_seed=3)
+    c = trainer(digits, seed=7).train_round(mlp(), round_seed=4)
+    for k in a.weights:
+        np.testing.assert_array_equal(a.weights[k], b.weights[k])
+    assert any(not np.array_equal(a.weights[k], c.weights[k]) for k in a.weights)
+    assert a.train_loss == b.train_loss
+
+
+def test_dp_disabled(digits: Dataset) -> None:
+    t = trainer(digits, enabled=False, lr=0.2, momentum=0.5, epochs=3)
+    assert t.epsilon() == math.inf
+    results = run_rounds(t, 2)
+    assert all(r.epsilon == math.inf for r in results)
+    assert t.history == []
+    assert results[-1].total_steps == 6 * math.ceil(len(digits) / 64)
+    acc, _ = evaluate(load(results[-1].weights), digits)
+    assert acc > 0.9
+    again = run_rounds(trainer(digits, enabled=False, lr=0.2, momentum=0.5, epochs=3), 2)[-1]
+    for k, w in results[-1].weights.items():
+        np.testing.assert_array_equal(w, again.weights[k])
+
+
+def test_empty_poisson_batches(digits: Dataset) -> None:
+    small = digits.subset(np.arange(20))
+    t = trainer(small, batch_size=1, epochs=3)  # q = 1/20: about a third of batches are empty
+    result = t.train_round(mlp(), round_seed=0)
+    assert result.steps == 60 and result.sample_rate == 1 / 20
+    assert all(np.isfinite(w).all() for w in result.weights.values())
+    assert math.isfinite(result.epsilon)
+
+
+def test_evaluate_restores_mode(digits: Dataset) -> None:
+    model = mlp()
+    model.train()
+    acc, loss = evaluate(model, digits, batch_size=100)
+    assert 0.0 <= acc <= 1.0 and loss > 0 and model.training
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda(digits: Dataset) -> None:
+    t = DPTrainer(
+        data=digits,
+        train=TrainConfig(local_epochs=1, batch_size=64, learning_rate=1.0),
+        privacy=PrivacyConfig(noise_multiplier=1.0, max_grad_norm=1.0, delta=DELTA),
+        device="cuda",
+    )
+    model = mlp()
+    result = t.train_round(model, round_seed=0)
+    again = DPTrainer(data=digits, train=t.train, privacy=t.privacy, device="cuda").train_round(
+        mlp(), round_seed=0
+    )
+    assert next(model.parameters()).is_cuda
+    for k, w in result.weights.items():
+        assert isinstance(w, np.ndarray) and w.dtype == np.float32
+        np.testing.assert_array_equal(w, again.weights[k])
+    acc, _ = evaluate(load(result.weights), digits, device="cuda")
+    assert acc > 0.5
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [
+        ({"local_epochs": 0}, "local_epochs"),
+        ({"local_epochs": 1.5}, "local_epochs"),
+        ({"batch_size": 0}, "batch_size"),
+        ({"batch_size": True}, "batch_size"),
+        ({"learning_rate": 0.0}, "learning_rate"),
+        ({"learning_rate": math.nan}, "learning_rate"),
+        ({"momentum": 1.0}, "momentum"),
+    ],
+)
+def test_bad_train_config(kwargs: dict[str, object], field: str) -> None:
+    args: dict[str, object] = {"local_epochs": 1, "batch_size": 8, "learning_rate": 0.1, **kwargs}
+    with pytest.raises(ConfigError, match=field):
+        TrainConfig(**args)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [
+        ({"noise_multiplier": -0.1}, "noise_multiplier"),
+        ({"noise_multiplier": math.inf}, "noise_multiplier"),
+        ({"max_grad_norm": 0.0}, "max_grad_norm"),
+        ({"delta": 0.0}, "delta"),
+        ({"delta": 1.0}, "delta"),
+        ({"accountant": "moments"}, "accountant"),
+        ({"enabled": 1}, "enabled"),
+    ],
+)
+def test_bad_privacy_config(kwargs: dict[str, object], field: str) -> None:
+    args: dict[str, object] = {
+        "noise_multiplier": 1.0,
+        "max_grad_norm": 1.0,
+        "delta": 1e-5,
+        **kwargs,
+    }
+    with pytest.raises(ConfigError, match=field):
+        PrivacyConfig(**args)  # type: ignore[arg-type]
+
+
+def test_bad_trainer_inputs(digits: Dataset) -> None:
+    empty = Dataset(np.zeros((0, 64), np.float32), np.zeros((0,), np.int64))
+    with pytest.raises(DataError, match="empty"):
+        trainer(empty)
+    t = trainer(digits)
+    with pytest.raises(ConfigError, match="train"):
+        t.train = "fast"  # type: ignore[assignment]
+    with pytest.raises(ConfigError, match="round_seed"):
+        t.train_round(mlp(), round_seed=1.5)  # type: ignore[arg-type]
+    bn = nn.Sequential(nn.Flatten(), nn.Linear(64, 16), nn.BatchNorm1d(16), nn.Linear(16, 10))
+    with pytest.raises(TrainingError, match="BatchNorm"):
+        t.train_round(bn, round_seed=0)
+    assert t.total_steps == 0 and t.history == []

@@ -1,0 +1,210 @@
+"""The Federation service over real mTLS gRPC on loopback (port 0), in one process."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+
+from fedsov.codec import encode
+from fedsov.coordinator.engine import Engine, EngineSettings
+from fedsov.coordinator.model import GlobalModel, ModelStore
+from fedsov.messages import PrivacyReport, TrainingPlan, TrainTask, UpdateHeader
+from fedsov.pki import NodePaths, NodeSpec, Role, build_pki, load_tls_material
+from fedsov.strategy import FedAvg
+from fedsov.transport.client import FederationClient
+from fedsov.transport.server import start_server
+from fedsov.transport.service import FederationService
+
+BASE = {"w": np.zeros((16, 8), dtype=np.float32), "b": np.zeros(8, dtype=np.float32)}
+SITES = ("site-1", "site-2", "site-3", "site-4")
+
+
+@dataclass
+class Federation:
+    address: str
+    engine: Engine
+    pki: dict[str, NodePaths]
+    run: asyncio.Task[object]
+
+    def client(self, name: str) -> FederationClient:
+        p = self.pki[name]
+        tls = load_tls_material(cert=p.cert, key=p.key, ca=p.ca)
+        return FederationClient(self.address, tls=tls, server_name="localhost")
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> dict[str, NodePaths]:
+    root = tmp_path_factory.mktemp("pki")
+    nodes = [NodeSpec("coordinator", Role.coordinator, "EU", ("localhost", "127.0.0.1"))]
+    nodes += [NodeSpec(name, Role.site, "EU") for name in SITES]
+    nodes += [NodeSpec("rogue-aggregator", Role.aggregator, "EU")]
+    paths = build_pki(root / "fed", federation="test-fed", nodes=nodes)
+    other = build_pki(root / "other", federation="test-fed", nodes=[NodeSpec("site-1", Role.site, "EU")])
+    paths["foreign-site-1"] = other["site-1"]
+    return paths
+
+
+@asynccontextmanager
+async def federation(
+    tmp_path: Path,
+    pki: dict[str, NodePaths],
+    *,
+    min_sites: int,
+    min_updates: int = 1,
+    timeout_s: float = 30.0,
+) -> AsyncIterator[Federation]:
+    engine = Engine(
+        EngineSettings(
+            federation="test-fed", num_rounds=1, min_sites=min_sites, min_updates=min_updates,
+            sites_per_round=0,
+            round_timeout_s=timeout_s, start_timeout_s=30.0, max_attempts=1,
+            plan=TrainingPlan(1, 8, 0.1), seed=0, heartbeat_s=1.0,
+        ),
+        initial=GlobalModel.from_arrays(BASE, round=0, parent=None),
+        strategy=FedAvg(),
+        store=ModelStore(tmp_path / "models"),
+        work_dir=tmp_path / "work",
+    )
+    c = pki["coordinator"]
+    server = await start_server(
+        FederationService(engine),
+        address="127.0.0.1:0",
+        tls=load_tls_material(cert=c.cert, key=c.key, ca=c.ca),
+    )
+    run = asyncio.ensure_future(engine.run())
+    try:
+        yield Federation(f"127.0.0.1:{server.port}", engine, pki, run)
+    finally:
+        run.cancel()
+        await asyncio.gather(run, return_exceptions=True)
+        await server.stop(0)
+
+
+async def first_task(events: AsyncIterator[object]) -> TrainTask:
+    async for event in events:
+        if isinstance(event, TrainTask):
+            return event
+    raise AssertionError("stream ended without a task")
+
+
+def update_for(task: TrainTask, delta: dict[str, np.ndarray], n: int = 10) -> tuple[UpdateHeader, bytes]:
+    enc = encode(delta)
+    header = UpdateHeader(
+        task_id=task.task_id, round=task.round, manifest=enc.manifest, num_examples=n,
+        payload_size=enc.size, payload_sha256=enc.sha256, base_model_sha256=task.model_sha256,
+        privacy=PrivacyReport(enabled=True, epsilon=0.5, delta=1e-5),
+    )
+    return header, bytes(enc.payload)
+
+
+def full(value: float) -> dict[str, np.ndarray]:
+    return {k: np.full(v.shape, value, dtype=np.float32) for k, v in BASE.items()}
+
+
+def test_client_without_certificate_is_refused(tmp_path: Path, pki: dict[str, NodePaths]) -> None:
+    async def scenario() -> None:
+        async with federation(tmp_path, pki, min_sites=1) as fed:
+            ca = pki["coordinator"].ca.read_bytes()
+            creds = grpc.ssl_channel_credentials(root_certificates=ca)  # no client cert
+            options = [("grpc.ssl_target_name_override", "localhost")]
+            async with grpc.aio.secure_channel(fed.address, creds, options=options) as channel:
+                from fedsov.proto.v1 import federation_pb2 as pb
+                from fedsov.proto.v1 import federation_pb2_grpc as pb_grpc
+
+                with pytest.raises(grpc.aio.AioRpcError) as info:
+                    await pb_grpc.FederationStub(channel).Join(pb.JoinRequest(), timeout=5)
+            assert info.value.code() is grpc.StatusCode.UNAVAILABLE
+            assert fed.engine.connected_sites == []
+
+    asyncio.run(scenario())
+
+
+def test_certificate_from_another_ca_is_refused(tmp_path: Path, pki: dict[str, NodePaths]) -> None:
+    async def scenario() -> None:
+        async with federation(tmp_path, pki, min_sites=1) as fed:
+            p = pki["foreign-site-1"]
+            tls = load_tls_material(cert=p.cert, key=p.key, ca=p.ca)
+            # Trust the real coordinator, but present a certificate of another CA.
+            from dataclasses import replace
+
+            tls = replace(tls, ca_pem=pki["coordinator"].ca.read_bytes())
+            async with FederationClient(fed.address, tls=tls, server_name="localhost") as client:
+                with pytest.raises(grpc.aio.AioRpcError) as info:
+                    await client.join(device="cpu", timeout=5)
+            assert info.value.code() is grpc.StatusCode.UNAVAILABLE
+            assert fed.engine.connected_sites == []
+
+    asyncio.run(scenario())
+
+
+def test_wrong_role_is_permission_denied(tmp_path: Path, pki: dict[str, NodePaths]) -> None:
+    async def scenario() -> None:
+        async with federation(tmp_path, pki, min_sites=1) as fed, fed.client("rogue-aggregator") as client:
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                await client.join(device="cpu")
+        assert info.value.code() is grpc.StatusCode.PERMISSION_DENIED
+        assert "role aggregator" in str(info.value.details())
+
+    asyncio.run(scenario())
+
+
+def test_bad_uploads_are_refused_by_name_and_round_goes_on(
+    tmp_path: Path, pki: dict[str, NodePaths]
+) -> None:
+    async def scenario() -> None:
+        async with federation(tmp_path, pki, min_sites=4) as fed:
+            clients = {name: fed.client(name) for name in SITES}
+            streams = {name: c.tasks() for name, c in clients.items()}
+            firsts = await asyncio.gather(*(first_task(s) for s in streams.values()))
+            tasks = dict(zip(streams, firsts, strict=True))
+
+            # Model download by content hash, resumable from an offset.
+            c1 = clients["site-1"]
+            payload = await c1.download(tasks["site-1"].model_sha256, size=tasks["site-1"].model_size)
+            assert payload == bytes(fed.engine.model.encoded.payload)
+
+            wrong = {"w": np.zeros((8, 16), dtype=np.float32), "b": np.zeros(8, dtype=np.float32)}
+            h, p = update_for(tasks["site-1"], wrong)
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                await clients["site-1"].upload(h, p)
+            assert info.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+            assert "tensor 'w' has shape [8, 16], expected [16, 8]" in str(info.value.details())
+
+            nan = full(0.5)
+            nan["b"][3] = np.nan
+            h, p = update_for(tasks["site-2"], nan)
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                await clients["site-2"].upload(h, p)
+            assert info.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+            assert "tensor 'b' holds nan at element 3" in str(info.value.details())
+
+            h, p = update_for(tasks["site-3"], full(7.0))
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                await clients["site-3"].upload(h, p[: len(p) // 2])
+            assert info.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+            assert "truncated payload" in str(info.value.details())
+
+            h, p = update_for(tasks["site-4"], full(1.0), n=40)
+            receipt = await clients["site-4"].upload(h, p, chunk_size=100)
+            assert receipt.payload_sha256 == h.payload_sha256
+
+            reports = await asyncio.wait_for(fed.run, 30)
+            for c in clients.values():
+                await c.close()
+        (report,) = reports  # type: ignore[misc]
+        assert report.completed
+        status = {s.site: (s.status, s.reason) for s in report.sites}
+        assert status["site-4"] == ("accepted", "")
+        assert status["site-1"][0] == "rejected" and "shape" in status["site-1"][1]
+        assert status["site-2"][0] == "rejected" and "nan" in status["site-2"][1]
+        assert status["site-3"][0] == "rejected" and "truncated" in status["site-3"][1]
+        np.testing.assert_array_equal(fed.engine.model.arrays()["w"], full(1.0)["w"])
+
+    asyncio.run(scenario())
