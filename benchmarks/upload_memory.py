@@ -93,15 +93,21 @@ async def site(address: str, paths: NodePaths, shared: Shared) -> float:
         if shared.update is None:
             rng = np.random.default_rng(0)
             shared.update = encode(
-                {s.name: (rng.standard_normal(s.shape) * 1e-3).astype(np.float32)
-                 for s in task.manifest.tensors}
+                {
+                    s.name: (rng.standard_normal(s.shape) * 1e-3).astype(np.float32)
+                    for s in task.manifest.tensors
+                }
             )
         update = shared.update
         await shared.ready.wait()
         await shared.go.wait()
         header = UpdateHeader(
-            task_id=task.task_id, round=task.round, manifest=update.manifest, num_examples=100,
-            payload_size=update.size, payload_sha256=update.sha256,
+            task_id=task.task_id,
+            round=task.round,
+            manifest=update.manifest,
+            num_examples=100,
+            payload_size=update.size,
+            payload_sha256=update.sha256,
             base_model_sha256=task.model_sha256,
             privacy=PrivacyReport(enabled=True, epsilon=1.0, delta=1e-5),
         )
@@ -121,20 +127,36 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     c = pki["coordinator"]
     config = {
         "federation": {"name": "bench", "seed": 0},
-        "server": {"address": "127.0.0.1:0", "port_file": str(work / "port"),
-                   "cert": str(c.cert), "key": str(c.key), "ca": str(c.ca),
-                   "max_concurrent_transfers": args.transfers},
-        "model": {"factory": "fedsov.simulation.models:mlp",
-                  "kwargs": {"in_features": 1000, "hidden": args.hidden, "num_classes": 10}},
+        "server": {
+            "address": "127.0.0.1:0",
+            "port_file": str(work / "port"),
+            "cert": str(c.cert),
+            "key": str(c.key),
+            "ca": str(c.ca),
+            "max_concurrent_transfers": args.transfers,
+        },
+        "model": {
+            "factory": "fedsov.simulation.models:mlp",
+            "kwargs": {"in_features": 1000, "hidden": args.hidden, "num_classes": 10},
+        },
         "rounds": {"num_rounds": 1, "min_sites": args.sites, "timeout_s": 600.0},
         "output": {"dir": str(work / "out")},
     }
     (work / "coordinator.toml").write_text(tomli_w.dumps(config))
     with open(work / "coordinator.log", "wb") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "fedsov", "coordinator", "--config",
-             str(work / "coordinator.toml"), "--log-level", "WARNING"],
-            stdout=log, stderr=subprocess.STDOUT,
+            [
+                sys.executable,
+                "-m",
+                "fedsov",
+                "coordinator",
+                "--config",
+                str(work / "coordinator.toml"),
+                "--log-level",
+                "WARNING",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
     try:
         while not (work / "port").exists():
@@ -148,8 +170,9 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         idle = memory(proc.pid)
         address = f"127.0.0.1:{(work / 'port').read_text().strip()}"
         shared = Shared(asyncio.Barrier(args.sites + 1))
-        tasks = [asyncio.create_task(site(address, pki[f"site-{i}"], shared))
-                 for i in range(args.sites)]
+        tasks = [
+            asyncio.create_task(site(address, pki[f"site-{i}"], shared)) for i in range(args.sites)
+        ]
         await shared.ready.wait()
         await asyncio.sleep(0.5)
         before_uploads = memory(proc.pid)
@@ -195,8 +218,12 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sites", type=int, default=50)
-    parser.add_argument("--hidden", type=int, default=10_000, help="MLP width (10000: ~10.1M params)")
-    parser.add_argument("--transfers", type=int, default=4, help="coordinator's concurrent transfers")
+    parser.add_argument(
+        "--hidden", type=int, default=10_000, help="MLP width (10000: ~10.1M params)"
+    )
+    parser.add_argument(
+        "--transfers", type=int, default=4, help="coordinator's concurrent transfers"
+    )
     args = parser.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     print(json.dumps(asyncio.run(main_async(args)), indent=2))

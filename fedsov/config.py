@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import math
 import tomllib
 from collections.abc import Mapping
@@ -51,7 +52,9 @@ class Table:
         self._used.add(key)
         if key not in self._data:
             if default is _MISSING:
-                raise self.error(key, "is required")
+                close = difflib.get_close_matches(key, [str(k) for k in self._data], n=1)
+                hint = f" (found {close[0]!r}: a typo?)" if close else ""
+                raise self.error(key, f"is required{hint}")
             return default
         value = self._data[key]
         if isinstance(value, bool) and bool not in kinds:
@@ -126,7 +129,7 @@ class Table:
         unknown = sorted(set(self._data) - self._used)
         if unknown:
             where = f"[{self._prefix}]" if self._prefix else "top level"
-            raise ConfigError(
-                f"{self.file}: {where}: unknown key {unknown[0]!r}"
-                + (f" (known: {', '.join(sorted(self._used))})" if self._used else "")
-            )
+            close = difflib.get_close_matches(unknown[0], sorted(self._used), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            known = f" (known: {', '.join(sorted(self._used))})" if self._used and not close else ""
+            raise ConfigError(f"{self.file}: {where}: unknown key {unknown[0]!r}{hint}{known}")

@@ -68,7 +68,10 @@ def views_of(manifest: Manifest, payload: bytes | bytearray) -> dict[str, np.nda
 
 
 def iter_chunks(
-    payload: bytes | memoryview, chunk_size: int = DEFAULT_CHUNK_SIZE, *, offset: int = 0
+    payload: bytes | bytearray | memoryview,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+    *,
+    offset: int = 0,
 ) -> Iterator[memoryview]:
     """Yield zero-copy slices of ``payload`` starting at ``offset``."""
     if chunk_size <= 0:

@@ -10,7 +10,13 @@ from fedsov.coordinator.engine import RoundReport
 __all__ = ["build_summary"]
 
 _PRIVACY_KEYS = (
-    "dp", "epsilon", "delta", "noise_multiplier", "sample_rate", "total_steps", "accountant",
+    "dp",
+    "epsilon",
+    "delta",
+    "noise_multiplier",
+    "sample_rate",
+    "total_steps",
+    "accountant",
 )
 
 
@@ -30,8 +36,13 @@ def build_summary(
         for result in report.sites:
             entry = sites.setdefault(
                 result.site,
-                {"epsilon": None, "delta": None, "examples": 0, "rounds_contributed": 0,
-                 "rounds_missed": 0},
+                {
+                    "epsilon": None,
+                    "delta": None,
+                    "examples": 0,
+                    "rounds_contributed": 0,
+                    "rounds_missed": 0,
+                },
             )
             if result.status == "accepted" and report.completed:
                 site_json = result.to_json()

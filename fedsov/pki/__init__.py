@@ -17,11 +17,9 @@ from fedsov.pki.sign import issue_certificate, sign_csr, write_certificate
 from fedsov.pki.throwaway import NodePaths, NodeSpec, build_pki
 from fedsov.pki.tls import TlsMaterial, load_tls_material
 
-# Plain sorted() order, as tests/test_public_api.py checks (ruff's RUF022 would put
-# CONSTANTS first).
-__all__ = [  # noqa: RUF022
-    "CertificateAuthority",
+__all__ = [
     "JURISDICTION_OID",
+    "CertificateAuthority",
     "NodeIdentity",
     "NodePaths",
     "NodeSpec",

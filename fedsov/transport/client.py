@@ -56,10 +56,10 @@ class FederationClient:
             )
             self._channel = grpc.aio.secure_channel(address, credentials, options=options)
             self._metadata = ()
-        self._stub = pb_grpc.FederationStub(self._channel)
+        self._stub = pb_grpc.FederationStub(self._channel)  # type: ignore[no-untyped-call]
 
     async def close(self) -> None:
-        await self._channel.close()
+        await self._channel.close(None)
 
     async def __aenter__(self) -> FederationClient:
         return self
@@ -120,7 +120,7 @@ class FederationClient:
     async def upload(
         self,
         header: UpdateHeader,
-        payload: bytes,
+        payload: bytes | bytearray,
         *,
         chunk_size: int = DEFAULT_CHUNK_SIZE,
         timeout: float = 600.0,
@@ -134,7 +134,7 @@ class FederationClient:
 
 
 def _upload_messages(
-    header: UpdateHeader, payload: bytes, chunk_size: int
+    header: UpdateHeader, payload: bytes | bytearray, chunk_size: int
 ) -> Iterator[pb.UpdateChunk]:
     yield pb.UpdateChunk(header=serde.update_header_to_proto(header))
     for chunk in iter_chunks(payload, chunk_size):

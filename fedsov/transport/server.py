@@ -7,7 +7,7 @@ from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from grpc_health.v1.health import aio as health_aio
+from grpc_health.v1.health import aio as health_aio  # type: ignore[attr-defined]  # not in its stubs
 from grpc_reflection.v1alpha import reflection
 
 from fedsov.pki.tls import TlsMaterial
@@ -46,7 +46,7 @@ async def start_server(
     ``tls=None`` is plaintext for local development only.
     """
     server = grpc.aio.server(options=SERVER_OPTIONS)
-    pb_grpc.add_FederationServicer_to_server(servicer, server)
+    pb_grpc.add_FederationServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]
     health = health_aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     reflection.enable_server_reflection(

@@ -57,7 +57,7 @@ class FederationService(pb_grpc.FederationServicer):
                     f"insecure mode: send your node name in the {INSECURE_NAME_HEADER!r} header",
                 )
             return NodeIdentity(str(name), Role.site, "DEV", self.engine.settings.federation)
-        pems = context.auth_context().get("x509_pem_cert")
+        pems = list(context.auth_context().get("x509_pem_cert") or ())
         if not pems:
             await context.abort(grpc.StatusCode.UNAUTHENTICATED, "no client certificate")
         try:

@@ -46,7 +46,9 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> dict[str, NodePaths]:
     nodes += [NodeSpec(name, Role.site, "EU") for name in SITES]
     nodes += [NodeSpec("rogue-aggregator", Role.aggregator, "EU")]
     paths = build_pki(root / "fed", federation="test-fed", nodes=nodes)
-    other = build_pki(root / "other", federation="test-fed", nodes=[NodeSpec("site-1", Role.site, "EU")])
+    other = build_pki(
+        root / "other", federation="test-fed", nodes=[NodeSpec("site-1", Role.site, "EU")]
+    )
     paths["foreign-site-1"] = other["site-1"]
     return paths
 
@@ -62,10 +64,17 @@ async def federation(
 ) -> AsyncIterator[Federation]:
     engine = Engine(
         EngineSettings(
-            federation="test-fed", num_rounds=1, min_sites=min_sites, min_updates=min_updates,
+            federation="test-fed",
+            num_rounds=1,
+            min_sites=min_sites,
+            min_updates=min_updates,
             sites_per_round=0,
-            round_timeout_s=timeout_s, start_timeout_s=30.0, max_attempts=1,
-            plan=TrainingPlan(1, 8, 0.1), seed=0, heartbeat_s=1.0,
+            round_timeout_s=timeout_s,
+            start_timeout_s=30.0,
+            max_attempts=1,
+            plan=TrainingPlan(1, 8, 0.1),
+            seed=0,
+            heartbeat_s=1.0,
         ),
         initial=GlobalModel.from_arrays(BASE, round=0, parent=None),
         strategy=FedAvg(),
@@ -94,11 +103,18 @@ async def first_task(events: AsyncIterator[object]) -> TrainTask:
     raise AssertionError("stream ended without a task")
 
 
-def update_for(task: TrainTask, delta: dict[str, np.ndarray], n: int = 10) -> tuple[UpdateHeader, bytes]:
+def update_for(
+    task: TrainTask, delta: dict[str, np.ndarray], n: int = 10
+) -> tuple[UpdateHeader, bytes]:
     enc = encode(delta)
     header = UpdateHeader(
-        task_id=task.task_id, round=task.round, manifest=enc.manifest, num_examples=n,
-        payload_size=enc.size, payload_sha256=enc.sha256, base_model_sha256=task.model_sha256,
+        task_id=task.task_id,
+        round=task.round,
+        manifest=enc.manifest,
+        num_examples=n,
+        payload_size=enc.size,
+        payload_sha256=enc.sha256,
+        base_model_sha256=task.model_sha256,
         privacy=PrivacyReport(enabled=True, epsilon=0.5, delta=1e-5),
     )
     return header, bytes(enc.payload)
@@ -146,7 +162,10 @@ def test_certificate_from_another_ca_is_refused(tmp_path: Path, pki: dict[str, N
 
 def test_wrong_role_is_permission_denied(tmp_path: Path, pki: dict[str, NodePaths]) -> None:
     async def scenario() -> None:
-        async with federation(tmp_path, pki, min_sites=1) as fed, fed.client("rogue-aggregator") as client:
+        async with (
+            federation(tmp_path, pki, min_sites=1) as fed,
+            fed.client("rogue-aggregator") as client,
+        ):
             with pytest.raises(grpc.aio.AioRpcError) as info:
                 await client.join(device="cpu")
         assert info.value.code() is grpc.StatusCode.PERMISSION_DENIED
@@ -167,7 +186,9 @@ def test_bad_uploads_are_refused_by_name_and_round_goes_on(
 
             # Model download by content hash, resumable from an offset.
             c1 = clients["site-1"]
-            payload = await c1.download(tasks["site-1"].model_sha256, size=tasks["site-1"].model_size)
+            payload = await c1.download(
+                tasks["site-1"].model_sha256, size=tasks["site-1"].model_size
+            )
             assert payload == bytes(fed.engine.model.encoded.payload)
 
             wrong = {"w": np.zeros((8, 16), dtype=np.float32), "b": np.zeros(8, dtype=np.float32)}

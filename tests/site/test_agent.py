@@ -1,0 +1,124 @@
+"""The site agent against a real mTLS coordinator service, in one process."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fedsov.coordinator.engine import Engine, EngineSettings
+from fedsov.coordinator.model import GlobalModel, ModelStore, state_to_numpy
+from fedsov.exceptions import FedsovError
+from fedsov.messages import TrainingPlan
+from fedsov.modelref import build_model
+from fedsov.pki import NodePaths, NodeSpec, Role, build_pki, load_tls_material
+from fedsov.simulation.datasets import load_digits
+from fedsov.site.agent import SiteAgent
+from fedsov.site.config import BackoffConfig, ModelConfig, SiteConfig
+from fedsov.site.data import DataSpec, save_npz
+from fedsov.site.trainer import PrivacyConfig
+from fedsov.strategy import FedAvg
+from fedsov.transport.endpoint import ClientEndpoint, TlsPaths
+from fedsov.transport.server import start_server
+from fedsov.transport.service import FederationService
+
+MODEL = ModelConfig("fedsov.simulation.models:mlp", {"in_features": 64, "hidden": 32})
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> dict[str, NodePaths]:
+    nodes = [
+        NodeSpec("coordinator", Role.coordinator, "EU", ("localhost", "127.0.0.1")),
+        NodeSpec("site-1", Role.site, "EU"),
+    ]
+    return build_pki(tmp_path_factory.mktemp("pki"), federation="agent-fed", nodes=nodes)
+
+
+def site_config(
+    tmp_path: Path, pki: dict[str, NodePaths], port: int, name: str = "site-1"
+) -> SiteConfig:
+    data = tmp_path / "site.npz"
+    save_npz(data, load_digits().subset(np.arange(300)))
+    p = pki["site-1"]
+    return SiteConfig(
+        source=tmp_path / "site.toml",
+        name=name,
+        seed=1,
+        device="cpu",
+        upstream=ClientEndpoint(
+            address=f"127.0.0.1:{port}", tls=TlsPaths(p.cert, p.key, p.ca), server_name="localhost"
+        ),
+        data=DataSpec(path=data),
+        model=MODEL,
+        privacy=PrivacyConfig(noise_multiplier=1.0, max_grad_norm=1.0, delta=1e-5),
+        backoff=BackoffConfig(initial_s=0.1, max_s=0.3, max_attempts=50),
+    )
+
+
+def engine(tmp_path: Path, rounds: int) -> Engine:
+    initial = state_to_numpy(build_model(MODEL.factory, MODEL.kwargs, seed=0))
+    return Engine(
+        EngineSettings(
+            federation="agent-fed",
+            num_rounds=rounds,
+            min_sites=1,
+            min_updates=1,
+            sites_per_round=0,
+            round_timeout_s=60,
+            start_timeout_s=60,
+            max_attempts=1,
+            plan=TrainingPlan(1, 32, 0.5),
+            seed=0,
+            heartbeat_s=1.0,
+        ),
+        initial=GlobalModel.from_arrays(initial, round=0, parent=None),
+        strategy=FedAvg(),
+        store=ModelStore(tmp_path / "models"),
+        work_dir=tmp_path / "work",
+    )
+
+
+def test_site_waits_for_a_late_coordinator_then_trains_every_round(
+    tmp_path: Path, pki: dict[str, NodePaths], caplog: pytest.LogCaptureFixture
+) -> None:
+    async def scenario() -> None:
+        c = pki["coordinator"]
+        tls = load_tls_material(cert=c.cert, key=c.key, ca=c.ca)
+        eng = engine(tmp_path, rounds=2)
+        placeholder = await start_server(FederationService(eng), address="127.0.0.1:0", tls=tls)
+        port = placeholder.port
+        await placeholder.stop(0)  # nothing listens yet: the site must back off and retry
+
+        agent = SiteAgent(site_config(tmp_path, pki, port))
+        site_run = asyncio.ensure_future(agent.run())
+        await asyncio.sleep(1.0)
+        assert not site_run.done()
+        server = await start_server(FederationService(eng), address=f"127.0.0.1:{port}", tls=tls)
+        try:
+            reports = await asyncio.wait_for(eng.run(), 120)
+            outcome = await asyncio.wait_for(site_run, 30)
+        finally:
+            site_run.cancel()
+            await server.stop(0)
+        assert [r.completed for r in reports] == [True, True]
+        assert outcome.rounds_trained == 2
+        assert outcome.finished is not None and outcome.finished.rounds == 2
+        (site,) = reports[-1].sites
+        assert site.status == "accepted" and site.privacy is not None
+        assert site.privacy.epsilon == pytest.approx(outcome.epsilon)
+        assert site.privacy.total_steps == 2 * 10  # ceil(300 / 32) Poisson steps a round
+        assert eng.model.round == 2
+
+    with caplog.at_level(logging.WARNING, logger="fedsov.site"):
+        asyncio.run(scenario())
+    assert any("upstream unreachable" in r.message for r in caplog.records)
+
+
+def test_certificate_of_another_name_is_refused_before_dialing(
+    tmp_path: Path, pki: dict[str, NodePaths]
+) -> None:
+    with pytest.raises(FedsovError, match="site.name is 'site-9' but the certificate"):
+        SiteAgent(site_config(tmp_path, pki, 1, name="site-9"))
