@@ -120,5 +120,5 @@ def test_site_waits_for_a_late_coordinator_then_trains_every_round(
 def test_certificate_of_another_name_is_refused_before_dialing(
     tmp_path: Path, pki: dict[str, NodePaths]
 ) -> None:
-    with pytest.raises(FedsovError, match="site.name is 'site-9' but the certificate"):
+    with pytest.raises(FedsovError, match=r"site\.name is 'site-9' but the certificate"):
         SiteAgent(site_config(tmp_path, pki, 1, name="site-9"))
