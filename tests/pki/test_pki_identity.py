@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-import types
 
 import pytest
 from cryptography import x509
@@ -12,7 +11,6 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-import fedsov.pki
 from fedsov.exceptions import PKIError
 from fedsov.pki import (
     JURISDICTION_OID,
@@ -40,18 +38,6 @@ def _self_signed(name: x509.Name, sans: list[x509.GeneralName] | None = None) ->
     if sans:
         builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
     return builder.sign(key, hashes.SHA256())
-
-
-def test_public_all_is_sorted_and_complete() -> None:
-    assert fedsov.pki.__all__ == sorted(fedsov.pki.__all__)
-    public = {
-        name
-        for name, value in vars(fedsov.pki).items()
-        if not name.startswith("_")
-        and not isinstance(value, types.ModuleType)
-        and name != "annotations"
-    }
-    assert set(fedsov.pki.__all__) == public
 
 
 def test_oid_is_under_uuid_arc() -> None:
