@@ -19,7 +19,7 @@ from fedsov.pki.cli import app as pki_app
 
 app = typer.Typer(
     name="fedsov",
-    help="Sovereign federated learning: mTLS gRPC, hierarchical aggregation, DP-SGD sites.",
+    help="Sovereign federated learning: mTLS gRPC coordinator, DP-SGD sites, simulations.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
@@ -38,6 +38,13 @@ INSECURE_WARNING = (
     "[bold red]WARNING: --insecure: no TLS, no client certificates, identities are "
     "unauthenticated. Never use this outside local development.[/]"
 )
+
+
+def _warn_if_insecure(flag: bool, tls: object | None) -> bool:
+    """Print the loud warning when TLS is off (by flag or config); returns the flag."""
+    if flag or tls is None:
+        err.print(INSECURE_WARNING)
+    return flag
 
 
 def _fail(exc: Exception) -> typer.Exit:
@@ -73,11 +80,8 @@ def coordinator(
     setup_logging(log_level, role="coordinator")
     try:
         cfg = coordinator_config.load(config)
-        if insecure:
-            err.print(INSECURE_WARNING)
+        if _warn_if_insecure(insecure, cfg.server.tls):
             cfg = replace(cfg, server=replace(cfg.server, tls=None))
-        elif cfg.server.tls is None:
-            err.print(INSECURE_WARNING)
         summary = asyncio.run(run_coordinator(cfg))
     except FedsovError as exc:
         raise _fail(exc) from exc
@@ -99,11 +103,8 @@ def site(config: ConfigOpt, insecure: InsecureOpt = False, log_level: LogOpt = "
     setup_logging(log_level, role="site")
     try:
         cfg = site_config.load(config)
-        if insecure:
-            err.print(INSECURE_WARNING)
+        if _warn_if_insecure(insecure, cfg.upstream.tls):
             cfg = replace(cfg, upstream=replace(cfg.upstream, tls=None))
-        elif cfg.upstream.tls is None:
-            err.print(INSECURE_WARNING)
         outcome = asyncio.run(SiteAgent(cfg).run())
     except FedsovError as exc:
         raise _fail(exc) from exc

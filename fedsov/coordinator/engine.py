@@ -304,6 +304,14 @@ class Engine:
             sites=tuple(_site_result(r) for r in sorted(rnd.tasks.values(), key=lambda r: r.site)),
         )
         self.current = None
+        log.info(
+            "round %d %s: %d/%d updates accepted%s",
+            rnd.number,
+            "closed" if completed else "FAILED",
+            len(accepted),
+            len(rnd.tasks),
+            "".join(f", {k} {v:.4g}" for k, v in metrics.items()),
+        )
         return report
 
     async def run(self) -> list[RoundReport]:

@@ -9,6 +9,7 @@ from pathlib import Path
 from fedsov.config import load_toml
 from fedsov.coordinator.config import ModelConfig, read_model, read_training
 from fedsov.messages import TrainingPlan
+from fedsov.site.config import read_privacy
 from fedsov.site.trainer import PrivacyConfig
 
 __all__ = ["DataPlan", "RoundsPlan", "Scenario", "load_scenario"]
@@ -84,15 +85,7 @@ def load_scenario(path: Path) -> Scenario:
     )
     rt.done()
 
-    pt = doc.table("privacy")
-    privacy = PrivacyConfig(
-        enabled=pt.boolean("enabled", True),
-        noise_multiplier=pt.number("noise_multiplier", 1.0, min=0.0),
-        max_grad_norm=pt.number("max_grad_norm", 1.0, min=0.0, exclusive_min=True),
-        delta=pt.number("delta", 1e-5, min=0.0, max=1.0, exclusive_min=True),
-        accountant=pt.string("accountant", "prv"),
-    )
-    pt.done()
+    privacy = read_privacy(doc.table("privacy"))
 
     scenario = Scenario(
         source=path,

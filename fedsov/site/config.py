@@ -5,13 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from fedsov.config import load_toml
+from fedsov.config import Table, load_toml
 from fedsov.coordinator.config import ModelConfig, read_model
 from fedsov.site.data import DataSpec
 from fedsov.site.trainer import PrivacyConfig
 from fedsov.transport.endpoint import ClientEndpoint, read_client_endpoint
 
-__all__ = ["BackoffConfig", "SiteConfig", "load"]
+__all__ = ["BackoffConfig", "SiteConfig", "load", "read_privacy"]
 
 
 @dataclass(frozen=True)
@@ -32,6 +32,19 @@ class SiteConfig:
     model: ModelConfig
     privacy: PrivacyConfig
     backoff: BackoffConfig
+
+
+def read_privacy(table: Table) -> PrivacyConfig:
+    """A ``[privacy]`` table: the DP-SGD settings the data owner chooses."""
+    privacy = PrivacyConfig(
+        enabled=table.boolean("enabled", True),
+        noise_multiplier=table.number("noise_multiplier", 1.0, min=0.0),
+        max_grad_norm=table.number("max_grad_norm", 1.0, min=0.0, exclusive_min=True),
+        delta=table.number("delta", 1e-5, min=0.0, max=1.0, exclusive_min=True),
+        accountant=table.string("accountant", "prv"),
+    )
+    table.done()
+    return privacy
 
 
 def load(path: Path) -> SiteConfig:
@@ -55,15 +68,7 @@ def load(path: Path) -> SiteConfig:
     )
     dt.done()
 
-    pt = doc.table("privacy", required=True)
-    privacy = PrivacyConfig(
-        enabled=pt.boolean("enabled", True),
-        noise_multiplier=pt.number("noise_multiplier", 1.0, min=0.0),
-        max_grad_norm=pt.number("max_grad_norm", 1.0, min=0.0, exclusive_min=True),
-        delta=pt.number("delta", 1e-5, min=0.0, max=1.0, exclusive_min=True),
-        accountant=pt.string("accountant", "prv"),
-    )
-    pt.done()
+    privacy = read_privacy(doc.table("privacy", required=True))
 
     bt = doc.table("reconnect")
     backoff = BackoffConfig(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 from fedsov.codec import Manifest, TensorSpec
@@ -117,30 +118,12 @@ def task_event_from_proto(msg: pb.TaskEvent) -> TaskEvent:
 
 
 def _privacy_to_proto(p: PrivacyReport) -> pb.PrivacyReport:
-    return pb.PrivacyReport(
-        enabled=p.enabled,
-        epsilon=p.epsilon,
-        delta=p.delta,
-        noise_multiplier=p.noise_multiplier,
-        max_grad_norm=p.max_grad_norm,
-        sample_rate=p.sample_rate,
-        steps=p.steps,
-        total_steps=p.total_steps,
-        accountant=p.accountant,
-    )
+    return pb.PrivacyReport(**dataclasses.asdict(p))
 
 
 def _privacy_from_proto(p: pb.PrivacyReport) -> PrivacyReport:
     report = PrivacyReport(
-        enabled=p.enabled,
-        epsilon=p.epsilon,
-        delta=p.delta,
-        noise_multiplier=p.noise_multiplier,
-        max_grad_norm=p.max_grad_norm,
-        sample_rate=p.sample_rate,
-        steps=p.steps,
-        total_steps=p.total_steps,
-        accountant=p.accountant,
+        **{f.name: getattr(p, f.name) for f in dataclasses.fields(PrivacyReport)}
     )
     if report.enabled and not (math.isfinite(report.epsilon) and report.epsilon >= 0):
         raise ProtocolError(f"privacy report: epsilon {report.epsilon} is not a finite ε >= 0")

@@ -8,9 +8,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import make_engine
 
-from fedsov.coordinator.engine import Engine, EngineSettings
-from fedsov.coordinator.model import GlobalModel, ModelStore, state_to_numpy
+from fedsov.coordinator.engine import Engine
+from fedsov.coordinator.model import state_to_numpy
 from fedsov.exceptions import FedsovError
 from fedsov.messages import TrainingPlan
 from fedsov.modelref import build_model
@@ -20,7 +21,6 @@ from fedsov.site.agent import SiteAgent
 from fedsov.site.config import BackoffConfig, ModelConfig, SiteConfig
 from fedsov.site.data import DataSpec, save_npz
 from fedsov.site.trainer import PrivacyConfig
-from fedsov.strategy import FedAvg
 from fedsov.transport.endpoint import ClientEndpoint, TlsPaths
 from fedsov.transport.server import start_server
 from fedsov.transport.service import FederationService
@@ -60,24 +60,13 @@ def site_config(
 
 def engine(tmp_path: Path, rounds: int) -> Engine:
     initial = state_to_numpy(build_model(MODEL.factory, MODEL.kwargs, seed=0))
-    return Engine(
-        EngineSettings(
-            federation="agent-fed",
-            num_rounds=rounds,
-            min_sites=1,
-            min_updates=1,
-            sites_per_round=0,
-            round_timeout_s=60,
-            start_timeout_s=60,
-            max_attempts=1,
-            plan=TrainingPlan(1, 32, 0.5),
-            seed=0,
-            heartbeat_s=1.0,
-        ),
-        initial=GlobalModel.from_arrays(initial, round=0, parent=None),
-        strategy=FedAvg(),
-        store=ModelStore(tmp_path / "models"),
-        work_dir=tmp_path / "work",
+    return make_engine(
+        tmp_path,
+        initial,
+        federation="agent-fed",
+        num_rounds=rounds,
+        timeout_s=60,
+        plan=TrainingPlan(1, 32, 0.5),
     )
 
 

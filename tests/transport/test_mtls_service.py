@@ -11,13 +11,12 @@ from pathlib import Path
 import grpc
 import numpy as np
 import pytest
+from conftest import make_engine
 
 from fedsov.codec import encode
-from fedsov.coordinator.engine import Engine, EngineSettings
-from fedsov.coordinator.model import GlobalModel, ModelStore
-from fedsov.messages import PrivacyReport, TrainingPlan, TrainTask, UpdateHeader
+from fedsov.coordinator.engine import Engine
+from fedsov.messages import PrivacyReport, TrainTask, UpdateHeader
 from fedsov.pki import NodePaths, NodeSpec, Role, build_pki, load_tls_material
-from fedsov.strategy import FedAvg
 from fedsov.transport.client import FederationClient
 from fedsov.transport.server import start_server
 from fedsov.transport.service import FederationService
@@ -62,24 +61,13 @@ async def federation(
     min_updates: int = 1,
     timeout_s: float = 30.0,
 ) -> AsyncIterator[Federation]:
-    engine = Engine(
-        EngineSettings(
-            federation="test-fed",
-            num_rounds=1,
-            min_sites=min_sites,
-            min_updates=min_updates,
-            sites_per_round=0,
-            round_timeout_s=timeout_s,
-            start_timeout_s=30.0,
-            max_attempts=1,
-            plan=TrainingPlan(1, 8, 0.1),
-            seed=0,
-            heartbeat_s=1.0,
-        ),
-        initial=GlobalModel.from_arrays(BASE, round=0, parent=None),
-        strategy=FedAvg(),
-        store=ModelStore(tmp_path / "models"),
-        work_dir=tmp_path / "work",
+    engine = make_engine(
+        tmp_path,
+        BASE,
+        federation="test-fed",
+        min_sites=min_sites,
+        min_updates=min_updates,
+        timeout_s=timeout_s,
     )
     c = pki["coordinator"]
     server = await start_server(
@@ -227,5 +215,51 @@ def test_bad_uploads_are_refused_by_name_and_round_goes_on(
         assert status["site-2"][0] == "rejected" and "nan" in status["site-2"][1]
         assert status["site-3"][0] == "rejected" and "truncated" in status["site-3"][1]
         np.testing.assert_array_equal(fed.engine.model.arrays()["w"], full(1.0)["w"])
+
+    asyncio.run(scenario())
+
+
+def test_health_and_reflection_are_served(tmp_path: Path, pki: dict[str, NodePaths]) -> None:
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+    from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+    async def scenario() -> None:
+        async with federation(tmp_path, pki, min_sites=1) as fed, fed.client("site-1") as client:
+            channel = client._channel
+            health = health_pb2_grpc.HealthStub(channel)
+            response = await health.Check(
+                health_pb2.HealthCheckRequest(service="fedsov.proto.v1.Federation"), timeout=5
+            )
+            assert response.status == health_pb2.HealthCheckResponse.SERVING
+
+            async def one_request() -> AsyncIterator[reflection_pb2.ServerReflectionRequest]:
+                yield reflection_pb2.ServerReflectionRequest(list_services="")
+
+            stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+            async for reply in stub.ServerReflectionInfo(one_request(), timeout=5):
+                names = {s.name for s in reply.list_services_response.service}
+                assert {"fedsov.proto.v1.Federation", "grpc.health.v1.Health"} <= names
+                break
+
+    asyncio.run(scenario())
+
+
+def test_insecure_mode_needs_a_node_name(tmp_path: Path, pki: dict[str, NodePaths]) -> None:
+    async def scenario() -> None:
+        eng = make_engine(tmp_path, BASE, federation="test-fed", timeout_s=5)
+        server = await start_server(
+            FederationService(eng, insecure=True), address="127.0.0.1:0", tls=None
+        )
+        address = f"127.0.0.1:{server.port}"
+        try:
+            async with FederationClient(address, tls=None) as anonymous:
+                with pytest.raises(grpc.aio.AioRpcError) as info:
+                    await anonymous.join(device="cpu")
+            assert info.value.code() is grpc.StatusCode.UNAUTHENTICATED
+            async with FederationClient(address, tls=None, insecure_name="dev-site") as named:
+                joined = await named.join(device="cpu")
+            assert (joined.node_name, joined.jurisdiction) == ("dev-site", "DEV")
+        finally:
+            await server.stop(0)
 
     asyncio.run(scenario())
