@@ -8,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import make_engine
 
 from fedsov.coordinator.engine import Engine
 from fedsov.coordinator.model import state_to_numpy
@@ -21,6 +20,7 @@ from fedsov.site.agent import SiteAgent
 from fedsov.site.config import BackoffConfig, ModelConfig, SiteConfig
 from fedsov.site.data import DataSpec, save_npz
 from fedsov.site.trainer import PrivacyConfig
+from fedsov.testing import make_engine
 from fedsov.transport.endpoint import ClientEndpoint, TlsPaths
 from fedsov.transport.server import start_server
 from fedsov.transport.service import FederationService

@@ -11,12 +11,12 @@ from pathlib import Path
 import grpc
 import numpy as np
 import pytest
-from conftest import make_engine
 
 from fedsov.codec import encode
 from fedsov.coordinator.engine import Engine
 from fedsov.messages import PrivacyReport, TrainTask, UpdateHeader
 from fedsov.pki import NodePaths, NodeSpec, Role, build_pki, load_tls_material
+from fedsov.testing import make_engine
 from fedsov.transport.client import FederationClient
 from fedsov.transport.server import start_server
 from fedsov.transport.service import FederationService

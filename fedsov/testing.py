@@ -1,4 +1,4 @@
-"""Shared test helpers."""
+"""Helpers for tests and benchmarks: a round engine without config files."""
 
 from __future__ import annotations
 
@@ -11,6 +11,8 @@ from fedsov.coordinator.engine import Engine, EngineSettings
 from fedsov.coordinator.model import GlobalModel, ModelStore
 from fedsov.messages import TrainingPlan
 from fedsov.strategy import FedAvg
+
+__all__ = ["make_engine"]
 
 DEFAULT_PLAN = TrainingPlan(local_epochs=1, batch_size=8, learning_rate=0.1)
 
