@@ -11,13 +11,13 @@ Files are read back with the safetensors library itself.
 from __future__ import annotations
 
 import json
-import os
 import struct
 from collections.abc import Mapping
 from pathlib import Path
 
 from fedsov.codec.manifest import Manifest
 from fedsov.codec.payload import iter_chunks
+from fedsov.fileio import atomic_writer
 
 __all__ = ["write_safetensors"]
 
@@ -55,12 +55,8 @@ def write_safetensors(
 ) -> None:
     """Write ``path`` atomically (temporary file, fsync, rename)."""
     header = _header(manifest, metadata or {})
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as f:
+    with atomic_writer(path) as f:
         f.write(struct.pack("<Q", len(header)))
         f.write(header)
         for chunk in iter_chunks(payload):
             f.write(chunk)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)

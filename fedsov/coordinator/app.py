@@ -14,10 +14,11 @@ import numpy as np
 
 from fedsov.coordinator.allocator import tune_allocator
 from fedsov.coordinator.config import CoordinatorConfig
-from fedsov.coordinator.engine import Engine, EngineSettings, RoundReport, write_json_atomic
+from fedsov.coordinator.engine import Engine, EngineSettings, RoundReport
 from fedsov.coordinator.model import GlobalModel, ModelStore, state_to_numpy
 from fedsov.coordinator.summary import build_summary
 from fedsov.exceptions import ConfigError, FedsovError
+from fedsov.fileio import write_json_atomic
 from fedsov.modelref import build_model, load_weights
 from fedsov.pki.tls import load_tls_material
 from fedsov.refs import resolve_ref

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import random
 import time
@@ -364,9 +363,3 @@ def _site_result(record: TaskRecord) -> SiteResult:
         privacy=header.privacy if header else None,
         metrics=dict(header.metrics) if header else {},
     )
-
-
-def write_json_atomic(path: Path, data: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, allow_nan=False) + "\n")
-    tmp.replace(path)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +14,7 @@ import torch
 
 from fedsov.codec import EncodedTensors, Manifest, allocate, encode, sha256_hex, views_of
 from fedsov.codec.safetensors_file import write_safetensors
+from fedsov.fileio import write_atomic
 from fedsov.strategy import RoundAggregate
 
 __all__ = ["GlobalModel", "ModelStore", "state_to_numpy"]
@@ -66,23 +66,6 @@ class GlobalModel:
         return views_of(self.manifest, self.encoded.payload)
 
 
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 class ModelStore:
     """Writes each global model as ``round-NNNN.safetensors`` plus JSON metadata.
 
@@ -104,9 +87,7 @@ class ModelStore:
         )
         with open(path, "rb") as f:
             file_sha = hashlib.file_digest(f, "sha256").hexdigest()
-        _write_atomic(
-            path.with_suffix(".safetensors.sha256"), f"{file_sha}  {path.name}\n".encode()
-        )
+        write_atomic(path.with_suffix(".safetensors.sha256"), f"{file_sha}  {path.name}\n".encode())
         meta = {
             "round": model.round,
             "model_sha256": model.sha256,
@@ -115,6 +96,5 @@ class ModelStore:
             "file_sha256": file_sha,
             **metadata,
         }
-        _write_atomic(path.with_suffix(".json"), json.dumps(meta, indent=2).encode())
-        _fsync_dir(self.directory)
+        write_atomic(path.with_suffix(".json"), json.dumps(meta, indent=2).encode())
         return path

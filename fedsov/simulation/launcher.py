@@ -218,17 +218,17 @@ def run_simulation(sc: Scenario, out: Path, *, log_level: str = "WARNING") -> di
             procs.append(
                 _spawn(["site", "--config", str(cfg)], out / "logs" / f"{name}.log", log_level)
             )
-        seen = 0
+        seen, failed_sites = 0, set[int]()
         while coordinator.poll() is None:
             time.sleep(0.2)
             seen = _show_new_rounds(rounds_log, seen, sc.rounds.num_rounds)
             for i, proc in enumerate(procs[1:], start=1):
-                if proc.poll() not in (None, 0) and not getattr(proc, "_reported", False):
+                if proc.poll() not in (None, 0) and i not in failed_sites:
+                    failed_sites.add(i)
                     console.print(
                         f"[yellow]site-{i} exited with code {proc.returncode}; "
                         f"see {out / 'logs' / f'site-{i}.log'}[/]"
                     )
-                    proc._reported = True  # type: ignore[attr-defined]
         _show_new_rounds(rounds_log, seen, sc.rounds.num_rounds)
     finally:
         _stop(procs)

@@ -9,7 +9,6 @@ import time
 from dataclasses import dataclass
 
 import grpc
-import numpy as np
 import torch
 
 from fedsov.codec import decode, encode
@@ -189,9 +188,3 @@ class SiteAgent:
             result.delta,
             time.monotonic() - started,
         )
-
-
-def weights_delta(
-    local: dict[str, np.ndarray], base: dict[str, np.ndarray]
-) -> dict[str, np.ndarray]:
-    return {k: local[k] - base[k] for k in base}

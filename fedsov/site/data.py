@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import csv
 import math
-import os
-import tempfile
 import zipfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -15,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from fedsov.exceptions import ConfigError, DataError
+from fedsov.fileio import atomic_writer
 from fedsov.refs import resolve_ref
 
 __all__ = ["DataSpec", "Dataset", "load_local_data", "save_npz"]
@@ -219,18 +218,5 @@ def save_npz(path: Path, ds: Dataset) -> None:
     """Write ``ds`` as ``x``/``y`` arrays to ``path`` atomically (temp file, fsync, replace)."""
     path = Path(path)
     ds.validate(str(path))
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.savez(fh, x=np.ascontiguousarray(ds.x), y=np.ascontiguousarray(ds.y))
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    with atomic_writer(path) as fh:
+        np.savez(fh, x=np.ascontiguousarray(ds.x), y=np.ascontiguousarray(ds.y))
