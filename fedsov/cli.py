@@ -115,6 +115,33 @@ def site(config: ConfigOpt, insecure: InsecureOpt = False, log_level: LogOpt = "
 
 
 @app.command()
+def aggregator(
+    config: ConfigOpt, insecure: InsecureOpt = False, log_level: LogOpt = "INFO"
+) -> None:
+    """Run a regional aggregator: serve the region's sites, export their aggregate upstream."""
+    from dataclasses import replace
+
+    from fedsov.aggregator import config as aggregator_config
+    from fedsov.aggregator.app import RegionalAggregator
+
+    setup_logging(log_level, role="aggregator")
+    try:
+        cfg = aggregator_config.load(config)
+        if _warn_if_insecure(insecure, cfg.server.tls):
+            cfg = replace(
+                cfg,
+                server=replace(cfg.server, tls=None),
+                upstream=replace(cfg.upstream, tls=None),
+            )
+        summary = asyncio.run(RegionalAggregator(cfg).run())
+    except FedsovError as exc:
+        raise _fail(exc) from exc
+    print(json.dumps({k: summary[k] for k in ("status", "exported_rounds", "declined_rounds")}))
+    if summary["status"] != "completed":
+        raise typer.Exit(1)
+
+
+@app.command()
 def simulate(
     scenario: Annotated[
         Path, typer.Argument(help="Scenario TOML, e.g. simulations/quickstart.toml.")

@@ -15,7 +15,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -107,6 +107,33 @@ class RoundReport:
         }
 
 
+class Admission(Protocol):
+    """Decides whether a certificate identity may take part; raises AccessDenied if not."""
+
+    def __call__(self, identity: NodeIdentity) -> None: ...
+
+
+@dataclass(frozen=True)
+class SiteAdmission:
+    """Without a plan: any site of this federation's CA, optionally from an allow-list."""
+
+    federation: str
+    allowed_sites: frozenset[str] | None = None
+
+    def __call__(self, identity: NodeIdentity) -> None:
+        if identity.federation != self.federation:
+            raise AccessDenied(
+                f"certificate of {identity.name!r} is for federation {identity.federation!r}, "
+                f"this is {self.federation!r}"
+            )
+        if identity.role is not Role.site:
+            raise AccessDenied(
+                f"{identity.name!r} has role {identity.role}; only sites take part here"
+            )
+        if self.allowed_sites is not None and identity.name not in self.allowed_sites:
+            raise AccessDenied(f"site {identity.name!r} is not in this federation's site list")
+
+
 @dataclass
 class _Subscriber:
     identity: NodeIdentity
@@ -126,8 +153,12 @@ class Engine:
         work_dir: Path,
         evaluator: Evaluator | None = None,
         on_round: Callable[[RoundReport], None] | None = None,
+        admission: Admission | None = None,
     ) -> None:
         self.settings = settings
+        self.admit: Admission = admission or SiteAdmission(
+            settings.federation, settings.allowed_sites
+        )
         self.model = initial
         self.strategy = strategy
         self.store = store
@@ -142,21 +173,6 @@ class Engine:
         self._models: dict[str, GlobalModel] = {initial.sha256: initial}
 
     # ----- participants -------------------------------------------------------------
-
-    def admit(self, identity: NodeIdentity) -> None:
-        """Raise AccessDenied unless this certificate identity may take part."""
-        if identity.federation != self.settings.federation:
-            raise AccessDenied(
-                f"certificate of {identity.name!r} is for federation {identity.federation!r}, "
-                f"this is {self.settings.federation!r}"
-            )
-        if identity.role is not Role.site:
-            raise AccessDenied(
-                f"{identity.name!r} has role {identity.role}; only sites take part here"
-            )
-        allowed = self.settings.allowed_sites
-        if allowed is not None and identity.name not in allowed:
-            raise AccessDenied(f"site {identity.name!r} is not in this federation's site list")
 
     @property
     def connected_sites(self) -> list[str]:
@@ -220,6 +236,14 @@ class Engine:
         log.info("round %d: accepted update of %s", current.number, identity.name)
         return receipt
 
+    def decline(self, identity: NodeIdentity, *, task_id: str, round: int, reason: str) -> None:
+        self.admit(identity)
+        current = self.current
+        if current is None or current.number != round:
+            raise UnknownTask(f"round {round} is not open")
+        current.decline(identity.name, task_id, round=round, reason=reason)
+        log.warning("round %d: %s declined its task: %s", round, identity.name, reason)
+
     # ----- the round loop -----------------------------------------------------------
 
     async def _wait_for_sites(self, needed: int, timeout: float) -> None:
@@ -245,8 +269,17 @@ class Engine:
         rng = random.Random(f"{self.settings.seed}:{round_number}:{attempt}")
         return sorted(rng.sample(sites, k))
 
-    def _open_round(self, number: int, attempt: int) -> Round:
-        deadline = time.time() + self.settings.round_timeout_s
+    def _open_round(
+        self,
+        number: int,
+        attempt: int,
+        deadline: float | None = None,
+        plan: TrainingPlan | None = None,
+        round_seed: int | None = None,
+    ) -> Round:
+        deadline = deadline or time.time() + self.settings.round_timeout_s
+        if round_seed is None:
+            round_seed = (self.settings.seed * 1_000_003 + number) % 2**63
         tasks = {}
         for site in self._select(number, attempt):
             task = TrainTask(
@@ -255,9 +288,9 @@ class Engine:
                 model_sha256=self.model.sha256,
                 model_size=self.model.encoded.size,
                 manifest=self.model.manifest,
-                plan=self.settings.plan,
+                plan=plan or self.settings.plan,
                 deadline_unix=deadline,
-                round_seed=(self.settings.seed * 1_000_003 + number) % 2**63,
+                round_seed=round_seed,
             )
             tasks[task.task_id] = TaskRecord(task=task, site=site)
         rnd = Round(
@@ -313,6 +346,36 @@ class Engine:
         )
         return report
 
+    async def run_round(
+        self,
+        number: int,
+        *,
+        attempt: int = 1,
+        base: GlobalModel | None = None,
+        deadline: float | None = None,
+        plan: TrainingPlan | None = None,
+        round_seed: int | None = None,
+    ) -> RoundReport:
+        """Run one round now, over ``base`` (default: the current model) until ``deadline``.
+
+        A regional aggregator calls this for each task its upstream pushes, passing on
+        the upstream's model, deadline, training plan and round seed. Raises
+        FedsovError when fewer than ``min_sites`` sites connect in time.
+        """
+        if base is not None:
+            self.model = base
+            self._models = {base.sha256: base}
+        wait = self.settings.start_timeout_s
+        if deadline is not None:
+            wait = min(wait, deadline - time.time())
+        await self._wait_for_sites(self.settings.min_sites, max(0.0, wait))
+        rnd = self._open_round(number, attempt, deadline, plan, round_seed)
+        report = await self._close(rnd, attempt)
+        self.reports.append(report)
+        if self.on_round is not None:
+            self.on_round(report)
+        return report
+
     async def run(self) -> list[RoundReport]:
         """Run every round; returns the reports. Raises FedsovError if the federation stalls."""
         s = self.settings
@@ -325,25 +388,21 @@ class Engine:
         try:
             for number in range(1, s.num_rounds + 1):
                 for attempt in range(1, s.max_attempts + 1):
-                    await self._wait_for_sites(s.min_sites, s.start_timeout_s)
-                    report = await self._close(self._open_round(number, attempt), attempt)
-                    self.reports.append(report)
-                    if self.on_round is not None:
-                        self.on_round(report)
-                    if report.completed:
+                    if (await self.run_round(number, attempt=attempt)).completed:
                         break
                 else:
                     raise FedsovError(
                         f"round {number} failed {s.max_attempts} times: fewer than "
                         f"min_updates = {s.min_updates} updates were accepted"
                     )
-            self._finish(f"completed {s.num_rounds} rounds")
+            self.finish(f"completed {s.num_rounds} rounds")
         except BaseException as exc:
-            self._finish(f"stopped: {exc}" if str(exc) else "stopped")
+            self.finish(f"stopped: {exc}" if str(exc) else "stopped")
             raise
         return self.reports
 
-    def _finish(self, reason: str) -> None:
+    def finish(self, reason: str) -> None:
+        """Tell every connected participant (and later ones) that the federation ended."""
         self.finished = Finished(
             rounds=len([r for r in self.reports if r.completed]),
             model_sha256=self.model.sha256,

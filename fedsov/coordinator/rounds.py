@@ -30,6 +30,7 @@ class TaskStatus(StrEnum):
     RECEIVING = "receiving"
     ACCEPTED = "accepted"
     REJECTED = "rejected"
+    DECLINED = "declined"
     LATE = "late"
 
 
@@ -99,23 +100,25 @@ class Round:
             elif record.status is TaskStatus.PENDING:
                 self._resolve(record, TaskStatus.LATE, "no update before the deadline")
 
-    def _task_of(self, site: str, header: UpdateHeader) -> TaskRecord:
-        """The task this upload answers; refusals here leave the task as it was."""
-        record = self.tasks.get(header.task_id)
-        if record is None or record.site != site or header.round != self.number:
-            raise UnknownTask(
-                f"no open task {header.task_id!r} of round {header.round} for site {site!r}"
-            )
+    def decline(self, site: str, task_id: str, *, round: int, reason: str) -> None:
+        """The participant refuses its task (budget, policy, too few sites below)."""
+        record = self._task_of(site, task_id, round)
+        self._resolve(record, TaskStatus.DECLINED, reason)
+
+    def _task_of(self, site: str, task_id: str, round: int) -> TaskRecord:
+        """The task a participant answers; refusals here leave the task as it was."""
+        record = self.tasks.get(task_id)
+        if record is None or record.site != site or round != self.number:
+            raise UnknownTask(f"no open task {task_id!r} of round {round} for site {site!r}")
         if record.status is TaskStatus.ACCEPTED:
-            raise DuplicateUpdate(f"task {header.task_id!r} already has an accepted update")
+            raise DuplicateUpdate(f"task {task_id!r} already has an accepted update")
         if record.status is TaskStatus.RECEIVING:
-            raise DuplicateUpdate(f"an upload for task {header.task_id!r} is already in progress")
-        if record.status is TaskStatus.REJECTED:
-            raise DuplicateUpdate(f"task {header.task_id!r} was refused: {record.reason}")
+            raise DuplicateUpdate(f"an upload for task {task_id!r} is already in progress")
+        if record.status in (TaskStatus.REJECTED, TaskStatus.DECLINED):
+            raise DuplicateUpdate(f"task {task_id!r} was {record.status}: {record.reason}")
         if self.closed or time.time() > self.deadline:
             raise LateUpdate(
-                f"round {self.number} closed at its deadline; update for task "
-                f"{header.task_id!r} arrived too late"
+                f"round {self.number} closed at its deadline; task {task_id!r} answered too late"
             )
         return record
 
@@ -140,7 +143,7 @@ class Round:
         without it. A refused update rejects the task; an upload aborted by the peer
         leaves it pending so the site may try again before the deadline.
         """
-        record = self._task_of(site, header)
+        record = self._task_of(site, header.task_id, header.round)
         try:
             self._check_header(site, header)
         except FedsovError as exc:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import time
 from dataclasses import dataclass
 
@@ -15,6 +14,7 @@ from fedsov.codec import decode, encode
 from fedsov.exceptions import FedsovError
 from fedsov.messages import Finished, PrivacyReport, TrainTask, UpdateHeader
 from fedsov.modelref import build_model, load_weights
+from fedsov.participant import FATAL, serve_upstream
 from fedsov.pki.tls import TlsMaterial, load_tls_material
 from fedsov.site.config import SiteConfig
 from fedsov.site.data import Dataset, load_local_data
@@ -24,8 +24,6 @@ from fedsov.transport.client import FederationClient
 __all__ = ["SiteAgent", "SiteOutcome"]
 
 log = logging.getLogger("fedsov.site")
-
-FATAL = frozenset({grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED})
 
 
 @dataclass(frozen=True)
@@ -64,49 +62,20 @@ class SiteAgent:
 
     async def run(self) -> SiteOutcome:
         """Serve tasks until the upstream says the federation finished."""
-        backoff = self.config.backoff
-        failures = 0
         log.info(
             "site %s: %d local examples, training on %s",
             self.config.name,
             len(self.data),
             self.device,
         )
-        while True:
-            try:
-                async with self._client() as client:
-                    joined = await client.join(device=self.device)
-                    log.info(
-                        "joined federation %s as %s (%s)",
-                        joined.federation,
-                        joined.node_name,
-                        joined.jurisdiction,
-                    )
-                    failures = 0
-                    async for event in client.tasks():
-                        if isinstance(event, TrainTask):
-                            await self._handle(client, event)
-                        elif isinstance(event, Finished):
-                            log.info("federation finished: %s", event.reason)
-                            return SiteOutcome(self.rounds_trained, self.epsilon, event)
-                log.warning("task stream closed by the upstream; reconnecting")
-            except grpc.aio.AioRpcError as exc:
-                if exc.code() in FATAL:
-                    raise FedsovError(
-                        f"upstream {self.config.upstream.address} refused this site: "
-                        f"{exc.code().name}: {exc.details()}"
-                    ) from exc
-                log.warning("upstream unreachable (%s: %s)", exc.code().name, exc.details())
-            failures += 1
-            if backoff.max_attempts and failures > backoff.max_attempts:
-                raise FedsovError(
-                    f"gave up after {backoff.max_attempts} failed attempts to reach "
-                    f"{self.config.upstream.address}"
-                )
-            delay = min(backoff.max_s, backoff.initial_s * 2 ** (failures - 1))
-            delay *= random.uniform(0.5, 1.0)  # jitter: sites do not reconnect in lockstep
-            log.info("reconnecting in %.1f s (attempt %d)", delay, failures)
-            await asyncio.sleep(delay)
+        finished = await serve_upstream(
+            self._client,
+            address=self.config.upstream.address,
+            device=self.device,
+            backoff=self.config.backoff,
+            handle=self._handle,
+        )
+        return SiteOutcome(self.rounds_trained, self.epsilon, finished)
 
     def _trainer_for(self, task: TrainTask) -> DPTrainer:
         train = TrainConfig(

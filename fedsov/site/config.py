@@ -7,18 +7,12 @@ from pathlib import Path
 
 from fedsov.config import Table, load_toml
 from fedsov.coordinator.config import ModelConfig, read_model
+from fedsov.participant import Backoff
 from fedsov.site.data import DataSpec
 from fedsov.site.trainer import PrivacyConfig
 from fedsov.transport.endpoint import ClientEndpoint, read_client_endpoint
 
-__all__ = ["BackoffConfig", "SiteConfig", "load", "read_privacy"]
-
-
-@dataclass(frozen=True)
-class BackoffConfig:
-    initial_s: float
-    max_s: float
-    max_attempts: int  # 0: retry forever
+__all__ = ["SiteConfig", "load", "read_backoff", "read_privacy"]
 
 
 @dataclass(frozen=True)
@@ -31,7 +25,18 @@ class SiteConfig:
     data: DataSpec
     model: ModelConfig
     privacy: PrivacyConfig
-    backoff: BackoffConfig
+    backoff: Backoff
+
+
+def read_backoff(table: Table) -> Backoff:
+    """A ``[reconnect]`` table: exponential backoff with jitter towards the upstream."""
+    backoff = Backoff(
+        initial_s=table.number("initial_backoff_s", 0.5, min=0.0, exclusive_min=True),
+        max_s=table.number("max_backoff_s", 30.0, min=0.0, exclusive_min=True),
+        max_attempts=table.integer("max_attempts", 0, min=0),
+    )
+    table.done()
+    return backoff
 
 
 def read_privacy(table: Table) -> PrivacyConfig:
@@ -70,13 +75,7 @@ def load(path: Path) -> SiteConfig:
 
     privacy = read_privacy(doc.table("privacy", required=True))
 
-    bt = doc.table("reconnect")
-    backoff = BackoffConfig(
-        initial_s=bt.number("initial_backoff_s", 0.5, min=0.0, exclusive_min=True),
-        max_s=bt.number("max_backoff_s", 30.0, min=0.0, exclusive_min=True),
-        max_attempts=bt.integer("max_attempts", 0, min=0),
-    )
-    bt.done()
+    backoff = read_backoff(doc.table("reconnect"))
 
     config = SiteConfig(
         source=path,

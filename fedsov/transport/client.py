@@ -17,7 +17,7 @@ from fedsov.proto.v1 import federation_pb2 as pb
 from fedsov.proto.v1 import federation_pb2_grpc as pb_grpc
 from fedsov.transport import serde
 from fedsov.transport.options import CLIENT_OPTIONS
-from fedsov.transport.service import INSECURE_NAME_HEADER
+from fedsov.transport.service import INSECURE_NAME_HEADER, PLAN_HEADER
 
 __all__ = ["FederationClient"]
 
@@ -39,11 +39,13 @@ class FederationClient:
         tls: TlsMaterial | None,
         server_name: str | None = None,
         insecure_name: str | None = None,
+        plan_sha256: str | None = None,
     ) -> None:
         options = list(CLIENT_OPTIONS)
+        plan_metadata = ((PLAN_HEADER, plan_sha256),) if plan_sha256 else ()
         if tls is None:
             self._channel = grpc.aio.insecure_channel(address, options=options)
-            self._metadata: tuple[tuple[str, str], ...] = (
+            self._metadata: tuple[tuple[str, str], ...] = plan_metadata + (
                 ((INSECURE_NAME_HEADER, insecure_name),) if insecure_name else ()
             )
         else:
@@ -55,7 +57,7 @@ class FederationClient:
                 certificate_chain=tls.cert_pem,
             )
             self._channel = grpc.aio.secure_channel(address, credentials, options=options)
-            self._metadata = ()
+            self._metadata = plan_metadata
         self._stub = pb_grpc.FederationStub(self._channel)  # type: ignore[no-untyped-call]
 
     async def close(self) -> None:
@@ -116,6 +118,14 @@ class FederationClient:
         if digest != model_sha256:
             raise PayloadHashError(f"model download: SHA-256 {digest}, expected {model_sha256}")
         return bytes(buffer)
+
+    async def decline(self, *, task_id: str, round: int, code: str, reason: str) -> None:
+        """Refuse a task; the upstream records ``code: reason`` and stops waiting for it."""
+        await self._stub.DeclineTask(
+            pb.DeclineRequest(task_id=task_id, round=round, code=code, reason=reason),
+            metadata=self._metadata,
+            timeout=30.0,
+        )
 
     async def upload(
         self,

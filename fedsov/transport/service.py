@@ -24,6 +24,8 @@ log = logging.getLogger("fedsov.transport")
 
 # Only read with --insecure (local development): there is no certificate then.
 INSECURE_NAME_HEADER = "fedsov-insecure-node-name"
+# Every call of a node started with a federation plan carries the plan's SHA-256.
+PLAN_HEADER = "fedsov-plan-sha256"
 
 Context = grpc.aio.ServicerContext[Any, Any]
 
@@ -36,9 +38,17 @@ class FederationService(pb_grpc.FederationServicer):
     however many sites upload together.
     """
 
-    def __init__(self, engine: Engine, *, insecure: bool = False, max_transfers: int = 4) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        insecure: bool = False,
+        max_transfers: int = 4,
+        plan_sha256: str | None = None,
+    ) -> None:
         self.engine = engine
         self.insecure = insecure
+        self.plan_sha256 = plan_sha256
         self._uploads = asyncio.Semaphore(max_transfers)
         self._downloads = asyncio.Semaphore(max_transfers)
 
@@ -49,8 +59,16 @@ class FederationService(pb_grpc.FederationServicer):
         raise AssertionError("unreachable")  # context.abort raises
 
     async def _identity(self, context: Context) -> NodeIdentity:
+        metadata = dict(context.invocation_metadata() or ())
+        if self.plan_sha256 is not None and metadata.get(PLAN_HEADER) != self.plan_sha256:
+            theirs = metadata.get(PLAN_HEADER) or "none"
+            await context.abort(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                f"plan mismatch: this node runs plan {self.plan_sha256[:16]}, "
+                f"the caller {str(theirs)[:16]}",
+            )
         if self.insecure:
-            name = dict(context.invocation_metadata() or ()).get(INSECURE_NAME_HEADER)
+            name = metadata.get(INSECURE_NAME_HEADER)
             if not isinstance(name, str) or not name:
                 await context.abort(
                     grpc.StatusCode.UNAUTHENTICATED,
@@ -129,6 +147,19 @@ class FederationService(pb_grpc.FederationServicer):
         except FedsovError as exc:
             await self._abort(context, exc, what)
         return serde.receipt_to_proto(receipt)
+
+    async def DeclineTask(  # noqa: N802
+        self, request: pb.DeclineRequest, context: Context
+    ) -> pb.DeclineReceipt:
+        identity = await self._identity(context)
+        reason = f"{request.code}: {request.reason}" if request.code else request.reason
+        try:
+            self.engine.decline(
+                identity, task_id=request.task_id, round=request.round, reason=reason
+            )
+        except FedsovError as exc:
+            await self._abort(context, exc, f"decline by {identity.name}")
+        return pb.DeclineReceipt(task_id=request.task_id, round=request.round)
 
 
 async def _data_chunks(messages: AsyncIterator[pb.UpdateChunk]) -> AsyncIterator[bytes]:

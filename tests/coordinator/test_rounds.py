@@ -228,7 +228,7 @@ def test_header_checks(tmp_path: Path) -> None:
             await rnd.receive("site-b", hw, chunks(pw))
         assert rnd.tasks["t-site-b"].status is TaskStatus.REJECTED
         hb, pb = header_for(rnd, "site-b", delta(1.0), 10)
-        with pytest.raises(DuplicateUpdate, match="was refused: update from 'site-b'"):
+        with pytest.raises(DuplicateUpdate, match="was rejected: update from 'site-b'"):
             await rnd.receive("site-b", hb, chunks(pb))
 
         hs, ps = header_for(rnd, "site-c", delta(1.0), 10, base_model_sha256="0" * 64)
@@ -256,7 +256,23 @@ def test_update_after_deadline_is_late(tmp_path: Path) -> None:
     async def scenario() -> None:
         rnd = make_round(tmp_path, deadline_in=-1.0)
         h, p = header_for(rnd, "site-a", delta(1.0), 10)
-        with pytest.raises(LateUpdate, match="arrived too late"):
+        with pytest.raises(LateUpdate, match="answered too late"):
+            await rnd.receive("site-a", h, chunks(p))
+
+    run(scenario())
+
+
+def test_decline_resolves_the_task_with_its_reason(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        rnd = make_round(tmp_path)
+        rnd.decline("site-a", "t-site-a", round=1, reason="budget-exhausted: ε would be 3.2 > 3")
+        record = rnd.tasks["t-site-a"]
+        assert record.status is TaskStatus.DECLINED
+        assert "budget-exhausted" in record.reason
+        with pytest.raises(UnknownTask):
+            rnd.decline("site-b", "t-site-a", round=1, reason="not mine")
+        h, p = header_for(rnd, "site-a", delta(1.0), 10)
+        with pytest.raises(DuplicateUpdate, match="was declined"):
             await rnd.receive("site-a", h, chunks(p))
 
     run(scenario())

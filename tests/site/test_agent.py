@@ -14,10 +14,11 @@ from fedsov.coordinator.model import state_to_numpy
 from fedsov.exceptions import FedsovError
 from fedsov.messages import TrainingPlan
 from fedsov.modelref import build_model
+from fedsov.participant import Backoff
 from fedsov.pki import NodePaths, NodeSpec, Role, build_pki, load_tls_material
 from fedsov.simulation.datasets import load_digits
 from fedsov.site.agent import SiteAgent
-from fedsov.site.config import BackoffConfig, ModelConfig, SiteConfig
+from fedsov.site.config import ModelConfig, SiteConfig
 from fedsov.site.data import DataSpec, save_npz
 from fedsov.site.trainer import PrivacyConfig
 from fedsov.testing import make_engine
@@ -54,7 +55,7 @@ def site_config(
         data=DataSpec(path=data),
         model=MODEL,
         privacy=PrivacyConfig(noise_multiplier=1.0, max_grad_norm=1.0, delta=1e-5),
-        backoff=BackoffConfig(initial_s=0.1, max_s=0.3, max_attempts=50),
+        backoff=Backoff(initial_s=0.1, max_s=0.3, max_attempts=50),
     )
 
 
@@ -101,7 +102,7 @@ def test_site_waits_for_a_late_coordinator_then_trains_every_round(
         assert site.privacy.total_steps == 2 * 10  # ceil(300 / 32) Poisson steps a round
         assert eng.model.round == 2
 
-    with caplog.at_level(logging.WARNING, logger="fedsov.site"):
+    with caplog.at_level(logging.WARNING, logger="fedsov.participant"):
         asyncio.run(scenario())
     assert any("upstream unreachable" in r.message for r in caplog.records)
 

@@ -179,3 +179,23 @@ class UploadReceipt(_message.Message):
     payload_sha256: str
     bytes_received: int
     def __init__(self, task_id: _Optional[str] = ..., round: _Optional[int] = ..., payload_sha256: _Optional[str] = ..., bytes_received: _Optional[int] = ...) -> None: ...
+
+class DeclineRequest(_message.Message):
+    __slots__ = ("task_id", "round", "code", "reason")
+    TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    ROUND_FIELD_NUMBER: _ClassVar[int]
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    task_id: str
+    round: int
+    code: str
+    reason: str
+    def __init__(self, task_id: _Optional[str] = ..., round: _Optional[int] = ..., code: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class DeclineReceipt(_message.Message):
+    __slots__ = ("task_id", "round")
+    TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    ROUND_FIELD_NUMBER: _ClassVar[int]
+    task_id: str
+    round: int
+    def __init__(self, task_id: _Optional[str] = ..., round: _Optional[int] = ...) -> None: ...

@@ -57,6 +57,11 @@ class FederationStub(object):
                 request_serializer=fedsov_dot_proto_dot_v1_dot_federation__pb2.UpdateChunk.SerializeToString,
                 response_deserializer=fedsov_dot_proto_dot_v1_dot_federation__pb2.UploadReceipt.FromString,
                 _registered_method=True)
+        self.DeclineTask = channel.unary_unary(
+                '/fedsov.proto.v1.Federation/DeclineTask',
+                request_serializer=fedsov_dot_proto_dot_v1_dot_federation__pb2.DeclineRequest.SerializeToString,
+                response_deserializer=fedsov_dot_proto_dot_v1_dot_federation__pb2.DeclineReceipt.FromString,
+                _registered_method=True)
 
 
 class FederationServicer(object):
@@ -93,6 +98,14 @@ class FederationServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def DeclineTask(self, request, context):
+        """Refuse a task (privacy budget, policy, too few sites below): the round
+        records why and stops waiting for this participant.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_FederationServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -115,6 +128,11 @@ def add_FederationServicer_to_server(servicer, server):
                     servicer.UploadUpdate,
                     request_deserializer=fedsov_dot_proto_dot_v1_dot_federation__pb2.UpdateChunk.FromString,
                     response_serializer=fedsov_dot_proto_dot_v1_dot_federation__pb2.UploadReceipt.SerializeToString,
+            ),
+            'DeclineTask': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeclineTask,
+                    request_deserializer=fedsov_dot_proto_dot_v1_dot_federation__pb2.DeclineRequest.FromString,
+                    response_serializer=fedsov_dot_proto_dot_v1_dot_federation__pb2.DeclineReceipt.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -228,6 +246,33 @@ class Federation(object):
             '/fedsov.proto.v1.Federation/UploadUpdate',
             fedsov_dot_proto_dot_v1_dot_federation__pb2.UpdateChunk.SerializeToString,
             fedsov_dot_proto_dot_v1_dot_federation__pb2.UploadReceipt.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeclineTask(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fedsov.proto.v1.Federation/DeclineTask',
+            fedsov_dot_proto_dot_v1_dot_federation__pb2.DeclineRequest.SerializeToString,
+            fedsov_dot_proto_dot_v1_dot_federation__pb2.DeclineReceipt.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,1 @@
+"""The regional tier: an aggregator downstream, a participant upstream."""

@@ -1,0 +1,225 @@
+"""``fedsov aggregator``: serve a region's sites, take part upstream with their aggregate.
+
+For every task its upstream pushes, the aggregator downloads the upstream's model,
+runs one regional round over its own sites with the upstream's deadline, training
+plan and round seed, and uploads ``regional model - upstream model`` weighted by
+the examples behind it (so FedAvg weights compose across tiers). A round in which
+fewer than ``min_sites`` (k) sites contributed exports nothing: the task is
+declined with the reason, and the upstream goes on without this region.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from fedsov.aggregator.config import AggregatorConfig
+from fedsov.codec import EncodedTensors, encode
+from fedsov.coordinator.allocator import tune_allocator
+from fedsov.coordinator.engine import Admission, Engine, EngineSettings, RoundReport
+from fedsov.coordinator.model import GlobalModel, ModelStore, state_to_numpy
+from fedsov.coordinator.summary import build_summary
+from fedsov.exceptions import FedsovError
+from fedsov.fileio import write_json_atomic
+from fedsov.messages import PrivacyReport, TrainingPlan, TrainTask, UpdateHeader
+from fedsov.modelref import build_model
+from fedsov.participant import serve_upstream
+from fedsov.pki.identity import Role
+from fedsov.pki.tls import TlsMaterial, load_tls_material
+from fedsov.strategy import FedAvg, Strategy
+from fedsov.transport.client import FederationClient
+from fedsov.transport.server import start_server
+from fedsov.transport.service import FederationService
+
+__all__ = ["RegionalAggregator"]
+
+log = logging.getLogger("fedsov.aggregator")
+
+# Part of the upstream's time a regional round leaves for the upload itself.
+UPLOAD_MARGIN = 0.15
+
+
+def _tls(paths: Any) -> TlsMaterial | None:
+    return None if paths is None else load_tls_material(cert=paths.cert, key=paths.key, ca=paths.ca)
+
+
+class RegionalAggregator:
+    def __init__(
+        self,
+        config: AggregatorConfig,
+        *,
+        strategy: Strategy | None = None,
+        admission: Admission | None = None,
+        plan_sha256: str | None = None,
+        on_round: Callable[[RoundReport], None] | None = None,
+    ) -> None:
+        self.config = config
+        self.plan_sha256 = plan_sha256
+        self.server_tls = _tls(config.server.tls)
+        self.upstream_tls = _tls(config.upstream.tls)
+        for tls in (self.server_tls, self.upstream_tls):
+            if tls is not None and (tls.identity.name, tls.identity.role) != (
+                config.name,
+                Role.aggregator,
+            ):
+                raise FedsovError(
+                    f"{config.source}: aggregator {config.name!r} needs a certificate for "
+                    f"itself with role aggregator, got {tls.identity.name!r} "
+                    f"({tls.identity.role})"
+                )
+        placeholder = state_to_numpy(build_model(config.model.factory, config.model.kwargs))
+        r = config.rounds
+        self.engine = Engine(
+            EngineSettings(
+                federation=config.federation,
+                num_rounds=0,  # rounds are driven by the upstream's tasks
+                min_sites=r.min_sites,
+                min_updates=r.min_sites,
+                sites_per_round=r.sites_per_round,
+                round_timeout_s=r.timeout_s,
+                start_timeout_s=r.start_timeout_s,
+                max_attempts=1,
+                plan=TrainingPlan(1, 32, 0.1),  # replaced by the upstream's plan each round
+                seed=config.seed,
+            ),
+            initial=GlobalModel.from_arrays(placeholder, round=0, parent=None),
+            strategy=strategy or FedAvg(),
+            store=ModelStore(config.output_dir / "models"),
+            work_dir=config.output_dir / "work",
+            admission=admission,
+            on_round=on_round,
+        )
+        self.exported: list[int] = []
+        self.declined: dict[int, str] = {}
+        self.port: int | None = None
+        self.listening = asyncio.Event()
+
+    def _client(self) -> FederationClient:
+        up = self.config.upstream
+        return FederationClient(
+            up.address,
+            tls=self.upstream_tls,
+            server_name=up.server_name,
+            insecure_name=self.config.name if self.upstream_tls is None else None,
+            plan_sha256=self.plan_sha256,
+        )
+
+    async def run(self) -> dict[str, Any]:
+        tune_allocator()
+        self.config.output_dir.mkdir(parents=True, exist_ok=True)
+        server = await start_server(
+            FederationService(
+                self.engine,
+                insecure=self.server_tls is None,
+                max_transfers=self.config.server.max_transfers,
+                plan_sha256=self.plan_sha256,
+            ),
+            address=self.config.server.address,
+            tls=self.server_tls,
+            port_file=self.config.server.port_file,
+        )
+        self.port = server.port
+        self.listening.set()
+        started, status = time.time(), "completed"
+        try:
+            finished = await serve_upstream(
+                self._client,
+                address=self.config.upstream.address,
+                device="cpu",
+                backoff=self.config.backoff,
+                handle=self._handle,
+            )
+            self.engine.finish(finished.reason)
+        except BaseException as exc:
+            status = f"failed: {exc}" if isinstance(exc, FedsovError) else "stopped"
+            self.engine.finish(status)
+            raise
+        finally:
+            await asyncio.sleep(0.2)  # let Finished reach the sites
+            await server.stop(grace=2.0)
+            summary = self.summary(status, time.time() - started)
+            write_json_atomic(self.config.output_dir / "summary.json", summary)
+        return summary
+
+    def summary(self, status: str, seconds: float) -> dict[str, Any]:
+        model = self.engine.model
+        summary = build_summary(
+            federation=self.config.federation,
+            reports=self.engine.reports,
+            model_sha256=model.sha256,
+            model_file=str(self.engine.store.directory / f"round-{model.round:04d}.safetensors"),
+            seconds=seconds,
+            status=status,
+        )
+        summary |= {
+            "node": self.config.name,
+            "role": "aggregator",
+            "exported_rounds": self.exported,
+            "declined_rounds": {str(k): v for k, v in self.declined.items()},
+        }
+        return summary
+
+    async def _handle(self, client: FederationClient, task: TrainTask) -> None:
+        payload = await client.download(task.model_sha256, size=task.model_size)
+        base = GlobalModel(
+            round=task.round,
+            encoded=EncodedTensors(task.manifest, payload, task.model_sha256),
+            parent=None,
+        )
+        remaining = task.deadline_unix - time.time()
+        deadline = time.time() + min(self.config.rounds.timeout_s, remaining * (1 - UPLOAD_MARGIN))
+        try:
+            report = await self.engine.run_round(
+                task.round,
+                base=base,
+                deadline=deadline,
+                plan=task.plan,
+                round_seed=task.round_seed,
+            )
+        except FedsovError as exc:
+            await self._decline(client, task, "below-k", str(exc))
+            return
+        accepted = [s for s in report.sites if s.status == "accepted"]
+        if not report.completed:
+            await self._decline(
+                client,
+                task,
+                "below-k",
+                f"only {len(accepted)} of the {self.config.rounds.min_sites} sites needed "
+                f"contributed in round {task.round}; nothing is exported",
+            )
+            return
+        new = self.engine.model.arrays()
+        update = encode({k: new[k] - v for k, v in base.arrays().items()})
+        epsilons = [s.privacy.epsilon for s in accepted if s.privacy and s.privacy.enabled]
+        header = UpdateHeader(
+            task_id=task.task_id,
+            round=task.round,
+            manifest=update.manifest,
+            num_examples=sum(s.num_examples for s in accepted),
+            payload_size=update.size,
+            payload_sha256=update.sha256,
+            base_model_sha256=task.model_sha256,
+            privacy=self.privacy_report(len(accepted)),
+            metrics={
+                "sites": float(len(accepted)),
+                "max_site_epsilon": max(epsilons) if epsilons else 0.0,
+            },
+        )
+        await client.upload(header, update.payload)
+        self.exported.append(task.round)
+        log.info("round %d: exported the aggregate of %d sites", task.round, len(accepted))
+
+    def privacy_report(self, sites: int) -> PrivacyReport:
+        """Site-level DP of what this region exports (none with plain FedAvg)."""
+        return PrivacyReport(enabled=False, epsilon=0.0, delta=0.0)
+
+    async def _decline(
+        self, client: FederationClient, task: TrainTask, code: str, why: str
+    ) -> None:
+        self.declined[task.round] = f"{code}: {why}"
+        log.warning("round %d: declining the task: %s", task.round, why)
+        await client.decline(task_id=task.task_id, round=task.round, code=code, reason=why)

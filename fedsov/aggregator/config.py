@@ -1,0 +1,78 @@
+"""Regional aggregator configuration (TOML)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from fedsov.config import load_toml
+from fedsov.coordinator.config import ModelConfig, read_model
+from fedsov.participant import Backoff
+from fedsov.site.config import read_backoff
+from fedsov.transport.endpoint import (
+    ClientEndpoint,
+    ServerEndpoint,
+    read_client_endpoint,
+    read_server_endpoint,
+)
+
+__all__ = ["AggregatorConfig", "RegionRounds", "load"]
+
+
+@dataclass(frozen=True)
+class RegionRounds:
+    min_sites: int  # k: a round with fewer accepted site updates exports nothing
+    sites_per_round: int  # 0: every connected site
+    timeout_s: float  # regional deadline, never past the upstream's
+    start_timeout_s: float
+
+
+@dataclass(frozen=True)
+class AggregatorConfig:
+    source: Path
+    name: str
+    federation: str
+    seed: int
+    plan: Path | None
+    server: ServerEndpoint
+    upstream: ClientEndpoint
+    model: ModelConfig
+    rounds: RegionRounds
+    backoff: Backoff
+    output_dir: Path
+
+
+def load(path: Path) -> AggregatorConfig:
+    doc = load_toml(path)
+    agg = doc.table("aggregator", required=True)
+    name, seed = agg.string("name"), agg.integer("seed", 0, min=0)
+    agg.done()
+    fed = doc.table("federation", required=True)
+    federation, plan = fed.string("name"), fed.path("plan", None)
+    fed.done()
+    rt = doc.table("rounds")
+    rounds = RegionRounds(
+        min_sites=rt.integer("min_sites", 1, min=1),
+        sites_per_round=rt.integer("sites_per_round", 0, min=0),
+        timeout_s=rt.number("timeout_s", 120.0, min=0.0, exclusive_min=True),
+        start_timeout_s=rt.number("start_timeout_s", 300.0, min=0.0, exclusive_min=True),
+    )
+    rt.done()
+    out = doc.table("output")
+    output_dir = out.path("dir", str(path.parent / f"{name}-out"))
+    out.done()
+    config = AggregatorConfig(
+        source=path,
+        name=name,
+        federation=federation,
+        seed=seed,
+        plan=plan,
+        server=read_server_endpoint(doc.table("server", required=True)),
+        upstream=read_client_endpoint(doc.table("upstream", required=True)),
+        model=read_model(doc.table("model", required=True)),
+        rounds=rounds,
+        backoff=read_backoff(doc.table("reconnect")),
+        output_dir=output_dir,
+    )
+    doc.done()
+    return config
