@@ -20,6 +20,7 @@ from fedsov.aggregator.config import AggregatorConfig
 from fedsov.codec import EncodedTensors, encode
 from fedsov.coordinator.allocator import tune_allocator
 from fedsov.coordinator.engine import Admission, Engine, EngineSettings, RoundReport
+from fedsov.coordinator.evaluation import make_evaluator
 from fedsov.coordinator.model import GlobalModel, ModelStore, state_to_numpy
 from fedsov.coordinator.summary import build_summary
 from fedsov.exceptions import FedsovError
@@ -91,6 +92,7 @@ class RegionalAggregator:
             work_dir=config.output_dir / "work",
             admission=admission,
             on_round=on_round,
+            evaluator=make_evaluator(config.model, config.evaluation),
         )
         self.exported: list[int] = []
         self.declined: dict[int, str] = {}

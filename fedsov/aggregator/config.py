@@ -6,7 +6,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fedsov.config import load_toml
-from fedsov.coordinator.config import ModelConfig, read_model
+from fedsov.coordinator.config import (
+    EvaluationConfig,
+    ModelConfig,
+    read_evaluation,
+    read_model,
+)
 from fedsov.participant import Backoff
 from fedsov.site.config import read_backoff
 from fedsov.transport.endpoint import (
@@ -37,6 +42,7 @@ class AggregatorConfig:
     server: ServerEndpoint
     upstream: ClientEndpoint
     model: ModelConfig
+    evaluation: EvaluationConfig
     rounds: RegionRounds
     backoff: Backoff
     output_dir: Path
@@ -70,6 +76,7 @@ def load(path: Path) -> AggregatorConfig:
         server=read_server_endpoint(doc.table("server", required=True)),
         upstream=read_client_endpoint(doc.table("upstream", required=True)),
         model=read_model(doc.table("model", required=True)),
+        evaluation=read_evaluation(doc.table("evaluation")),
         rounds=rounds,
         backoff=read_backoff(doc.table("reconnect")),
         output_dir=output_dir,

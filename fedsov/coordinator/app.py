@@ -7,21 +7,19 @@ import json
 import logging
 import signal
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from pathlib import Path
-
-import numpy as np
 
 from fedsov.coordinator.allocator import tune_allocator
 from fedsov.coordinator.config import CoordinatorConfig
 from fedsov.coordinator.engine import Engine, EngineSettings, RoundReport
+from fedsov.coordinator.evaluation import make_evaluator
 from fedsov.coordinator.model import GlobalModel, ModelStore, state_to_numpy
 from fedsov.coordinator.summary import build_summary
-from fedsov.exceptions import ConfigError, FedsovError
+from fedsov.exceptions import FedsovError
 from fedsov.fileio import write_json_atomic
-from fedsov.modelref import build_model, load_weights
+from fedsov.modelref import build_model
 from fedsov.pki.tls import load_tls_material
-from fedsov.refs import resolve_ref
 from fedsov.strategy import FedAvg
 from fedsov.transport.server import start_server
 from fedsov.transport.service import FederationService
@@ -29,26 +27,6 @@ from fedsov.transport.service import FederationService
 __all__ = ["run_coordinator"]
 
 log = logging.getLogger("fedsov.coordinator")
-
-
-def _evaluator(
-    config: CoordinatorConfig,
-) -> Callable[[Mapping[str, np.ndarray]], Mapping[str, float]] | None:
-    ref = config.evaluation.function
-    if ref is None:
-        return None
-    fn = resolve_ref(ref, what="evaluation function")
-    model = build_model(config.model.factory, config.model.kwargs)
-    kwargs = config.evaluation.kwargs
-
-    def evaluate(arrays: Mapping[str, np.ndarray]) -> Mapping[str, float]:
-        load_weights(model, arrays)
-        result = fn(model, **kwargs)
-        if not isinstance(result, Mapping):
-            raise ConfigError(f"evaluation function {ref!r} must return a mapping of metrics")
-        return {str(k): float(v) for k, v in result.items()}
-
-    return evaluate
 
 
 async def run_coordinator(
@@ -101,7 +79,7 @@ async def run_coordinator(
         strategy=FedAvg(),
         store=store,
         work_dir=out / "work",
-        evaluator=_evaluator(config),
+        evaluator=make_evaluator(config.model, config.evaluation),
         on_round=record,
     )
     server = await start_server(

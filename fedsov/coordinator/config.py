@@ -57,6 +57,14 @@ def read_model(table: Table) -> ModelConfig:
     return model
 
 
+def read_evaluation(table: Table) -> EvaluationConfig:
+    evaluation = EvaluationConfig(
+        function=table.string("function", None), kwargs=table.mapping("kwargs")
+    )
+    table.done()
+    return evaluation
+
+
 def read_training(table: Table) -> TrainingPlan:
     plan = TrainingPlan(
         local_epochs=table.integer("local_epochs", 1, min=1),
@@ -100,9 +108,7 @@ def load(path: Path) -> CoordinatorConfig:
         )
     rt.done()
 
-    ev = doc.table("evaluation")
-    evaluation = EvaluationConfig(function=ev.string("function", None), kwargs=ev.mapping("kwargs"))
-    ev.done()
+    evaluation = read_evaluation(doc.table("evaluation"))
 
     out = doc.table("output")
     output_dir = out.path("dir", str(path.parent / "coordinator-out"))

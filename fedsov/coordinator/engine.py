@@ -15,11 +15,12 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
-
-import numpy as np
+from typing import TYPE_CHECKING, Any, Protocol
 
 from fedsov.coordinator.model import GlobalModel, ModelStore
+
+if TYPE_CHECKING:
+    from fedsov.coordinator.evaluation import Evaluator
 from fedsov.coordinator.rounds import Round, TaskRecord, TaskStatus
 from fedsov.exceptions import AccessDenied, FedsovError, UnknownTask
 from fedsov.messages import (
@@ -38,8 +39,6 @@ from fedsov.strategy import Strategy
 __all__ = ["Engine", "EngineSettings", "RoundReport"]
 
 log = logging.getLogger("fedsov.coordinator")
-
-Evaluator = Callable[[Mapping[str, np.ndarray]], Mapping[str, float]]
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ import pytest
 
 from fedsov.aggregator.app import RegionalAggregator
 from fedsov.aggregator.config import AggregatorConfig, RegionRounds
+from fedsov.coordinator.config import EvaluationConfig
 from fedsov.coordinator.engine import Engine
 from fedsov.coordinator.model import state_to_numpy
 from fedsov.messages import TrainingPlan
@@ -130,6 +131,7 @@ async def two_tier(tmp_path: Path, pki: dict[str, NodePaths]) -> dict[str, np.nd
                     server=ServerEndpoint("127.0.0.1:0", tls(p), None),
                     upstream=ClientEndpoint(f"127.0.0.1:{server.port}", tls(p), "localhost"),
                     model=MODEL,
+                    evaluation=EvaluationConfig(None),
                     rounds=RegionRounds(
                         min_sites=2, sites_per_round=0, timeout_s=60, start_timeout_s=60
                     ),
