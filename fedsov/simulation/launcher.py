@@ -3,16 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import tomli_w
 from rich.console import Console
 from rich.table import Table
 
@@ -21,6 +17,7 @@ from fedsov.pki.identity import Role
 from fedsov.pki.throwaway import NodePaths, NodeSpec, build_pki
 from fedsov.simulation.datasets import load_dataset, make_synthetic, train_test_split
 from fedsov.simulation.partition import partition
+from fedsov.simulation.processes import ProcessGroup, tls_table, write_toml
 from fedsov.simulation.scenario import Scenario
 from fedsov.site.data import Dataset, save_npz
 
@@ -67,17 +64,13 @@ def prepare_data(sc: Scenario, directory: Path) -> tuple[list[Path], Path]:
     return site_paths, test_path
 
 
-def _tls(paths: NodePaths) -> dict[str, str]:
-    return {"cert": str(paths.cert), "key": str(paths.key), "ca": str(paths.ca)}
-
-
 def _coordinator_config(sc: Scenario, out: Path, pki: NodePaths, test_path: Path) -> dict[str, Any]:
     return {
         "federation": {"name": sc.name, "seed": sc.seed},
         "server": {
             "address": "127.0.0.1:0",
             "port_file": str(out / "coordinator.port"),
-            **_tls(pki),
+            **tls_table(pki),
         },
         "model": {"factory": sc.model.factory, "kwargs": sc.model.kwargs},
         "rounds": {
@@ -105,7 +98,7 @@ def _site_config(sc: Scenario, index: int, port: int, pki: NodePaths, data: Path
     p = sc.privacy
     return {
         "site": {"name": f"site-{index}", "seed": sc.seed * 1000 + index, "device": "auto"},
-        "upstream": {"address": f"127.0.0.1:{port}", "server_name": "localhost", **_tls(pki)},
+        "upstream": {"address": f"127.0.0.1:{port}", "server_name": "localhost", **tls_table(pki)},
         "data": {"path": str(data)},
         "model": {"factory": sc.model.factory, "kwargs": sc.model.kwargs},
         "privacy": {
@@ -117,53 +110,6 @@ def _site_config(sc: Scenario, index: int, port: int, pki: NodePaths, data: Path
         },
         "reconnect": {"initial_backoff_s": 0.2, "max_backoff_s": 5.0, "max_attempts": 20},
     }
-
-
-def _write_toml(path: Path, data: dict[str, Any]) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(tomli_w.dumps(data), encoding="utf-8")
-    return path
-
-
-def _spawn(args: list[str], log_path: Path, log_level: str) -> subprocess.Popen[bytes]:
-    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONUNBUFFERED="1")
-    log_file = open(log_path, "wb")  # noqa: SIM115 - handed to the child; closed when we exit
-    return subprocess.Popen(
-        [sys.executable, "-m", "fedsov", *args, "--log-level", log_level],
-        stdout=log_file,
-        stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL,
-        env=env,
-    )
-
-
-def _wait_for_port(
-    port_file: Path, proc: subprocess.Popen[bytes], log: Path, timeout: float
-) -> int:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if port_file.exists():
-            return int(port_file.read_text().strip())
-        if proc.poll() is not None:
-            raise FedsovError(f"the coordinator exited with code {proc.returncode}; see {log}")
-        time.sleep(0.1)
-    raise FedsovError(f"the coordinator did not start listening within {timeout:.0f} s; see {log}")
-
-
-def _stop(procs: list[subprocess.Popen[bytes]], grace: float = 10.0) -> None:
-    deadline = time.monotonic() + grace
-    for proc in procs:
-        if proc.poll() is None:
-            try:
-                proc.wait(max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                proc.terminate()
-    for proc in procs:
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def _progress(line: dict[str, Any], total: int) -> None:
@@ -189,7 +135,6 @@ def run_simulation(sc: Scenario, out: Path, *, log_level: str = "WARNING") -> di
         shutil.rmtree(out / name, ignore_errors=True)
     for name in ("summary.json", "rounds.jsonl", "coordinator.port"):
         (out / name).unlink(missing_ok=True)
-    (out / "logs").mkdir()
     console.print(
         f"[bold]fedsov simulate[/] {sc.name}: {sc.data.sites} sites, "
         f"{sc.data.dataset} ({sc.data.partition}), {sc.rounds.num_rounds} rounds -> {out}"
@@ -198,40 +143,27 @@ def run_simulation(sc: Scenario, out: Path, *, log_level: str = "WARNING") -> di
     nodes = [NodeSpec(COORDINATOR, Role.coordinator, "SIM", ("localhost", "127.0.0.1", "::1"))]
     nodes += [NodeSpec(f"site-{i}", Role.site, "SIM") for i in range(1, sc.data.sites + 1)]
     pki = build_pki(out / "pki", federation=sc.name, nodes=nodes)
-    coord_cfg = _write_toml(
+    coord_cfg = write_toml(
         out / "configs" / "coordinator.toml",
         _coordinator_config(sc, out, pki[COORDINATOR], test_path),
     )
-    procs: list[subprocess.Popen[bytes]] = []
     rounds_log = out / "rounds.jsonl"
     started = time.monotonic()
-    try:
-        coord_log = out / "logs" / "coordinator.log"
-        coordinator = _spawn(["coordinator", "--config", str(coord_cfg)], coord_log, log_level)
-        procs.append(coordinator)
-        port = _wait_for_port(out / "coordinator.port", coordinator, coord_log, 120)
+    with ProcessGroup(out / "logs", log_level=log_level, console=console) as group:
+        coordinator = group.spawn(COORDINATOR, "coordinator", "--config", str(coord_cfg))
+        port = group.wait_for_port(COORDINATOR, out / "coordinator.port")
         for i, data_path in enumerate(site_paths, start=1):
             name = f"site-{i}"
-            cfg = _write_toml(
+            cfg = write_toml(
                 out / "configs" / f"{name}.toml", _site_config(sc, i, port, pki[name], data_path)
             )
-            procs.append(
-                _spawn(["site", "--config", str(cfg)], out / "logs" / f"{name}.log", log_level)
-            )
-        seen, failed_sites = 0, set[int]()
+            group.spawn(name, "site", "--config", str(cfg))
+        seen = 0
         while coordinator.poll() is None:
             time.sleep(0.2)
             seen = _show_new_rounds(rounds_log, seen, sc.rounds.num_rounds)
-            for i, proc in enumerate(procs[1:], start=1):
-                if proc.poll() not in (None, 0) and i not in failed_sites:
-                    failed_sites.add(i)
-                    console.print(
-                        f"[yellow]site-{i} exited with code {proc.returncode}; "
-                        f"see {out / 'logs' / f'site-{i}.log'}[/]"
-                    )
+            group.report_failures()
         _show_new_rounds(rounds_log, seen, sc.rounds.num_rounds)
-    finally:
-        _stop(procs)
     summary_path = out / "summary.json"
     if not summary_path.exists():
         raise FedsovError(

@@ -1,0 +1,109 @@
+"""The processes of a simulated federation: spawned, watched, and always stopped."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import tomli_w
+from rich.console import Console
+
+from fedsov.exceptions import FedsovError
+from fedsov.pki.throwaway import NodePaths
+
+__all__ = ["ProcessGroup", "tls_table", "write_toml"]
+
+
+def write_toml(path: Path, data: dict[str, Any]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(tomli_w.dumps(data), encoding="utf-8")
+    return path
+
+
+def tls_table(paths: NodePaths) -> dict[str, str]:
+    return {"cert": str(paths.cert), "key": str(paths.key), "ca": str(paths.ca)}
+
+
+class ProcessGroup:
+    """``fedsov`` child processes, one log file each under ``logs/``; stopped on exit.
+
+    Children are left to finish on their own for ``grace`` seconds, then terminated,
+    then killed: a simulation never leaves a process behind, pass or fail.
+    """
+
+    def __init__(self, logs: Path, *, log_level: str, console: Console) -> None:
+        self.logs = logs
+        self.log_level = log_level
+        self.console = console
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self._reported: set[str] = set()
+        logs.mkdir(parents=True, exist_ok=True)
+
+    def spawn(self, name: str, *args: str) -> subprocess.Popen[bytes]:
+        env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+        with open(self.log(name), "wb") as log_file:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "fedsov", *args, "--log-level", self.log_level],
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=env,
+            )
+        self.procs[name] = proc
+        return proc
+
+    def log(self, name: str) -> Path:
+        return self.logs / f"{name}.log"
+
+    def wait_for_port(self, name: str, port_file: Path, timeout: float = 120.0) -> int:
+        proc = self.procs[name]
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if port_file.exists():
+                return int(port_file.read_text().strip())
+            if proc.poll() is not None:
+                raise FedsovError(
+                    f"{name} exited with code {proc.returncode}; see {self.log(name)}"
+                )
+            time.sleep(0.1)
+        raise FedsovError(f"{name} did not start listening within {timeout:.0f} s")
+
+    def report_failures(self) -> None:
+        """Say once about each child that exited with an error."""
+        for name, proc in self.procs.items():
+            if proc.poll() not in (None, 0) and name not in self._reported:
+                self._reported.add(name)
+                self.console.print(
+                    f"[yellow]{name} exited with code {proc.returncode}; see {self.log(name)}[/]"
+                )
+
+    def stop(self, grace: float = 10.0) -> None:
+        deadline = time.monotonic() + grace
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                try:
+                    proc.wait(max(0.1, deadline - time.monotonic()))
+                except subprocess.TimeoutExpired:
+                    proc.terminate()
+        for proc in self.procs.values():
+            try:
+                proc.wait(5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+    def __enter__(self) -> ProcessGroup:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop(grace=0.5 if exc_type is not None else 10.0)
