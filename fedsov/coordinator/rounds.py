@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from typing import BinaryIO
+
+import numpy as np
 
 from fedsov.codec import DEFAULT_CHUNK_SIZE, PayloadReader
 from fedsov.coordinator.model import GlobalModel
@@ -149,7 +152,12 @@ class Round:
         except FedsovError as exc:
             self._resolve(record, TaskStatus.REJECTED, str(exc))
             raise
-        upload = _Upload(header, self.spool_dir / f"{header.task_id}.part")
+        upload = _Upload(
+            header,
+            self.spool_dir / f"{header.task_id}.part",
+            weight=self.aggregate.fold_weight(header.num_examples),
+            measure_norm=self.aggregate.needs_norm,
+        )
         record.status, record.upload = TaskStatus.RECEIVING, upload
         try:
             async for chunk in chunks:
@@ -159,6 +167,10 @@ class Round:
             if record.status is not TaskStatus.RECEIVING:
                 raise LateUpdate(f"round {self.number} closed while this update was arriving")
             upload.finish()
+            if upload.measure_norm:
+                extra = self.aggregate.correction(norm=upload.norm, weight=upload.weight)
+                if extra:
+                    upload.replay(self.aggregate, weight=extra)
         except FedsovError as exc:
             upload.rollback(self.aggregate)
             if record.status is TaskStatus.RECEIVING:
@@ -184,9 +196,13 @@ class Round:
 class _Upload:
     """One update being received: its validator and the spool of what was folded."""
 
-    def __init__(self, header: UpdateHeader, spool: Path) -> None:
+    def __init__(
+        self, header: UpdateHeader, spool: Path, *, weight: float, measure_norm: bool
+    ) -> None:
         self.header = header
-        self.weight = float(header.num_examples)
+        self.weight = weight
+        self.measure_norm = measure_norm
+        self._squared_norm = 0.0
         self.reader = PayloadReader(
             header.manifest, size=header.payload_size, sha256=header.payload_sha256
         )
@@ -199,9 +215,22 @@ class _Upload:
         self._file.write(chunk)
         for segment in segments:
             aggregate.fold(segment, weight=self.weight)
+            if self.measure_norm:
+                values = segment.values.astype(np.float64)
+                self._squared_norm += float(np.dot(values, values))
+
+    @property
+    def norm(self) -> float:
+        return math.sqrt(self._squared_norm)
 
     def finish(self) -> None:
         self.reader.finish()
+        assert self._file is not None
+        self._file.flush()
+
+    def replay(self, aggregate: RoundAggregate, *, weight: float) -> None:
+        """Fold the whole (validated) update again with ``weight``."""
+        self._fold_spool(aggregate, weight)
 
     def discard(self) -> None:
         if self._file is not None:
@@ -214,11 +243,14 @@ class _Upload:
         if self._file is None:
             return
         self._file.flush()
+        self._fold_spool(aggregate, -self.weight)
+        self.discard()
+
+    def _fold_spool(self, aggregate: RoundAggregate, weight: float) -> None:
         replay = PayloadReader(
             self.header.manifest, size=self.header.payload_size, allow_nonfinite=True
         )
         with open(self.spool, "rb") as f:
             while chunk := f.read(DEFAULT_CHUNK_SIZE):
                 for segment in replay.feed(chunk):
-                    aggregate.unfold(segment, weight=self.weight)
-        self.discard()
+                    aggregate.fold(segment, weight=weight)

@@ -13,15 +13,32 @@ __all__ = ["RoundAggregate", "Strategy"]
 
 
 class RoundAggregate(ABC):
-    """Running state of one round's aggregation; memory is O(model), not O(sites x model)."""
+    """Running state of one round's aggregation; memory is O(model), not O(sites x model).
+
+    The round engine folds every segment of an upload as it arrives with
+    ``fold_weight(num_examples)``. Once the upload is complete, and only where
+    ``needs_norm`` is set, it calls ``correction`` with the update's L2 norm and folds
+    the update once more with the weight returned (clipping, for example), then
+    ``commit``s the update's weight.
+    """
+
+    needs_norm: bool = False
+
+    def fold_weight(self, num_examples: int) -> float:
+        """The weight an update of ``num_examples`` examples is folded with."""
+        return float(num_examples)
+
+    def correction(self, *, norm: float, weight: float) -> float:
+        """Extra weight to fold the complete update with, knowing its L2 norm."""
+        return 0.0
 
     @abstractmethod
     def fold(self, segment: Segment, *, weight: float) -> None:
-        """Add one segment of an update, scaled by ``weight``."""
+        """Add one segment of an update, scaled by ``weight``.
 
-    @abstractmethod
-    def unfold(self, segment: Segment, *, weight: float) -> None:
-        """Remove a segment folded earlier (an upload that failed after some chunks)."""
+        Aggregates are linear in what they fold: a negative weight removes a segment
+        folded earlier (an upload that failed part-way is replayed from its spool).
+        """
 
     @abstractmethod
     def commit(self, *, weight: float) -> None:

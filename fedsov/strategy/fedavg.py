@@ -41,16 +41,10 @@ class FedAvgAggregate(RoundAggregate):
         else:  # float16 sums would overflow: widen to float32
             self._sums = [np.zeros(spec.numel, dtype=np.float32) for spec in manifest.tensors]
 
-    def _add(self, segment: Segment, scale: float) -> None:
+    def fold(self, segment: Segment, *, weight: float) -> None:
         sums = self._sums[segment.index]
         target = sums[segment.start : segment.start + len(segment.values)]
-        target += segment.values * sums.dtype.type(scale)
-
-    def fold(self, segment: Segment, *, weight: float) -> None:
-        self._add(segment, weight)
-
-    def unfold(self, segment: Segment, *, weight: float) -> None:
-        self._add(segment, -weight)
+        target += segment.values * sums.dtype.type(weight)
 
     def commit(self, *, weight: float) -> None:
         self._total_weight += weight

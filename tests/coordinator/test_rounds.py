@@ -24,7 +24,7 @@ from fedsov.exceptions import (
     UnknownTask,
 )
 from fedsov.messages import PrivacyReport, TrainingPlan, TrainTask, UpdateHeader
-from fedsov.strategy import FedAvg
+from fedsov.strategy import FedAvg, FedAvgAggregate
 
 BASE = {"w": np.zeros((3, 4), dtype=np.float32), "b": np.ones(4, dtype=np.float32)}
 SITES = ("site-a", "site-b", "site-c")
@@ -274,5 +274,32 @@ def test_decline_resolves_the_task_with_its_reason(tmp_path: Path) -> None:
         h, p = header_for(rnd, "site-a", delta(1.0), 10)
         with pytest.raises(DuplicateUpdate, match="was declined"):
             await rnd.receive("site-a", h, chunks(p))
+
+    run(scenario())
+
+
+class _ClipToUnitNorm(FedAvgAggregate):
+    """A test seam: every update counts once and is clipped to L2 norm 1."""
+
+    needs_norm = True
+
+    def fold_weight(self, num_examples: int) -> float:
+        return 1.0
+
+    def correction(self, *, norm: float, weight: float) -> float:
+        return weight * (min(1.0, 1.0 / norm) - 1.0)
+
+
+def test_norm_correction_is_replayed_from_the_spool(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        rnd = make_round(tmp_path)
+        rnd._aggregate = _ClipToUnitNorm(rnd.model.manifest)
+        big = delta(2.0)  # 16 elements of 2.0: norm 8
+        h, p = header_for(rnd, "site-a", big, 1000)
+        await rnd.receive("site-a", h, chunks(p, 12))
+        out = rnd.aggregate.result(rnd.model.arrays())
+        moved = np.concatenate([(out[k] - BASE[k]).ravel() for k in BASE])
+        assert float(np.linalg.norm(moved)) == pytest.approx(1.0, rel=1e-6)
+        np.testing.assert_allclose(moved, np.full(16, 0.25), rtol=1e-6)
 
     run(scenario())

@@ -49,7 +49,7 @@ def test_unfold_removes_a_partial_update() -> None:
     for seg in segments:
         agg.fold(seg, weight=5)
     for seg in segments:
-        agg.unfold(seg, weight=5)
+        agg.fold(seg, weight=-5)  # linear: a negative weight removes it again
     np.testing.assert_array_equal(agg.result(base)["w"], np.full(6, 2.0, dtype=np.float32))
     assert agg.total_weight == 3
 
