@@ -16,6 +16,7 @@ from fedsov import __version__
 from fedsov.exceptions import FedsovError
 from fedsov.logging import setup_logging
 from fedsov.pki.cli import app as pki_app
+from fedsov.policy.cli import app as policy_app
 
 app = typer.Typer(
     name="fedsov",
@@ -24,6 +25,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(pki_app, name="pki", help="Federation CA, CSRs and node certificates.")
+app.add_typer(policy_app, name="policy", help="Check a federation plan against its policy.")
 
 err = Console(stderr=True)
 

@@ -120,6 +120,20 @@ class Table:
         """A free-form inline table (e.g. keyword arguments); empty if absent."""
         return dict(self._get(key, {}, (dict,), "a table"))
 
+    def keys(self) -> list[str]:
+        return [str(k) for k in self._data]
+
+    def tables(self, key: str) -> list[Table]:
+        """An array of tables (``[[key]]``); empty if absent."""
+        items = self._get(key, [], (list,), "an array of tables ([[...]])")
+        prefix = f"{self._prefix}.{key}" if self._prefix else key
+        out = []
+        for i, item in enumerate(items):
+            if not isinstance(item, dict):
+                raise self.error(f"{key}[{i}]", "must be a table")
+            out.append(Table(item, file=self.file, prefix=f"{prefix}[{i}]"))
+        return out
+
     def table(self, key: str, *, required: bool = False) -> Table:
         prefix = f"{self._prefix}.{key}" if self._prefix else key
         data = self._get(key, _MISSING if required else {}, (dict,), "a table")

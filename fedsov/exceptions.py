@@ -14,6 +14,7 @@
     │   ├── DuplicateUpdate    the task already has an accepted update
     │   └── LateUpdate         the round closed or its deadline passed
     ├── AccessDenied           the peer's certificate is not allowed here
+    ├── PolicyViolation        the federation plan forbids this (residency, export)
     └── TrainingError          local training failed
 
 gRPC errors are mapped to these at the transport boundary (``raise ... from exc``).
@@ -34,6 +35,7 @@ __all__ = [
     "PKIError",
     "PayloadHashError",
     "PayloadSizeError",
+    "PolicyViolation",
     "ProtocolError",
     "TrainingError",
     "UnknownTask",
@@ -98,3 +100,7 @@ class LateUpdate(ProtocolError):
 
 class AccessDenied(FedsovError):
     """The peer's certificate identifies a node that is not allowed here."""
+
+
+class PolicyViolation(FedsovError):
+    """The federation plan forbids what was about to happen (residency, export)."""

@@ -30,6 +30,12 @@ from fedsov.modelref import build_model
 from fedsov.participant import serve_upstream
 from fedsov.pki.identity import Role
 from fedsov.pki.tls import TlsMaterial, load_tls_material
+from fedsov.policy.runtime import (
+    PlanAdmission,
+    export_requirement,
+    load_node_plan,
+    require_may_send,
+)
 from fedsov.strategy import FedAvg, Strategy
 from fedsov.transport.client import FederationClient
 from fedsov.transport.server import start_server
@@ -58,7 +64,6 @@ class RegionalAggregator:
         on_round: Callable[[RoundReport], None] | None = None,
     ) -> None:
         self.config = config
-        self.plan_sha256 = plan_sha256
         self.server_tls = _tls(config.server.tls)
         self.upstream_tls = _tls(config.upstream.tls)
         for tls in (self.server_tls, self.upstream_tls):
@@ -73,6 +78,23 @@ class RegionalAggregator:
                 )
         placeholder = state_to_numpy(build_model(config.model.factory, config.model.kwargs))
         r = config.rounds
+        if config.plan is not None:
+            plan = load_node_plan(config.plan, config.name, federation=config.federation)
+            require_may_send(plan, config.name)  # before any byte leaves
+            need = export_requirement(plan, config.name)
+            if need.min_sites > r.min_sites:
+                raise FedsovError(
+                    f"{config.source}: rounds.min_sites is {r.min_sites}, but the plan lets "
+                    f"{config.name!r} export only aggregates of >= {need.min_sites} sites"
+                )
+            if need.site_dp and not (strategy is not None and strategy.name == "dp-fedavg"):
+                raise FedsovError(
+                    f"{config.source}: the plan requires site-level DP on what "
+                    f"{config.name!r} exports; configure [site_dp]"
+                )
+            admission = admission or PlanAdmission(plan, config.name)
+            plan_sha256 = plan_sha256 or plan.sha256
+        self.plan_sha256 = plan_sha256
         self.engine = Engine(
             EngineSettings(
                 federation=config.federation,

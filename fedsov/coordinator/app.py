@@ -20,6 +20,7 @@ from fedsov.exceptions import FedsovError
 from fedsov.fileio import write_json_atomic
 from fedsov.modelref import build_model
 from fedsov.pki.tls import load_tls_material
+from fedsov.policy.runtime import PlanAdmission, load_node_plan
 from fedsov.strategy import FedAvg
 from fedsov.transport.server import start_server
 from fedsov.transport.service import FederationService
@@ -60,6 +61,12 @@ async def run_coordinator(
         if on_round is not None:
             on_round(report)
 
+    plan, admission = None, None
+    if config.plan is not None:
+        me = tls.identity.name if tls is not None else None  # None: the plan's global node
+        plan = load_node_plan(config.plan, me, federation=config.federation)
+        admission = PlanAdmission(plan, me or plan.global_node.name)
+        log.info("enforcing plan %s (%s)", plan.sha256[:16], config.plan)
     engine = Engine(
         EngineSettings(
             federation=config.federation,
@@ -80,10 +87,16 @@ async def run_coordinator(
         store=store,
         work_dir=out / "work",
         evaluator=make_evaluator(config.model, config.evaluation),
+        admission=admission,
         on_round=record,
     )
     server = await start_server(
-        FederationService(engine, insecure=tls is None, max_transfers=config.server.max_transfers),
+        FederationService(
+            engine,
+            insecure=tls is None,
+            max_transfers=config.server.max_transfers,
+            plan_sha256=plan.sha256 if plan else None,
+        ),
         address=config.server.address,
         tls=tls,
         port_file=config.server.port_file,

@@ -49,6 +49,7 @@ class CoordinatorConfig:
     output_dir: Path
     allowed_sites: frozenset[str] | None
     heartbeat_s: float
+    plan: Path | None = None  # federation plan: admission, plan-hash pinning
 
 
 def read_model(table: Table) -> ModelConfig:
@@ -80,6 +81,7 @@ def load(path: Path) -> CoordinatorConfig:
     doc = load_toml(path)
     fed = doc.table("federation", required=True)
     federation, seed = fed.string("name"), fed.integer("seed", 0, min=0)
+    plan = fed.path("plan", None)
     sites = fed.strings("sites", None)
     allowed = frozenset(sites) if sites is not None else None
     fed.done()
@@ -125,6 +127,7 @@ def load(path: Path) -> CoordinatorConfig:
         evaluation=evaluation,
         output_dir=output_dir,
         allowed_sites=allowed,
+        plan=plan,
         heartbeat_s=doc.number("heartbeat_s", 10.0, min=0.0, exclusive_min=True),
     )
     doc.done()

@@ -8,60 +8,21 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from rich.console import Console
 from rich.table import Table
 
 from fedsov.exceptions import FedsovError
 from fedsov.pki.identity import Role
 from fedsov.pki.throwaway import NodePaths, NodeSpec, build_pki
-from fedsov.simulation.datasets import load_dataset, make_synthetic, train_test_split
-from fedsov.simulation.partition import partition
+from fedsov.simulation.data_prep import write_site_data
 from fedsov.simulation.processes import ProcessGroup, tls_table, write_toml
 from fedsov.simulation.scenario import Scenario
-from fedsov.site.data import Dataset, save_npz
 
-__all__ = ["prepare_data", "run_simulation"]
+__all__ = ["run_simulation"]
 
 console = Console(stderr=True)
 OWNED = ("pki", "configs", "data", "logs", "models", "work")
 COORDINATOR = "coordinator"
-
-
-def _concat(parts: list[Dataset]) -> Dataset:
-    return Dataset(np.concatenate([p.x for p in parts]), np.concatenate([p.y for p in parts]))
-
-
-def prepare_data(sc: Scenario, directory: Path) -> tuple[list[Path], Path]:
-    """Write each site's partition and the held-out test set as NPZ files."""
-    directory.mkdir(parents=True, exist_ok=True)
-    d = sc.data
-    if d.dataset == "synthetic":
-        devices = make_synthetic(
-            alpha=d.synthetic_alpha, beta=d.synthetic_beta, num_devices=d.sites, seed=sc.seed
-        )
-        splits = [
-            train_test_split(dev, test_fraction=d.test_fraction, seed=sc.seed + i)
-            for i, dev in enumerate(devices)
-        ]
-        site_data = [train for train, _ in splits]
-        test = _concat([t for _, t in splits])
-    else:
-        train, test = train_test_split(
-            load_dataset(d.dataset), test_fraction=d.test_fraction, seed=sc.seed
-        )
-        parts = partition(
-            train.y, scheme=d.partition, num_sites=d.sites, seed=sc.seed, alpha=d.alpha
-        )
-        site_data = [train.subset(idx) for idx in parts]
-    site_paths = []
-    for i, ds in enumerate(site_data, start=1):
-        path = directory / f"site-{i}.npz"
-        save_npz(path, ds)
-        site_paths.append(path)
-    test_path = directory / "test.npz"
-    save_npz(test_path, test)
-    return site_paths, test_path
 
 
 def _coordinator_config(sc: Scenario, out: Path, pki: NodePaths, test_path: Path) -> dict[str, Any]:
@@ -139,7 +100,11 @@ def run_simulation(sc: Scenario, out: Path, *, log_level: str = "WARNING") -> di
         f"[bold]fedsov simulate[/] {sc.name}: {sc.data.sites} sites, "
         f"{sc.data.dataset} ({sc.data.partition}), {sc.rounds.num_rounds} rounds -> {out}"
     )
-    site_paths, test_path = prepare_data(sc, out / "data")
+    names = [f"site-{i}" for i in range(1, sc.data.sites + 1)]
+    data_paths, test_path = write_site_data(
+        sc.data, seed=sc.seed, names=names, directory=out / "data"
+    )
+    site_paths = [data_paths[n] for n in names]
     nodes = [NodeSpec(COORDINATOR, Role.coordinator, "SIM", ("localhost", "127.0.0.1", "::1"))]
     nodes += [NodeSpec(f"site-{i}", Role.site, "SIM") for i in range(1, sc.data.sites + 1)]
     pki = build_pki(out / "pki", federation=sc.name, nodes=nodes)

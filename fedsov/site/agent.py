@@ -16,6 +16,7 @@ from fedsov.messages import Finished, PrivacyReport, TrainTask, UpdateHeader
 from fedsov.modelref import build_model, load_weights
 from fedsov.participant import FATAL, serve_upstream
 from fedsov.pki.tls import TlsMaterial, load_tls_material
+from fedsov.policy.runtime import load_node_plan, require_may_send
 from fedsov.site.config import SiteConfig
 from fedsov.site.data import Dataset, load_local_data
 from fedsov.site.trainer import DPTrainer, TrainConfig
@@ -45,6 +46,11 @@ class SiteAgent:
                     f"{config.source}: site.name is {config.name!r} but the certificate "
                     f"{paths.cert} is for {self.tls.identity.name!r}"
                 )
+        self.plan_sha256: str | None = None
+        if config.plan is not None:
+            plan = load_node_plan(config.plan, config.name)
+            require_may_send(plan, config.name)  # before any byte leaves
+            self.plan_sha256 = plan.sha256
         self.device = config.device or ("cuda" if torch.cuda.is_available() else "cpu")
         self.data: Dataset = load_local_data(config.data)
         self._trainer: DPTrainer | None = None
@@ -58,6 +64,7 @@ class SiteAgent:
             tls=self.tls,
             server_name=self.config.upstream.server_name,
             insecure_name=self.config.name if self.tls is None else None,
+            plan_sha256=self.plan_sha256,
         )
 
     async def run(self) -> SiteOutcome:

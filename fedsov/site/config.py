@@ -26,6 +26,7 @@ class SiteConfig:
     model: ModelConfig
     privacy: PrivacyConfig
     backoff: Backoff
+    plan: Path | None = None  # federation plan: residency checked before dialing
 
 
 def read_backoff(table: Table) -> Backoff:
@@ -77,6 +78,10 @@ def load(path: Path) -> SiteConfig:
 
     backoff = read_backoff(doc.table("reconnect"))
 
+    ft = doc.table("federation")
+    plan = ft.path("plan", None)
+    ft.done()
+
     config = SiteConfig(
         source=path,
         name=name,
@@ -87,6 +92,7 @@ def load(path: Path) -> SiteConfig:
         model=read_model(doc.table("model", required=True)),
         privacy=privacy,
         backoff=backoff,
+        plan=plan,
     )
     doc.done()
     return config

@@ -11,6 +11,7 @@ from fedsov.exceptions import (
     FedsovError,
     LateUpdate,
     PayloadHashError,
+    PolicyViolation,
     ProtocolError,
     UnknownTask,
 )
@@ -19,6 +20,7 @@ __all__ = ["status_for"]
 
 _STATUS: tuple[tuple[type[FedsovError], grpc.StatusCode], ...] = (
     (AccessDenied, grpc.StatusCode.PERMISSION_DENIED),
+    (PolicyViolation, grpc.StatusCode.PERMISSION_DENIED),
     (UnknownTask, grpc.StatusCode.NOT_FOUND),
     (DuplicateUpdate, grpc.StatusCode.ALREADY_EXISTS),
     (LateUpdate, grpc.StatusCode.FAILED_PRECONDITION),

@@ -1,0 +1,157 @@
+"""``fedsov policy check``: the plan's topology against its own policy, before anything runs.
+
+Rules (each violation names the node, the rule id and why):
+
+- ``global-count``: exactly one global node, and it has no upstream.
+- ``unknown-upstream``: an upstream that is not a node of the plan.
+- ``missing-upstream``: a regional or edge node without an upstream.
+- ``cycle``: following upstreams comes back to where it started.
+- ``tier-order``: an edge site's upstream must be regional or global, a regional
+  aggregator's too; nothing may report to an edge site (sites never listen).
+- ``residency``: a node's updates would go to a jurisdiction its residency forbids.
+- ``export-forbidden``: an update would leave a jurisdiction whose export rule
+  forbids it; a single site's update never leaves when the rule asks for an
+  aggregate of >= 2 sites or for site-level DP.
+- ``export-k-unreachable``: a regional aggregator that exports across a border has
+  fewer sites below it than the export rule's k, so no round could ever export.
+- ``export-dp-missing``: the export rule needs site-level DP, and the plan has no
+  ``[policy.site_dp]``.
+- ``budget-missing``: a jurisdiction exports, and has no jurisdiction ε budget.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from fedsov.policy.plan import Plan, PlanNode, Tier
+
+__all__ = ["Violation", "check_plan"]
+
+
+@dataclass(frozen=True)
+class Violation:
+    node: str
+    rule: str
+    reason: str
+
+
+def _topology(plan: Plan) -> list[Violation]:
+    out: list[Violation] = []
+    names = {n.name: n for n in plan.nodes}
+    tops = [n for n in plan.nodes if n.tier is Tier.GLOBAL]
+    if len(tops) != 1:
+        where = ", ".join(n.name for n in tops) or "none"
+        out.append(Violation(where, "global-count", f"{len(tops)} global nodes ({where}); need 1"))
+    for node in plan.nodes:
+        if node.tier is Tier.GLOBAL:
+            if node.upstream is not None:
+                out.append(Violation(node.name, "global-count", "the global node has an upstream"))
+            continue
+        if node.upstream is None:
+            out.append(Violation(node.name, "missing-upstream", f"a {node.tier} node needs one"))
+        elif node.upstream not in names:
+            out.append(
+                Violation(node.name, "unknown-upstream", f"upstream {node.upstream!r} is no node")
+            )
+        elif names[node.upstream].tier is Tier.EDGE:
+            out.append(
+                Violation(
+                    node.name,
+                    "tier-order",
+                    f"upstream {node.upstream!r} is an edge site; sites never serve",
+                )
+            )
+    out += _cycles(plan, names)
+    return out
+
+
+def _cycles(plan: Plan, names: dict[str, PlanNode]) -> list[Violation]:
+    out: list[Violation] = []
+    reported: set[str] = set()
+    for start in plan.nodes:
+        path: list[str] = []
+        current: str | None = start.name
+        while current is not None and current in names and current not in path:
+            path.append(current)
+            current = names[current].upstream
+        if current is not None and current in path:
+            loop = path[path.index(current) :]
+            if not reported.intersection(loop):
+                reported.update(loop)
+                out.append(Violation(current, "cycle", " -> ".join([*loop, current]) + " loops"))
+    return out
+
+
+def _sovereignty(plan: Plan) -> list[Violation]:
+    out: list[Violation] = []
+    names = {n.name: n for n in plan.nodes}
+    exporting: set[str] = set()
+    for node in plan.nodes:
+        upstream = names.get(node.upstream or "")
+        if upstream is None or upstream.tier is Tier.EDGE:
+            continue
+        allowed, reason = plan.may_send(node.name)
+        if not allowed:
+            out.append(Violation(node.name, "residency", reason))
+        if upstream.jurisdiction == node.jurisdiction:
+            continue
+        rule = plan.export_rule(node.jurisdiction)
+        crossing = f"{node.jurisdiction} -> {upstream.jurisdiction}"
+        if not rule.allow:
+            out.append(
+                Violation(
+                    node.name,
+                    "export-forbidden",
+                    f"nothing may leave {node.jurisdiction} ({crossing} via {upstream.name})",
+                )
+            )
+            continue
+        exporting.add(node.jurisdiction)
+        if node.tier is Tier.EDGE:
+            if rule.min_sites > 1 or rule.site_dp:
+                out.append(
+                    Violation(
+                        node.name,
+                        "export-forbidden",
+                        f"a single site's update would cross {crossing}; {node.jurisdiction} "
+                        f"exports only aggregates of >= {rule.min_sites} sites"
+                        + (" with site-level DP" if rule.site_dp else ""),
+                    )
+                )
+            continue
+        cohort = len(plan.edges_under(node.name))
+        if cohort < rule.min_sites:
+            out.append(
+                Violation(
+                    node.name,
+                    "export-k-unreachable",
+                    f"{cohort} sites below it, but {node.jurisdiction} exports only aggregates "
+                    f"of >= {rule.min_sites} sites: no round could ever export",
+                )
+            )
+        if rule.site_dp and plan.policy.site_dp is None:
+            out.append(
+                Violation(
+                    node.name,
+                    "export-dp-missing",
+                    f"{node.jurisdiction} exports only with site-level DP; add [policy.site_dp]",
+                )
+            )
+    for jurisdiction in sorted(exporting):
+        if jurisdiction not in plan.policy.budgets.jurisdiction_epsilon:
+            out.append(
+                Violation(
+                    jurisdiction,
+                    "budget-missing",
+                    f"{jurisdiction} exports aggregates but has no jurisdiction_epsilon budget",
+                )
+            )
+    return out
+
+
+def check_plan(plan: Plan) -> list[Violation]:
+    """Every violation of the plan's topology and policy, in a stable order."""
+    found = _topology(plan)
+    if not any(v.rule in ("cycle", "unknown-upstream") for v in found):
+        found += _sovereignty(plan)
+    return sorted(set(found), key=lambda v: (v.rule, v.node, v.reason))

@@ -1,0 +1,296 @@
+"""The federation plan: nodes, tiers, upstreams, model, rounds and policy, pinned by SHA-256.
+
+Loading checks each field (types, names, tiers, unknown keys) and names the file and
+key of any mistake. Whether the topology obeys the policy is ``check_plan``'s job,
+so a plan that breaks its own policy still loads and can be reported on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+
+from fedsov.config import Table, load_toml
+from fedsov.coordinator.config import ModelConfig, read_model, read_training
+from fedsov.exceptions import ConfigError, PKIError
+from fedsov.messages import TrainingPlan
+from fedsov.pki.identity import Role, validate_jurisdiction, validate_name
+from fedsov.site.config import read_privacy
+from fedsov.site.trainer import PrivacyConfig
+
+__all__ = [
+    "Budgets",
+    "ExportRule",
+    "Plan",
+    "PlanNode",
+    "PlanRounds",
+    "Policy",
+    "SimulationSpec",
+    "SiteDPConfig",
+    "Tier",
+    "load_plan",
+]
+
+
+class Tier(StrEnum):
+    GLOBAL = "global"
+    REGIONAL = "regional"
+    EDGE = "edge"
+
+
+_ROLE = {Tier.GLOBAL: Role.coordinator, Tier.REGIONAL: Role.aggregator, Tier.EDGE: Role.site}
+
+
+@dataclass(frozen=True)
+class PlanNode:
+    name: str
+    tier: Tier
+    jurisdiction: str
+    upstream: str | None = None
+    hosts: tuple[str, ...] = ()
+    min_sites: int | None = None  # a regional aggregator's own k
+
+
+@dataclass(frozen=True)
+class ExportRule:
+    allow: bool = False
+    min_sites: int = 1
+    site_dp: bool = False
+
+
+@dataclass(frozen=True)
+class SiteDPConfig:
+    clip: float
+    noise_multiplier: float
+    adaptive: bool = False
+    target_quantile: float = 0.5
+    clip_learning_rate: float = 0.2
+    delta: float = 1e-5
+
+
+@dataclass(frozen=True)
+class Budgets:
+    site_epsilon: float | None = None
+    jurisdiction_epsilon: Mapping[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Policy:
+    residency: Mapping[str, frozenset[str]]
+    export: Mapping[str, ExportRule]
+    site_dp: SiteDPConfig | None
+    budgets: Budgets
+
+
+@dataclass(frozen=True)
+class PlanRounds:
+    num_rounds: int
+    timeout_s: float
+
+
+@dataclass(frozen=True)
+class SimulationSpec:
+    dataset: str
+    partition: str
+    alpha: float | None
+    test_fraction: float
+
+
+@dataclass(frozen=True)
+class Plan:
+    source: Path
+    sha256: str
+    federation: str
+    seed: int
+    model: ModelConfig
+    rounds: PlanRounds
+    training: TrainingPlan
+    privacy: PrivacyConfig
+    nodes: tuple[PlanNode, ...]
+    policy: Policy
+    simulation: SimulationSpec | None
+
+    def node(self, name: str) -> PlanNode:
+        for n in self.nodes:
+            if n.name == name:
+                return n
+        raise ConfigError(f"{self.source}: no node {name!r} in the plan")
+
+    def children(self, name: str) -> tuple[PlanNode, ...]:
+        return tuple(n for n in self.nodes if n.upstream == name)
+
+    def edges_under(self, name: str) -> tuple[PlanNode, ...]:
+        """Every edge site in ``name``'s subtree (a cycle is cut, not followed)."""
+        found: list[PlanNode] = []
+        todo, seen = [name], {name}
+        while todo:
+            for child in self.children(todo.pop()):
+                if child.name in seen:
+                    continue
+                seen.add(child.name)
+                if child.tier is Tier.EDGE:
+                    found.append(child)
+                todo.append(child.name)
+        return tuple(found)
+
+    @property
+    def global_node(self) -> PlanNode:
+        tops = [n for n in self.nodes if n.tier is Tier.GLOBAL]
+        if len(tops) != 1:
+            raise ConfigError(f"{self.source}: the plan needs exactly one global node")
+        return tops[0]
+
+    @staticmethod
+    def role_of(tier: Tier) -> Role:
+        return _ROLE[tier]
+
+    def residency_of(self, jurisdiction: str) -> frozenset[str]:
+        """Jurisdictions its nodes may send to; by default only its own."""
+        return self.policy.residency.get(jurisdiction, frozenset({jurisdiction}))
+
+    def may_send(self, name: str) -> tuple[bool, str]:
+        node = self.node(name)
+        if node.upstream is None:
+            return True, "no upstream"
+        upstream = self.node(node.upstream)
+        allowed = self.residency_of(node.jurisdiction)
+        if upstream.jurisdiction in allowed:
+            return True, f"{upstream.jurisdiction} is in {node.jurisdiction}'s residency"
+        return False, (
+            f"residency of {node.jurisdiction} allows sending to {', '.join(sorted(allowed))}, "
+            f"not to {upstream.jurisdiction} ({upstream.name})"
+        )
+
+    def export_rule(self, jurisdiction: str) -> ExportRule:
+        return self.policy.export.get(jurisdiction, ExportRule(allow=False))
+
+
+def _read_node(table: Table) -> PlanNode:
+    name = table.string("name")
+    tier_text = table.string("tier")
+    try:
+        validate_name(name)
+    except PKIError as exc:
+        raise table.error("name", str(exc)) from exc
+    try:
+        tier = Tier(tier_text)
+    except ValueError:
+        raise table.error(
+            "tier", f"{tier_text!r} is not one of {', '.join(t.value for t in Tier)}"
+        ) from None
+    jurisdiction = table.string("jurisdiction")
+    try:
+        validate_jurisdiction(jurisdiction)
+    except PKIError as exc:
+        raise table.error("jurisdiction", str(exc)) from exc
+    node = PlanNode(
+        name=name,
+        tier=tier,
+        jurisdiction=jurisdiction,
+        upstream=table.string("upstream", None),
+        hosts=tuple(table.strings("hosts", [])),
+        min_sites=table.integer("min_sites", None, min=1),
+    )
+    table.done()
+    return node
+
+
+def _read_export(table: Table, jurisdiction: str) -> ExportRule:
+    sub = table.table(jurisdiction)
+    rule = ExportRule(
+        allow=sub.boolean("allow", True),
+        min_sites=sub.integer("min_sites", 1, min=1),
+        site_dp=sub.boolean("site_dp", False),
+    )
+    sub.done()
+    return rule
+
+
+def _read_policy(table: Table) -> Policy:
+    rt = table.table("residency")
+    residency = {j: frozenset(rt.strings(j)) for j in list(rt.keys())}
+    rt.done()
+    et = table.table("export")
+    export = {j: _read_export(et, j) for j in list(et.keys())}
+    et.done()
+    site_dp = None
+    if table.has("site_dp"):
+        dt = table.table("site_dp")
+        site_dp = SiteDPConfig(
+            clip=dt.number("clip", min=0.0, exclusive_min=True),
+            noise_multiplier=dt.number("noise_multiplier", min=0.0),
+            adaptive=dt.boolean("adaptive", False),
+            target_quantile=dt.number("target_quantile", 0.5, min=0.0, max=1.0),
+            clip_learning_rate=dt.number("clip_learning_rate", 0.2, min=0.0),
+            delta=dt.number("delta", 1e-5, min=0.0, max=1.0, exclusive_min=True),
+        )
+        dt.done()
+    bt = table.table("budgets")
+    jt = bt.table("jurisdiction_epsilon")
+    per_jurisdiction = {j: jt.number(j, min=0.0, exclusive_min=True) for j in list(jt.keys())}
+    jt.done()
+    budgets = Budgets(
+        site_epsilon=bt.number("site_epsilon", None, min=0.0, exclusive_min=True),
+        jurisdiction_epsilon=per_jurisdiction,
+    )
+    bt.done()
+    table.done()
+    return Policy(residency=residency, export=export, site_dp=site_dp, budgets=budgets)
+
+
+def _read_simulation(table: Table) -> SimulationSpec:
+    spec = SimulationSpec(
+        dataset=table.string("dataset", "digits"),
+        partition=table.string("partition", "iid"),
+        alpha=table.number("alpha", None, min=0.0, exclusive_min=True),
+        test_fraction=table.number("test_fraction", 0.2, min=0.0, max=0.9, exclusive_min=True),
+    )
+    table.done()
+    return spec
+
+
+def load_plan(path: Path) -> Plan:
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read plan: {exc.strerror or exc}") from exc
+    doc = load_toml(path)
+    fed = doc.table("federation", required=True)
+    federation = fed.string("name")
+    try:
+        validate_name(federation, what="federation name")
+    except PKIError as exc:
+        raise fed.error("name", str(exc)) from exc
+    seed = fed.integer("seed", 0, min=0)
+    fed.done()
+    rt = doc.table("rounds", required=True)
+    rounds = PlanRounds(
+        num_rounds=rt.integer("num_rounds", min=1),
+        timeout_s=rt.number("timeout_s", 300.0, min=0.0, exclusive_min=True),
+    )
+    rt.done()
+    nodes = tuple(_read_node(t) for t in doc.tables("nodes"))
+    names = [n.name for n in nodes]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise doc.error("nodes", f"node {duplicates[0]!r} is declared twice")
+    if not nodes:
+        raise doc.error("nodes", "the plan declares no [[nodes]]")
+    plan = Plan(
+        source=path,
+        sha256=hashlib.sha256(raw).hexdigest(),
+        federation=federation,
+        seed=seed,
+        model=read_model(doc.table("model", required=True)),
+        rounds=rounds,
+        training=read_training(doc.table("training")),
+        privacy=read_privacy(doc.table("privacy")),
+        nodes=nodes,
+        policy=_read_policy(doc.table("policy")),
+        simulation=_read_simulation(doc.table("simulation")) if doc.has("simulation") else None,
+    )
+    doc.done()
+    return plan

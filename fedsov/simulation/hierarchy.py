@@ -1,0 +1,377 @@
+"""``fedsov simulate PLAN``: a whole multi-tier federation from its plan, on one machine.
+
+Every node of the plan runs as its own process with its own certificate: the
+coordinator, each regional aggregator, each edge site. All of them are started
+with the same plan file and enforce it (plan hash, admission by certificate,
+residency, export thresholds, site-level DP).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from fedsov.exceptions import FedsovError
+from fedsov.pki.throwaway import NodePaths, NodeSpec, build_pki
+from fedsov.policy.plan import Plan, PlanNode, Tier
+from fedsov.policy.runtime import export_requirement
+from fedsov.simulation.data_prep import write_site_data
+from fedsov.simulation.processes import ProcessGroup, tls_table, write_toml
+from fedsov.simulation.scenario import DataPlan
+
+__all__ = ["Deployment", "prepare_deployment", "run_plan_simulation"]
+
+console = Console(stderr=True)
+SERVER_HOSTS = ("localhost", "127.0.0.1")
+RECONNECT = {"initial_backoff_s": 0.2, "max_backoff_s": 5.0, "max_attempts": 30}
+
+
+@dataclass
+class Deployment:
+    """Everything a simulated federation needs on disk before a process starts."""
+
+    plan: Plan
+    out: Path
+    plan_file: Path
+    pki: dict[str, NodePaths]
+    data: dict[str, Path]
+    test_file: Path
+    ports: dict[str, int] = field(default_factory=dict)
+
+    def port_file(self, node: str) -> Path:
+        return self.out / "ports" / f"{node}.port"
+
+    def config_file(self, node: str) -> Path:
+        return self.out / "configs" / f"{node}.toml"
+
+    def node_out(self, node: str) -> Path:
+        return self.out / "nodes" / node
+
+
+def prepare_deployment(plan: Plan, out: Path) -> Deployment:
+    """Copy the plan, issue every node's certificate, and split the data over the sites."""
+    out = out.resolve()
+    for name in ("pki", "configs", "data", "logs", "nodes", "ports", "models", "work"):
+        shutil.rmtree(out / name, ignore_errors=True)
+    for name in ("summary.json", "rounds.jsonl", "plan.toml"):
+        (out / name).unlink(missing_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
+    plan_file = out / "plan.toml"
+    shutil.copyfile(plan.source, plan_file)  # byte for byte: the same SHA-256 everywhere
+    nodes = [
+        NodeSpec(
+            n.name,
+            plan.role_of(n.tier),
+            n.jurisdiction,
+            tuple(dict.fromkeys((*n.hosts, *SERVER_HOSTS, n.name)))
+            if n.tier is not Tier.EDGE
+            else (),
+        )
+        for n in plan.nodes
+    ]
+    pki = build_pki(out / "pki", federation=plan.federation, nodes=nodes)
+    sim = plan.simulation
+    if sim is None:
+        raise FedsovError(f"{plan.source}: a plan needs a [simulation] table to be simulated")
+    edges = [n.name for n in plan.nodes if n.tier is Tier.EDGE]
+    data_plan = DataPlan(
+        dataset=sim.dataset,
+        partition=sim.partition,
+        alpha=sim.alpha,
+        synthetic_alpha=1.0,
+        synthetic_beta=1.0,
+        test_fraction=sim.test_fraction,
+        sites=len(edges),
+    )
+    data, test_file = write_site_data(
+        data_plan, seed=plan.seed, names=edges, directory=out / "data"
+    )
+    return Deployment(plan, out, plan_file, pki, data, test_file)
+
+
+def _model(plan: Plan) -> dict[str, Any]:
+    return {"factory": plan.model.factory, "kwargs": plan.model.kwargs}
+
+
+def _evaluation(dep: Deployment) -> dict[str, Any]:
+    return {
+        "function": "fedsov.simulation.evaluation:evaluate_file",
+        "kwargs": {"path": str(dep.test_file)},
+    }
+
+
+def _upstream(dep: Deployment, node: PlanNode) -> dict[str, Any]:
+    assert node.upstream is not None
+    return {
+        "address": f"127.0.0.1:{dep.ports[node.upstream]}",
+        "server_name": node.upstream,  # the upstream's certificate must name it
+        **tls_table(dep.pki[node.name]),
+    }
+
+
+def _server(dep: Deployment, node: PlanNode) -> dict[str, Any]:
+    return {
+        "address": "127.0.0.1:0",
+        "port_file": str(dep.port_file(node.name)),
+        **tls_table(dep.pki[node.name]),
+    }
+
+
+def coordinator_config(dep: Deployment) -> dict[str, Any]:
+    plan, top = dep.plan, dep.plan.global_node
+    children = plan.children(top.name)
+    t = plan.training
+    return {
+        "federation": {"name": plan.federation, "seed": plan.seed, "plan": str(dep.plan_file)},
+        "server": _server(dep, top),
+        "model": _model(plan),
+        "rounds": {
+            "num_rounds": plan.rounds.num_rounds,
+            "min_sites": len(children),  # every child connected before round 1
+            "min_updates": 1,  # a region that may not export this round is left out
+            "timeout_s": plan.rounds.timeout_s,
+            "start_timeout_s": 300.0,
+        },
+        "training": {
+            "local_epochs": t.local_epochs,
+            "batch_size": t.batch_size,
+            "learning_rate": t.learning_rate,
+            "momentum": t.momentum,
+        },
+        "evaluation": _evaluation(dep),
+        "output": {"dir": str(dep.out)},
+    }
+
+
+def aggregator_config(dep: Deployment, node: PlanNode) -> dict[str, Any]:
+    plan = dep.plan
+    need = export_requirement(plan, node.name)
+    config: dict[str, Any] = {
+        "aggregator": {"name": node.name, "seed": plan.seed},
+        "federation": {"name": plan.federation, "plan": str(dep.plan_file)},
+        "server": _server(dep, node),
+        "upstream": _upstream(dep, node),
+        "model": _model(plan),
+        "rounds": {
+            "min_sites": need.min_sites,
+            "timeout_s": plan.rounds.timeout_s * 0.8,
+            "start_timeout_s": 300.0,
+        },
+        "evaluation": _evaluation(dep),
+        "reconnect": RECONNECT,
+        "output": {"dir": str(dep.node_out(node.name))},
+    }
+    dp = plan.policy.site_dp
+    if need.site_dp and dp is not None:
+        config["site_dp"] = {
+            "clip": dp.clip,
+            "noise_multiplier": dp.noise_multiplier,
+            "adaptive": dp.adaptive,
+            "target_quantile": dp.target_quantile,
+            "clip_learning_rate": dp.clip_learning_rate,
+            "delta": dp.delta,
+        }
+    return config
+
+
+def site_config(dep: Deployment, node: PlanNode, index: int) -> dict[str, Any]:
+    plan, p = dep.plan, dep.plan.privacy
+    return {
+        "site": {"name": node.name, "seed": plan.seed * 1000 + index, "device": "auto"},
+        "federation": {"plan": str(dep.plan_file)},
+        "upstream": _upstream(dep, node),
+        "data": {"path": str(dep.data[node.name])},
+        "model": _model(plan),
+        "privacy": {
+            "enabled": p.enabled,
+            "noise_multiplier": p.noise_multiplier,
+            "max_grad_norm": p.max_grad_norm,
+            "delta": p.delta,
+            "accountant": p.accountant,
+        },
+        "reconnect": RECONNECT,
+    }
+
+
+def launch(dep: Deployment, group: ProcessGroup) -> None:
+    """Start every node, upstream first, each once its upstream listens."""
+    plan = dep.plan
+    top = plan.global_node
+    write_toml(dep.config_file(top.name), coordinator_config(dep))
+    group.spawn(top.name, "coordinator", "--config", str(dep.config_file(top.name)))
+    dep.ports[top.name] = group.wait_for_port(top.name, dep.port_file(top.name))
+    pending = [n for n in plan.nodes if n.tier is not Tier.GLOBAL]
+    edge_index = 0
+    while pending:
+        ready = [n for n in pending if n.upstream in dep.ports]
+        if not ready:
+            raise FedsovError("some nodes' upstreams never start: run `fedsov policy check`")
+        for node in ready:
+            pending.remove(node)
+            if node.tier is Tier.REGIONAL:
+                write_toml(dep.config_file(node.name), aggregator_config(dep, node))
+                group.spawn(node.name, "aggregator", "--config", str(dep.config_file(node.name)))
+                dep.ports[node.name] = group.wait_for_port(node.name, dep.port_file(node.name))
+            else:
+                edge_index += 1
+                write_toml(dep.config_file(node.name), site_config(dep, node, edge_index))
+                group.spawn(node.name, "site", "--config", str(dep.config_file(node.name)))
+
+
+def run_plan_simulation(plan: Plan, out: Path, *, log_level: str = "WARNING") -> dict[str, Any]:
+    dep = prepare_deployment(plan, out)
+    tiers = {t: sum(1 for n in plan.nodes if n.tier is t) for t in Tier}
+    console.print(
+        f"[bold]fedsov simulate[/] {plan.federation} (plan {plan.sha256[:12]}): "
+        f"{tiers[Tier.REGIONAL]} regional aggregators, {tiers[Tier.EDGE]} sites in "
+        f"{', '.join(sorted({n.jurisdiction for n in plan.nodes}))}; "
+        f"{plan.rounds.num_rounds} rounds -> {dep.out}"
+    )
+    started = time.monotonic()
+    rounds_log = dep.out / "rounds.jsonl"
+    with ProcessGroup(dep.out / "logs", log_level=log_level, console=console) as group:
+        launch(dep, group)
+        coordinator = group.procs[plan.global_node.name]
+        seen = 0
+        while coordinator.poll() is None:
+            time.sleep(0.2)
+            seen = _show_rounds(rounds_log, seen, plan.rounds.num_rounds)
+            group.report_failures()
+        _show_rounds(rounds_log, seen, plan.rounds.num_rounds)
+    summary = compose_summary(dep)
+    summary["wall_seconds"] = round(time.monotonic() - started, 2)
+    (dep.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    _print(summary, dep.out)
+    return summary
+
+
+def _show_rounds(rounds_log: Path, seen: int, total: int) -> int:
+    if not rounds_log.exists():
+        return seen
+    lines = rounds_log.read_text().splitlines()
+    for line in lines[seen:]:
+        if not line.strip():
+            continue
+        r = json.loads(line)
+        exported = [s["site"] for s in r["sites"] if s["status"] == "accepted"]
+        left_out = [f"{s['site']} ({s['status']})" for s in r["sites"] if s["status"] != "accepted"]
+        acc = r["metrics"].get("accuracy")
+        console.print(
+            f"round {r['round']:>3}/{total}  "
+            + (f"accuracy {acc:.3f}  " if acc is not None else "")
+            + f"aggregates from {', '.join(exported) or 'nobody'}"
+            + (f"; left out: {', '.join(left_out)}" if left_out else ""),
+            highlight=False,
+        )
+    return len(lines)
+
+
+def _read(path: Path) -> dict[str, Any]:
+    if not path.exists():
+        return {}
+    data: dict[str, Any] = json.loads(path.read_text())
+    return data
+
+
+def compose_summary(dep: Deployment) -> dict[str, Any]:
+    """The coordinator's summary, plus per-region, per-site and per-jurisdiction results."""
+    plan = dep.plan
+    summary = _read(dep.out / "summary.json")
+    if not summary:
+        raise FedsovError(f"the coordinator wrote no summary; see {dep.out / 'logs'}")
+    summary["plan"] = str(plan.source)
+    summary["plan_sha256"] = plan.sha256
+    regions: dict[str, Any] = {}
+    sites: dict[str, Any] = {}
+    for node in plan.nodes:
+        if node.tier is Tier.REGIONAL:
+            region = _read(dep.node_out(node.name) / "summary.json")
+            history = region.get("history", [])
+            accuracies = [h["accuracy"] for h in history if "accuracy" in h and h["completed"]]
+            regions[node.name] = {
+                "jurisdiction": node.jurisdiction,
+                "status": region.get("status", "no summary"),
+                "accuracy": accuracies[-1] if accuracies else None,
+                "exported_rounds": len(region.get("exported_rounds", [])),
+                "declined_rounds": region.get("declined_rounds", {}),
+                "site_level_epsilon": region.get("site_level_epsilon"),
+                "site_level_delta": region.get("site_level_delta"),
+            }
+            for name, site in region.get("sites", {}).items():
+                sites[name] = {
+                    **site,
+                    "jurisdiction": plan.node(name).jurisdiction,
+                    "upstream": node.name,
+                }
+    for name, site in summary.get("sites", {}).items():
+        if plan.node(name).tier is Tier.EDGE:
+            sites[name] = {
+                **site,
+                "jurisdiction": plan.node(name).jurisdiction,
+                "upstream": plan.global_node.name,
+            }
+    jurisdictions: dict[str, Any] = {}
+    for j in sorted({n.jurisdiction for n in plan.nodes}):
+        members = {k: v for k, v in sites.items() if v["jurisdiction"] == j}
+        eps = [v["epsilon"] for v in members.values() if v.get("epsilon") is not None]
+        exports = [
+            r["site_level_epsilon"]
+            for r in regions.values()
+            if r["jurisdiction"] == j and r["site_level_epsilon"] is not None
+        ]
+        jurisdictions[j] = {
+            "sites": sorted(members),
+            "max_site_epsilon": max(eps) if eps else None,
+            "export_epsilon": max(exports) if exports else None,
+            "budget": plan.policy.budgets.jurisdiction_epsilon.get(j),
+        }
+    summary["regions"] = regions
+    summary["edge_sites"] = dict(sorted(sites.items()))
+    summary["jurisdictions"] = jurisdictions
+    return summary
+
+
+def _print(summary: dict[str, Any], out: Path) -> None:
+    table = Table(title=f"{summary['federation']}: {summary['status']}")
+    for col in (
+        "jurisdiction",
+        "sites",
+        "max site ε (sample-level)",
+        "export ε (site-level)",
+        "budget",
+    ):
+        table.add_column(col, justify="right")
+    for j, info in summary["jurisdictions"].items():
+
+        def fmt(v: float | None) -> str:
+            return "-" if v is None else f"{v:.3f}"
+
+        table.add_row(
+            j,
+            str(len(info["sites"])),
+            fmt(info["max_site_epsilon"]),
+            fmt(info["export_epsilon"]),
+            fmt(info["budget"]),
+        )
+    console.print(table)
+    for name, region in summary["regions"].items():
+        acc = region["accuracy"]
+        console.print(
+            f"{name} ({region['jurisdiction']}): exported {region['exported_rounds']} rounds, "
+            f"declined {len(region['declined_rounds'])}"
+            + (f", regional accuracy {acc:.3f}" if acc is not None else ""),
+            highlight=False,
+        )
+    acc = summary.get("final_accuracy")
+    console.print(
+        f"final global accuracy {acc:.4f}" if acc is not None else "no accuracy measured",
+        f"after {summary['rounds']} rounds; summary: {out / 'summary.json'}",
+        highlight=False,
+    )
