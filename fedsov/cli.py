@@ -27,7 +27,7 @@ app = typer.Typer(
 app.add_typer(pki_app, name="pki", help="Federation CA, CSRs and node certificates.")
 app.add_typer(policy_app, name="policy", help="Check a federation plan against its policy.")
 
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)
 
 ConfigOpt = Annotated[Path, typer.Option("--config", "-c", help="TOML config file.")]
 InsecureOpt = Annotated[
@@ -153,13 +153,36 @@ def simulate(
     ] = None,
     log_level: LogOpt = "WARNING",
 ) -> None:
-    """Run a whole federation on this machine: real processes, real mTLS gRPC over loopback."""
-    from fedsov.simulation.launcher import run_simulation
-    from fedsov.simulation.scenario import load_scenario
+    """Run a whole federation on this machine: real processes, real mTLS gRPC over loopback.
+
+    SCENARIO is a flat scenario (like simulations/quickstart.toml) or a federation plan
+    with [[nodes]] (like simulations/consortium.toml), which runs every tier.
+    """
+    from fedsov.simulation.scenario import is_plan
 
     try:
-        sc = load_scenario(scenario)
-        summary = run_simulation(sc, out or Path("runs") / sc.name, log_level=log_level)
+        if is_plan(scenario):
+            from fedsov.policy.check import check_plan
+            from fedsov.policy.plan import load_plan
+            from fedsov.simulation.hierarchy import run_plan_simulation
+
+            plan = load_plan(scenario)
+            violations = check_plan(plan)
+            if violations:
+                for v in violations:
+                    err.print(f"[red]{v.node}: {v.rule}: {v.reason}[/]", highlight=False)
+                raise FedsovError(
+                    f"{scenario} breaks its own policy; see `fedsov policy check {scenario}`"
+                )
+            summary = run_plan_simulation(
+                plan, out or Path("runs") / plan.federation, log_level=log_level
+            )
+        else:
+            from fedsov.simulation.launcher import run_simulation
+            from fedsov.simulation.scenario import load_scenario
+
+            sc = load_scenario(scenario)
+            summary = run_simulation(sc, out or Path("runs") / sc.name, log_level=log_level)
     except FedsovError as exc:
         raise _fail(exc) from exc
     if summary.get("status") != "completed":

@@ -16,10 +16,10 @@ from dataclasses import dataclass
 import grpc
 
 from fedsov.exceptions import FedsovError
-from fedsov.messages import Finished, TrainTask
+from fedsov.messages import Finished, TrainTask, UpdateHeader
 from fedsov.transport.client import FederationClient
 
-__all__ = ["FATAL", "Backoff", "serve_upstream"]
+__all__ = ["FATAL", "Backoff", "send_update", "serve_upstream"]
 
 log = logging.getLogger("fedsov.participant")
 
@@ -88,3 +88,21 @@ async def serve_upstream(
         delay = backoff.delay(failures)
         log.info("reconnecting in %.1f s (attempt %d)", delay, failures)
         await asyncio.sleep(delay)
+
+
+async def send_update(
+    client: FederationClient, header: UpdateHeader, payload: bytes | bytearray
+) -> bool:
+    """Upload; a refusal of this one update (late, invalid) is logged, not fatal.
+
+    Refusals of the node itself and a lost connection propagate, so the upstream
+    loop stops or reconnects.
+    """
+    try:
+        await client.upload(header, payload)
+    except grpc.aio.AioRpcError as exc:
+        if exc.code() in FATAL or exc.code() is grpc.StatusCode.UNAVAILABLE:
+            raise
+        log.error("round %d: update refused: %s: %s", header.round, exc.code().name, exc.details())
+        return False
+    return True

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import Callable
 from typing import Any
@@ -27,7 +28,7 @@ from fedsov.exceptions import FedsovError
 from fedsov.fileio import write_json_atomic
 from fedsov.messages import PrivacyReport, TrainingPlan, TrainTask, UpdateHeader
 from fedsov.modelref import build_model
-from fedsov.participant import serve_upstream
+from fedsov.participant import send_update, serve_upstream
 from fedsov.pki.identity import Role
 from fedsov.pki.tls import TlsMaterial, load_tls_material
 from fedsov.policy.runtime import (
@@ -36,7 +37,8 @@ from fedsov.policy.runtime import (
     load_node_plan,
     require_may_send,
 )
-from fedsov.strategy import FedAvg, Strategy
+from fedsov.privacy.accountant import MechanismStep, compute_epsilon
+from fedsov.strategy import DPFedAvg, FedAvg, Strategy
 from fedsov.transport.client import FederationClient
 from fedsov.transport.server import start_server
 from fedsov.transport.service import FederationService
@@ -64,6 +66,9 @@ class RegionalAggregator:
         on_round: Callable[[RoundReport], None] | None = None,
     ) -> None:
         self.config = config
+        if strategy is None:
+            strategy = DPFedAvg(config.site_dp, seed=config.seed) if config.site_dp else FedAvg()
+        self.strategy = strategy
         self.server_tls = _tls(config.server.tls)
         self.upstream_tls = _tls(config.upstream.tls)
         for tls in (self.server_tls, self.upstream_tls):
@@ -87,7 +92,7 @@ class RegionalAggregator:
                     f"{config.source}: rounds.min_sites is {r.min_sites}, but the plan lets "
                     f"{config.name!r} export only aggregates of >= {need.min_sites} sites"
                 )
-            if need.site_dp and not (strategy is not None and strategy.name == "dp-fedavg"):
+            if need.site_dp and not isinstance(strategy, DPFedAvg):
                 raise FedsovError(
                     f"{config.source}: the plan requires site-level DP on what "
                     f"{config.name!r} exports; configure [site_dp]"
@@ -109,7 +114,7 @@ class RegionalAggregator:
                 seed=config.seed,
             ),
             initial=GlobalModel.from_arrays(placeholder, round=0, parent=None),
-            strategy=strategy or FedAvg(),
+            strategy=strategy,
             store=ModelStore(config.output_dir / "models"),
             work_dir=config.output_dir / "work",
             admission=admission,
@@ -182,6 +187,10 @@ class RegionalAggregator:
             "node": self.config.name,
             "role": "aggregator",
             "exported_rounds": self.exported,
+            "site_level_epsilon": self.site_level_epsilon(),
+            "site_level_delta": (
+                self.strategy.settings.delta if isinstance(self.strategy, DPFedAvg) else None
+            ),
             "declined_rounds": {str(k): v for k, v in self.declined.items()},
         }
         return summary
@@ -227,19 +236,47 @@ class RegionalAggregator:
             payload_size=update.size,
             payload_sha256=update.sha256,
             base_model_sha256=task.model_sha256,
-            privacy=self.privacy_report(len(accepted)),
+            privacy=self.privacy_report(),
             metrics={
                 "sites": float(len(accepted)),
                 "max_site_epsilon": max(epsilons) if epsilons else 0.0,
             },
         )
-        await client.upload(header, update.payload)
+        if not await send_update(client, header, update.payload):
+            return
         self.exported.append(task.round)
         log.info("round %d: exported the aggregate of %d sites", task.round, len(accepted))
 
-    def privacy_report(self, sites: int) -> PrivacyReport:
+    def site_level_epsilon(self) -> float | None:
+        """Site-level ε of everything this region exported so far (None without DP).
+
+        Every site of the region takes part in every round (no sampling, q = 1);
+        with adaptive clipping the clipped-count release is inside z (Theorem 1 of
+        Andrew et al. 2021). RDP accounting, converted at the configured δ.
+        """
+        if not isinstance(self.strategy, DPFedAvg):
+            return None
+        s = self.strategy.settings
+        steps = [MechanismStep(s.noise_multiplier, 1.0, self.strategy.rounds)]
+        return compute_epsilon(history=steps, delta=s.delta, accountant="rdp")
+
+    def privacy_report(self) -> PrivacyReport:
         """Site-level DP of what this region exports (none with plain FedAvg)."""
-        return PrivacyReport(enabled=False, epsilon=0.0, delta=0.0)
+        epsilon = self.site_level_epsilon()
+        if epsilon is None or not math.isfinite(epsilon) or not isinstance(self.strategy, DPFedAvg):
+            return PrivacyReport(enabled=False, epsilon=0.0, delta=0.0)  # no noise: no DP
+        s = self.strategy.settings
+        return PrivacyReport(
+            enabled=True,
+            epsilon=epsilon,
+            delta=s.delta,
+            noise_multiplier=s.noise_multiplier,
+            max_grad_norm=self.strategy.last_round.clip if self.strategy.last_round else s.clip,
+            sample_rate=1.0,
+            steps=1,
+            total_steps=self.strategy.rounds,
+            accountant="rdp",
+        )
 
     async def _decline(
         self, client: FederationClient, task: TrainTask, code: str, why: str

@@ -14,6 +14,7 @@ from fedsov.coordinator.config import (
 )
 from fedsov.participant import Backoff
 from fedsov.site.config import read_backoff
+from fedsov.strategy import SiteDPSettings
 from fedsov.transport.endpoint import (
     ClientEndpoint,
     ServerEndpoint,
@@ -44,6 +45,7 @@ class AggregatorConfig:
     model: ModelConfig
     evaluation: EvaluationConfig
     rounds: RegionRounds
+    site_dp: SiteDPSettings | None
     backoff: Backoff
     output_dir: Path
 
@@ -64,6 +66,18 @@ def load(path: Path) -> AggregatorConfig:
         start_timeout_s=rt.number("start_timeout_s", 300.0, min=0.0, exclusive_min=True),
     )
     rt.done()
+    site_dp = None
+    if doc.has("site_dp"):
+        dt = doc.table("site_dp")
+        site_dp = SiteDPSettings(
+            clip=dt.number("clip", min=0.0, exclusive_min=True),
+            noise_multiplier=dt.number("noise_multiplier", min=0.0),
+            adaptive=dt.boolean("adaptive", False),
+            target_quantile=dt.number("target_quantile", 0.5, min=0.0, max=1.0),
+            clip_learning_rate=dt.number("clip_learning_rate", 0.2, min=0.0),
+            delta=dt.number("delta", 1e-5, min=0.0, max=1.0, exclusive_min=True),
+        )
+        dt.done()
     out = doc.table("output")
     output_dir = out.path("dir", str(path.parent / f"{name}-out"))
     out.done()
@@ -78,6 +92,7 @@ def load(path: Path) -> AggregatorConfig:
         model=read_model(doc.table("model", required=True)),
         evaluation=read_evaluation(doc.table("evaluation")),
         rounds=rounds,
+        site_dp=site_dp,
         backoff=read_backoff(doc.table("reconnect")),
         output_dir=output_dir,
     )

@@ -15,7 +15,7 @@ Rules (each violation names the node, the rule id and why):
 - ``export-k-unreachable``: a regional aggregator that exports across a border has
   fewer sites below it than the export rule's k, so no round could ever export.
 - ``export-dp-missing``: the export rule needs site-level DP, and the plan has no
-  ``[policy.site_dp]``.
+  ``[policy.site_dp]`` (or one that adds no noise).
 - ``budget-missing``: a jurisdiction exports, and has no jurisdiction ε budget.
 """
 
@@ -129,12 +129,14 @@ def _sovereignty(plan: Plan) -> list[Violation]:
                     f"of >= {rule.min_sites} sites: no round could ever export",
                 )
             )
-        if rule.site_dp and plan.policy.site_dp is None:
+        dp = plan.policy.site_dp
+        if rule.site_dp and (dp is None or dp.noise_multiplier == 0):
             out.append(
                 Violation(
                     node.name,
                     "export-dp-missing",
-                    f"{node.jurisdiction} exports only with site-level DP; add [policy.site_dp]",
+                    f"{node.jurisdiction} exports only with site-level DP; "
+                    + ("add [policy.site_dp]" if dp is None else "its noise_multiplier is 0"),
                 )
             )
     for jurisdiction in sorted(exporting):

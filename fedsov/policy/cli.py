@@ -31,6 +31,7 @@ def check(
     """Report every violation (exit 1), or say the plan is OK (exit 0)."""
     from fedsov.policy.check import check_plan  # imports torch: only when checking
     from fedsov.policy.plan import Tier, load_plan
+
     try:
         plan = load_plan(plan_path)
     except ConfigError as exc:

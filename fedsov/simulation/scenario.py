@@ -49,6 +49,11 @@ class Scenario:
     privacy: PrivacyConfig
 
 
+def is_plan(path: Path) -> bool:
+    """A federation plan declares ``[[nodes]]``; a flat scenario does not."""
+    return load_toml(path).has("nodes")
+
+
 def load_scenario(path: Path) -> Scenario:
     doc = load_toml(path)
     name = doc.string("name")

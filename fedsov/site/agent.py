@@ -7,14 +7,13 @@ import logging
 import time
 from dataclasses import dataclass
 
-import grpc
 import torch
 
 from fedsov.codec import decode, encode
 from fedsov.exceptions import FedsovError
 from fedsov.messages import Finished, PrivacyReport, TrainTask, UpdateHeader
 from fedsov.modelref import build_model, load_weights
-from fedsov.participant import FATAL, serve_upstream
+from fedsov.participant import send_update, serve_upstream
 from fedsov.pki.tls import TlsMaterial, load_tls_material
 from fedsov.policy.runtime import load_node_plan, require_may_send
 from fedsov.site.config import SiteConfig
@@ -145,14 +144,7 @@ class SiteAgent:
         )
         self.rounds_trained += 1
         self.epsilon = result.epsilon
-        try:
-            await client.upload(header, update.payload)
-        except grpc.aio.AioRpcError as exc:
-            if exc.code() in FATAL or exc.code() is grpc.StatusCode.UNAVAILABLE:
-                raise
-            log.error(
-                "round %d: update refused: %s: %s", task.round, exc.code().name, exc.details()
-            )
+        if not await send_update(client, header, update.payload):
             return
         log.info(
             "round %d: %d examples, %d steps, loss %.4f, ε=%.3f (δ=%g), %.1f s",

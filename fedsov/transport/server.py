@@ -10,6 +10,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio  # type: ignore[attr-defined]  # not in its stubs
 from grpc_reflection.v1alpha import reflection
 
+from fedsov.fileio import write_atomic
 from fedsov.pki.tls import TlsMaterial
 from fedsov.proto.v1 import federation_pb2 as pb
 from fedsov.proto.v1 import federation_pb2_grpc as pb_grpc
@@ -72,8 +73,10 @@ async def start_server(
     for name in ("", SERVICE_NAME):
         await health.set(name, health_pb2.HealthCheckResponse.SERVING)
     if port_file is not None:
-        tmp = port_file.with_name(f".{port_file.name}.tmp")
-        tmp.write_text(f"{port}\n")
-        tmp.replace(port_file)
+        try:
+            write_atomic(port_file, f"{port}\n".encode())
+        except OSError:
+            await server.stop(0)
+            raise
     log.info("listening on %s (port %d, %s)", address, port, "mTLS" if tls else "INSECURE")
     return RunningServer(server, port, health)

@@ -263,3 +263,34 @@ def test_insecure_mode_needs_a_node_name(tmp_path: Path, pki: dict[str, NodePath
             await server.stop(0)
 
     asyncio.run(scenario())
+
+
+def test_peer_with_another_plan_is_refused(tmp_path: Path, pki: dict[str, NodePaths]) -> None:
+    async def scenario() -> None:
+        eng = make_engine(tmp_path, BASE, federation="test-fed", timeout_s=5)
+        c = pki["coordinator"]
+        server = await start_server(
+            FederationService(eng, plan_sha256="a" * 64),
+            address="127.0.0.1:0",
+            tls=load_tls_material(cert=c.cert, key=c.key, ca=c.ca),
+        )
+        p = pki["site-1"]
+        tls = load_tls_material(cert=p.cert, key=p.key, ca=p.ca)
+        address = f"127.0.0.1:{server.port}"
+        try:
+            for plan in ("b" * 64, None):
+                async with FederationClient(
+                    address, tls=tls, server_name="localhost", plan_sha256=plan
+                ) as client:
+                    with pytest.raises(grpc.aio.AioRpcError) as info:
+                        await client.join(device="cpu")
+                assert info.value.code() is grpc.StatusCode.FAILED_PRECONDITION
+                assert "plan mismatch" in str(info.value.details())
+            async with FederationClient(
+                address, tls=tls, server_name="localhost", plan_sha256="a" * 64
+            ) as client:
+                assert (await client.join(device="cpu")).node_name == "site-1"
+        finally:
+            await server.stop(0)
+
+    asyncio.run(scenario())

@@ -1,0 +1,182 @@
+"""The plan enforced at run time, with real processes over mTLS on loopback."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import time
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+
+from fedsov.pki import NodeIdentity, Role, issue_certificate, load_ca, write_certificate
+from fedsov.pki._keys import load_private_key
+from fedsov.policy.plan import load_plan
+from fedsov.simulation.hierarchy import Deployment, launch, prepare_deployment
+from fedsov.simulation.processes import ProcessGroup
+
+PLAN = """
+[federation]
+name = "guarded"
+seed = 3
+
+[model]
+factory = "fedsov.simulation.models:mlp"
+kwargs = {{ in_features = 64, hidden = 16, num_classes = 10 }}
+
+[rounds]
+num_rounds = 2
+timeout_s = 25
+
+[training]
+local_epochs = 1
+batch_size = 64
+learning_rate = 0.5
+
+[privacy]
+noise_multiplier = 1.0
+max_grad_norm = 1.0
+delta = 1e-5
+
+[[nodes]]
+name = "coordinator"
+tier = "global"
+jurisdiction = "EU"
+
+[[nodes]]
+name = "agg-eu"
+tier = "regional"
+jurisdiction = "EU"
+upstream = "coordinator"
+
+[[nodes]]
+name = "agg-in"
+tier = "regional"
+jurisdiction = "IN"
+upstream = "coordinator"
+
+[[nodes]]
+name = "paris"
+tier = "edge"
+jurisdiction = "EU"
+upstream = "{paris_upstream}"
+
+[[nodes]]
+name = "berlin"
+tier = "edge"
+jurisdiction = "EU"
+upstream = "agg-eu"
+
+[[nodes]]
+name = "mumbai"
+tier = "edge"
+jurisdiction = "IN"
+upstream = "agg-in"
+
+[[nodes]]
+name = "delhi"
+tier = "edge"
+jurisdiction = "IN"
+upstream = "agg-in"
+
+[policy.residency]
+EU = ["EU"]
+IN = ["IN", "EU"]
+
+[policy.export]
+IN = {{ min_sites = 2, site_dp = true }}
+
+[policy.site_dp]
+clip = 1.0
+noise_multiplier = 0.5
+
+[policy.budgets]
+jurisdiction_epsilon = {{ IN = 100.0 }}
+
+[simulation]
+dataset = "digits"
+partition = "iid"
+"""
+
+
+def deploy(tmp_path: Path, paris_upstream: str = "agg-eu") -> Deployment:
+    path = tmp_path / "plan.toml"
+    path.write_text(PLAN.format(paris_upstream=paris_upstream))
+    return prepare_deployment(load_plan(path), tmp_path / "run")
+
+
+def run(dep: Deployment, *, kill: tuple[str, ...] = ()) -> ProcessGroup:
+    group = ProcessGroup(dep.out / "logs", log_level="INFO", console=Console(stderr=True))
+    with group:
+        launch(dep, group)
+        for name in kill:
+            group.procs[name].kill()
+        coordinator = group.procs["coordinator"]
+        deadline = time.monotonic() + 240
+        while coordinator.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert coordinator.poll() is not None, "the federation did not finish"
+    return group
+
+
+def rounds(dep: Deployment) -> list[dict[str, object]]:
+    lines = (dep.out / "rounds.jsonl").read_text().splitlines()
+    return [json.loads(line) for line in lines if line.strip()]
+
+
+def reissue(dep: Deployment, node: str, *, jurisdiction: str) -> None:
+    """Give ``node`` a CA-signed certificate that says another jurisdiction."""
+    ca = load_ca(dep.out / "pki")
+    paths = dep.pki[node]
+    key = load_private_key(paths.key)
+    now = dt.datetime.now(dt.UTC)
+    cert = issue_certificate(
+        ca,
+        identity=NodeIdentity(node, Role.site, jurisdiction, dep.plan.federation),
+        public_key=key.public_key(),
+        not_before=now - dt.timedelta(minutes=5),
+        not_after=now + dt.timedelta(days=1),
+    )
+    write_certificate(paths.cert, cert)
+
+
+@pytest.mark.e2e
+def test_certificate_jurisdiction_must_match_the_plan(tmp_path: Path) -> None:
+    dep = deploy(tmp_path)
+    reissue(dep, "berlin", jurisdiction="IN")  # the plan says EU
+    group = run(dep)
+    assert group.procs["berlin"].returncode == 2
+    log = group.log("berlin").read_text()
+    assert "PERMISSION_DENIED" in log
+    assert "certificate of 'berlin' says jurisdiction IN, the plan says EU" in log
+    assert "certificate of 'berlin' says jurisdiction IN" in group.log("agg-eu").read_text()
+    # The federation went on without that link.
+    assert [r["completed"] for r in rounds(dep)] == [True, True]
+
+
+@pytest.mark.e2e
+def test_site_refuses_to_send_to_a_forbidden_upstream(tmp_path: Path) -> None:
+    dep = deploy(tmp_path, paris_upstream="agg-in")  # EU residency: EU only
+    group = run(dep)
+    assert group.procs["paris"].returncode == 2
+    log = group.log("paris").read_text()
+    assert "'paris' refuses to send to 'agg-in'" in log
+    assert "residency of EU allows sending to EU, not to IN" in log
+    # agg-in never heard from paris: the refusal happened before dialing.
+    assert "paris" not in group.log("agg-in").read_text()
+    assert all(r["completed"] for r in rounds(dep))
+
+
+@pytest.mark.e2e
+def test_region_below_k_exports_nothing(tmp_path: Path) -> None:
+    dep = deploy(tmp_path)
+    run(dep, kill=("delhi",))  # agg-in keeps 1 site; IN exports only aggregates of >= 2
+    for r in rounds(dep):
+        status = {s["site"]: (s["status"], s["reason"]) for s in r["sites"]}  # type: ignore[index]
+        assert status["agg-eu"][0] == "accepted"
+        assert status["agg-in"][0] == "declined"
+        assert "below-k" in status["agg-in"][1]
+    region = json.loads((dep.node_out("agg-in") / "summary.json").read_text())
+    assert region["exported_rounds"] == []
+    assert len(region["declined_rounds"]) == 2
