@@ -8,7 +8,8 @@ import pytest
 
 from fedsov.coordinator import config as coordinator_config
 from fedsov.exceptions import ConfigError
-from fedsov.simulation.scenario import load_scenario
+from fedsov.policy.plan import load_plan
+from fedsov.simulation.scenario import is_plan, load_scenario
 from fedsov.site import config as site_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -22,7 +23,8 @@ def test_example_configs_and_scenarios_load() -> None:
     assert site.upstream.tls is not None
     assert site.upstream.tls.ca == (ROOT / "pki" / "ca.pem").resolve()
     for scenario in (ROOT / "simulations").glob("*.toml"):
-        assert load_scenario(scenario).rounds.num_rounds >= 1
+        loaded = load_plan(scenario) if is_plan(scenario) else load_scenario(scenario)
+        assert loaded.rounds.num_rounds >= 1
 
 
 def write(tmp_path: Path, text: str) -> Path:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from fedsov.config import load_toml
+from fedsov.config import Table, load_toml
 from fedsov.coordinator.config import (
     EvaluationConfig,
     ModelConfig,
@@ -22,7 +22,7 @@ from fedsov.transport.endpoint import (
     read_server_endpoint,
 )
 
-__all__ = ["AggregatorConfig", "RegionRounds", "load"]
+__all__ = ["AggregatorConfig", "RegionRounds", "load", "read_site_dp"]
 
 
 @dataclass(frozen=True)
@@ -50,6 +50,20 @@ class AggregatorConfig:
     output_dir: Path
 
 
+def read_site_dp(table: Table) -> SiteDPSettings:
+    """A ``[site_dp]`` table: DP-FedAvg with (optionally adaptive) clipping."""
+    settings = SiteDPSettings(
+        clip=table.number("clip", min=0.0, exclusive_min=True),
+        noise_multiplier=table.number("noise_multiplier", min=0.0),
+        adaptive=table.boolean("adaptive", False),
+        target_quantile=table.number("target_quantile", 0.5, min=0.0, max=1.0),
+        clip_learning_rate=table.number("clip_learning_rate", 0.2, min=0.0),
+        delta=table.number("delta", 1e-5, min=0.0, max=1.0, exclusive_min=True),
+    )
+    table.done()
+    return settings
+
+
 def load(path: Path) -> AggregatorConfig:
     doc = load_toml(path)
     agg = doc.table("aggregator", required=True)
@@ -66,18 +80,7 @@ def load(path: Path) -> AggregatorConfig:
         start_timeout_s=rt.number("start_timeout_s", 300.0, min=0.0, exclusive_min=True),
     )
     rt.done()
-    site_dp = None
-    if doc.has("site_dp"):
-        dt = doc.table("site_dp")
-        site_dp = SiteDPSettings(
-            clip=dt.number("clip", min=0.0, exclusive_min=True),
-            noise_multiplier=dt.number("noise_multiplier", min=0.0),
-            adaptive=dt.boolean("adaptive", False),
-            target_quantile=dt.number("target_quantile", 0.5, min=0.0, max=1.0),
-            clip_learning_rate=dt.number("clip_learning_rate", 0.2, min=0.0),
-            delta=dt.number("delta", 1e-5, min=0.0, max=1.0, exclusive_min=True),
-        )
-        dt.done()
+    site_dp = read_site_dp(doc.table("site_dp")) if doc.has("site_dp") else None
     out = doc.table("output")
     output_dir = out.path("dir", str(path.parent / f"{name}-out"))
     out.done()

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 
+from fedsov.aggregator.config import read_site_dp
 from fedsov.config import Table, load_toml
 from fedsov.coordinator.config import ModelConfig, read_model, read_training
 from fedsov.exceptions import ConfigError, PKIError
@@ -20,6 +21,7 @@ from fedsov.messages import TrainingPlan
 from fedsov.pki.identity import Role, validate_jurisdiction, validate_name
 from fedsov.site.config import read_privacy
 from fedsov.site.trainer import PrivacyConfig
+from fedsov.strategy import SiteDPSettings
 
 __all__ = [
     "Budgets",
@@ -29,7 +31,6 @@ __all__ = [
     "PlanRounds",
     "Policy",
     "SimulationSpec",
-    "SiteDPConfig",
     "Tier",
     "load_plan",
 ]
@@ -62,16 +63,6 @@ class ExportRule:
 
 
 @dataclass(frozen=True)
-class SiteDPConfig:
-    clip: float
-    noise_multiplier: float
-    adaptive: bool = False
-    target_quantile: float = 0.5
-    clip_learning_rate: float = 0.2
-    delta: float = 1e-5
-
-
-@dataclass(frozen=True)
 class Budgets:
     site_epsilon: float | None = None
     jurisdiction_epsilon: Mapping[str, float] = field(default_factory=dict)
@@ -81,7 +72,7 @@ class Budgets:
 class Policy:
     residency: Mapping[str, frozenset[str]]
     export: Mapping[str, ExportRule]
-    site_dp: SiteDPConfig | None
+    site_dp: SiteDPSettings | None
     budgets: Budgets
 
 
@@ -216,18 +207,7 @@ def _read_policy(table: Table) -> Policy:
     et = table.table("export")
     export = {j: _read_export(et, j) for j in list(et.keys())}
     et.done()
-    site_dp = None
-    if table.has("site_dp"):
-        dt = table.table("site_dp")
-        site_dp = SiteDPConfig(
-            clip=dt.number("clip", min=0.0, exclusive_min=True),
-            noise_multiplier=dt.number("noise_multiplier", min=0.0),
-            adaptive=dt.boolean("adaptive", False),
-            target_quantile=dt.number("target_quantile", 0.5, min=0.0, max=1.0),
-            clip_learning_rate=dt.number("clip_learning_rate", 0.2, min=0.0),
-            delta=dt.number("delta", 1e-5, min=0.0, max=1.0, exclusive_min=True),
-        )
-        dt.done()
+    site_dp = read_site_dp(table.table("site_dp")) if table.has("site_dp") else None
     bt = table.table("budgets")
     jt = bt.table("jurisdiction_epsilon")
     per_jurisdiction = {j: jt.number(j, min=0.0, exclusive_min=True) for j in list(jt.keys())}

@@ -238,13 +238,9 @@ def run_plan_simulation(plan: Plan, out: Path, *, log_level: str = "WARNING") ->
     rounds_log = dep.out / "rounds.jsonl"
     with ProcessGroup(dep.out / "logs", log_level=log_level, console=console) as group:
         launch(dep, group)
-        coordinator = group.procs[plan.global_node.name]
-        seen = 0
-        while coordinator.poll() is None:
-            time.sleep(0.2)
-            seen = _show_rounds(rounds_log, seen, plan.rounds.num_rounds)
-            group.report_failures()
-        _show_rounds(rounds_log, seen, plan.rounds.num_rounds)
+        group.follow(
+            plan.global_node.name, rounds_log, lambda r: _show_round(r, plan.rounds.num_rounds)
+        )
     summary = compose_summary(dep)
     summary["wall_seconds"] = round(time.monotonic() - started, 2)
     (dep.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
@@ -252,25 +248,17 @@ def run_plan_simulation(plan: Plan, out: Path, *, log_level: str = "WARNING") ->
     return summary
 
 
-def _show_rounds(rounds_log: Path, seen: int, total: int) -> int:
-    if not rounds_log.exists():
-        return seen
-    lines = rounds_log.read_text().splitlines()
-    for line in lines[seen:]:
-        if not line.strip():
-            continue
-        r = json.loads(line)
-        exported = [s["site"] for s in r["sites"] if s["status"] == "accepted"]
-        left_out = [f"{s['site']} ({s['status']})" for s in r["sites"] if s["status"] != "accepted"]
-        acc = r["metrics"].get("accuracy")
-        console.print(
-            f"round {r['round']:>3}/{total}  "
-            + (f"accuracy {acc:.3f}  " if acc is not None else "")
-            + f"aggregates from {', '.join(exported) or 'nobody'}"
-            + (f"; left out: {', '.join(left_out)}" if left_out else ""),
-            highlight=False,
-        )
-    return len(lines)
+def _show_round(r: dict[str, Any], total: int) -> None:
+    exported = [s["site"] for s in r["sites"] if s["status"] == "accepted"]
+    left_out = [f"{s['site']} ({s['status']})" for s in r["sites"] if s["status"] != "accepted"]
+    acc = r["metrics"].get("accuracy")
+    console.print(
+        f"round {r['round']:>3}/{total}  "
+        + (f"accuracy {acc:.3f}  " if acc is not None else "")
+        + f"aggregates from {', '.join(exported) or 'nobody'}"
+        + (f"; left out: {', '.join(left_out)}" if left_out else ""),
+        highlight=False,
+    )
 
 
 def _read(path: Path) -> dict[str, Any]:

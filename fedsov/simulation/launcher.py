@@ -115,7 +115,7 @@ def run_simulation(sc: Scenario, out: Path, *, log_level: str = "WARNING") -> di
     rounds_log = out / "rounds.jsonl"
     started = time.monotonic()
     with ProcessGroup(out / "logs", log_level=log_level, console=console) as group:
-        coordinator = group.spawn(COORDINATOR, "coordinator", "--config", str(coord_cfg))
+        group.spawn(COORDINATOR, "coordinator", "--config", str(coord_cfg))
         port = group.wait_for_port(COORDINATOR, out / "coordinator.port")
         for i, data_path in enumerate(site_paths, start=1):
             name = f"site-{i}"
@@ -123,12 +123,7 @@ def run_simulation(sc: Scenario, out: Path, *, log_level: str = "WARNING") -> di
                 out / "configs" / f"{name}.toml", _site_config(sc, i, port, pki[name], data_path)
             )
             group.spawn(name, "site", "--config", str(cfg))
-        seen = 0
-        while coordinator.poll() is None:
-            time.sleep(0.2)
-            seen = _show_new_rounds(rounds_log, seen, sc.rounds.num_rounds)
-            group.report_failures()
-        _show_new_rounds(rounds_log, seen, sc.rounds.num_rounds)
+        group.follow(COORDINATOR, rounds_log, lambda r: _progress(r, sc.rounds.num_rounds))
     summary_path = out / "summary.json"
     if not summary_path.exists():
         raise FedsovError(
@@ -140,16 +135,6 @@ def run_simulation(sc: Scenario, out: Path, *, log_level: str = "WARNING") -> di
     summary_path.write_text(json.dumps(summary, indent=2) + "\n")
     _print_summary(summary, out)
     return summary
-
-
-def _show_new_rounds(rounds_log: Path, seen: int, total: int) -> int:
-    if not rounds_log.exists():
-        return seen
-    lines = rounds_log.read_text().splitlines()
-    for line in lines[seen:]:
-        if line.strip():
-            _progress(json.loads(line), total)
-    return len(lines)
 
 
 def _print_summary(summary: dict[str, Any], out: Path) -> None:

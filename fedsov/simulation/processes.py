@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -81,6 +83,22 @@ class ProcessGroup:
                 self.console.print(
                     f"[yellow]{name} exited with code {proc.returncode}; see {self.log(name)}[/]"
                 )
+
+    def follow(self, name: str, rounds_log: Path, show: Callable[[dict[str, Any]], None]) -> None:
+        """Until ``name`` exits, ``show`` each new line of its rounds log as it is written."""
+        proc, seen = self.procs[name], 0
+        while True:
+            done = proc.poll() is not None
+            if rounds_log.exists():
+                lines = rounds_log.read_text().splitlines()
+                for line in lines[seen:]:
+                    if line.strip():
+                        show(json.loads(line))
+                seen = len(lines)
+            self.report_failures()
+            if done:
+                return
+            time.sleep(0.2)
 
     def stop(self, grace: float = 10.0) -> None:
         deadline = time.monotonic() + grace

@@ -135,6 +135,7 @@ async def two_tier(tmp_path: Path, pki: dict[str, NodePaths]) -> dict[str, np.nd
                     rounds=RegionRounds(
                         min_sites=2, sites_per_round=0, timeout_s=60, start_timeout_s=60
                     ),
+                    site_dp=None,
                     backoff=Backoff(0.1, 0.5, 50),
                     output_dir=tmp_path / name,
                 )
