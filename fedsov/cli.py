@@ -17,6 +17,7 @@ from fedsov.exceptions import FedsovError
 from fedsov.logging import setup_logging
 from fedsov.pki.cli import app as pki_app
 from fedsov.policy.cli import app as policy_app
+from fedsov.privacy.cli import app as privacy_app
 
 app = typer.Typer(
     name="fedsov",
@@ -26,6 +27,7 @@ app = typer.Typer(
 )
 app.add_typer(pki_app, name="pki", help="Federation CA, CSRs and node certificates.")
 app.add_typer(policy_app, name="policy", help="Check a federation plan against its policy.")
+app.add_typer(privacy_app, name="privacy", help="Privacy accounting: ε, and noise for a target ε.")
 
 err = Console(stderr=True, soft_wrap=True)
 

@@ -10,13 +10,18 @@ from dataclasses import dataclass
 
 import numpy as np
 from opacus.accountants import create_accountant
+from opacus.accountants.analysis.rdp import compute_rdp
 
 from fedsov.exceptions import ConfigError
 
 __all__ = ["ACCOUNTANTS", "MechanismStep", "compute_epsilon", "merge_history"]
 
-ACCOUNTANTS = ("prv", "rdp", "gdp")
-"""Accountants Opacus provides; ``gdp`` is experimental and can underestimate epsilon."""
+ACCOUNTANTS = ("prv", "rdp", "gdp", "rdp-classic")
+"""Opacus' accountants (``gdp`` is experimental and can underestimate epsilon), and
+``rdp-classic``: RDP with the classic conversion ε = min over orders a of
+RDP(a) + log(1/δ)/(a-1), over TF-Privacy's orders, to compare with older papers."""
+
+TF_PRIVACY_ORDERS = [1 + x / 10.0 for x in range(1, 100)] + list(range(12, 64))
 
 
 @dataclass(frozen=True)
@@ -67,7 +72,11 @@ def merge_history(history: Sequence[MechanismStep]) -> list[MechanismStep]:
 
 
 def compute_epsilon(
-    *, history: Sequence[MechanismStep], delta: float, accountant: str = "prv"
+    *,
+    history: Sequence[MechanismStep],
+    delta: float,
+    accountant: str = "prv",
+    eps_error: float | None = None,
 ) -> float:
     """Epsilon at ``delta`` after ``history`` (0 if empty, inf if any step had sigma 0)."""
     if accountant not in ACCOUNTANTS:
@@ -85,20 +94,34 @@ def compute_epsilon(
     if accountant == "gdp" and len(steps) > 1:
         raise ConfigError("accountant gdp needs one noise_multiplier and sample_rate throughout")
     key = tuple((float(s.noise_multiplier), float(s.sample_rate), s.steps) for s in steps)
-    return _epsilon(key, float(delta), accountant)
+    return _epsilon(key, float(delta), accountant, eps_error)
 
 
 @functools.lru_cache(maxsize=256)
-def _epsilon(history: tuple[tuple[float, float, int], ...], delta: float, accountant: str) -> float:
+def _epsilon(
+    history: tuple[tuple[float, float, int], ...],
+    delta: float,
+    accountant: str,
+    eps_error: float | None,
+) -> float:
     """Opacus' epsilon for a validated, merged history (cached: PRV takes ~0.1-0.5 s)."""
+    if accountant == "rdp-classic":
+        orders = np.array(TF_PRIVACY_ORDERS)
+        rdp = sum(
+            compute_rdp(q=q, noise_multiplier=sigma, steps=steps, orders=TF_PRIVACY_ORDERS)
+            for sigma, q, steps in history
+        )
+        return float(np.min(rdp + math.log(1 / delta) / (orders - 1)))
     with warnings.catch_warnings():
         # GaussianAccountant warns on construction that gdp is experimental; ACCOUNTANTS says so.
         warnings.filterwarnings("ignore", "GDP accounting is experimental", UserWarning)
         acct = create_accountant(mechanism=accountant)
     acct.history = list(history)
     # sample_rate 1 makes the PRV analysis take log(0) on a branch it then discards.
-    with np.errstate(divide="ignore", invalid="ignore"):
-        eps = float(acct.get_epsilon(delta=delta))
+    kwargs = {"eps_error": eps_error} if eps_error is not None else {}
+    with np.errstate(divide="ignore", invalid="ignore"), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "Optimal order is the largest alpha")
+        eps = float(acct.get_epsilon(delta=delta, **kwargs))
     if math.isnan(eps):
         return math.inf  # never report less privacy loss than there may be
     return max(eps, 0.0)

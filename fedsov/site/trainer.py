@@ -301,7 +301,8 @@ class DPTrainer:
         with warnings.catch_warnings():
             # The gdp accountant warns that it is experimental; PrivacyConfig documents it.
             warnings.filterwarnings("ignore", "GDP accounting is experimental", UserWarning)
-            engine = PrivacyEngine(accountant=self.privacy.accountant)
+            # The engine only counts steps; rdp-classic is a conversion of its RDP history.
+            engine = PrivacyEngine(accountant=self.privacy.accountant.removesuffix("-classic"))
         dp_model, optimizer, criterion, dp_loader = engine.make_private(
             module=model,
             optimizer=self._optimizer(model),

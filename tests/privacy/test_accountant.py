@@ -86,4 +86,4 @@ def test_gdp_needs_constant_parameters() -> None:
     mixed = [*HISTORY, MechanismStep(noise_multiplier=2.0, sample_rate=Q, steps=10)]
     with pytest.raises(ConfigError, match="gdp"):
         compute_epsilon(history=mixed, delta=DELTA, accountant="gdp")
-    assert set(ACCOUNTANTS) == {"prv", "rdp", "gdp"}
+    assert set(ACCOUNTANTS) == {"prv", "rdp", "gdp", "rdp-classic"}

@@ -1,0 +1,111 @@
+"""``fedsov privacy``: ε of DP-SGD settings, and the noise for a target ε."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from fedsov.exceptions import ConfigError
+
+app = typer.Typer(help="Privacy accounting for DP-SGD.", no_args_is_help=True)
+err = Console(stderr=True, soft_wrap=True)
+
+Q = Annotated[float, typer.Option("--sample-rate", help="Poisson sampling rate q (batch / n).")]
+T = Annotated[int, typer.Option("--steps", help="Number of DP-SGD steps.")]
+D = Annotated[float, typer.Option("--delta", help="δ of (ε, δ)-DP.")]
+A = Annotated[
+    str, typer.Option("--accountant", help="rdp, prv or rdp-classic (TF-Privacy's conversion).")
+]
+J = Annotated[bool, typer.Option("--json", help="Print JSON.")]
+
+
+@app.callback()
+def privacy() -> None:
+    """Privacy accounting for DP-SGD."""
+
+
+def _emit(result: dict[str, object], as_json: bool, key: str) -> None:
+    if as_json:
+        print(json.dumps(result))
+    else:
+        value = result[key]
+        print(f"{key} = {value:.4f}" if isinstance(value, float) else f"{key} = {value}")
+
+
+@app.command("epsilon")
+def epsilon_command(
+    sample_rate: Q,
+    noise_multiplier: Annotated[float, typer.Option("--noise-multiplier", help="σ.")],
+    steps: T,
+    delta: D = 1e-5,
+    accountant: A = "rdp",
+    as_json: J = False,
+) -> None:
+    """ε after STEPS Poisson-sampled Gaussian steps."""
+    from fedsov.privacy.calibrate import epsilon
+
+    try:
+        eps = epsilon(
+            sample_rate=sample_rate,
+            noise_multiplier=noise_multiplier,
+            steps=steps,
+            delta=delta,
+            accountant=accountant,
+        )
+    except ConfigError as exc:
+        err.print(f"[bold red]error:[/] {exc}")
+        raise typer.Exit(2) from exc
+    result = {
+        "epsilon": eps,
+        "delta": delta,
+        "sample_rate": sample_rate,
+        "noise_multiplier": noise_multiplier,
+        "steps": steps,
+        "accountant": accountant,
+    }
+    _emit(result, as_json, "epsilon")
+
+
+@app.command("noise")
+def noise_command(
+    target_epsilon: Annotated[float, typer.Option("--target-epsilon", help="ε to reach.")],
+    sample_rate: Q,
+    steps: T,
+    delta: D = 1e-5,
+    accountant: A = "rdp",
+    as_json: J = False,
+) -> None:
+    """The noise multiplier σ that keeps ε at or below the target."""
+    from fedsov.privacy.calibrate import calibrate_noise, epsilon
+
+    try:
+        sigma = calibrate_noise(
+            target_epsilon=target_epsilon,
+            sample_rate=sample_rate,
+            steps=steps,
+            delta=delta,
+            accountant=accountant,
+        )
+        reached = epsilon(
+            sample_rate=sample_rate,
+            noise_multiplier=sigma,
+            steps=steps,
+            delta=delta,
+            accountant=accountant,
+        )
+    except ConfigError as exc:
+        err.print(f"[bold red]error:[/] {exc}")
+        raise typer.Exit(2) from exc
+    result = {
+        "noise_multiplier": sigma,
+        "epsilon": reached,
+        "target_epsilon": target_epsilon,
+        "delta": delta,
+        "sample_rate": sample_rate,
+        "steps": steps,
+        "accountant": accountant,
+    }
+    _emit(result, as_json, "noise_multiplier")

@@ -1,0 +1,126 @@
+"""ε and noise calibration, against Google's dp-accounting as the independent reference."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from dp_accounting import dp_event
+from dp_accounting.pld import pld_privacy_accountant
+from dp_accounting.rdp import rdp_privacy_accountant
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from typer.testing import CliRunner
+
+from fedsov.exceptions import ConfigError
+from fedsov.privacy.calibrate import calibrate_noise, epsilon
+from fedsov.privacy.cli import app
+
+# (q, σ, T) -> published RDP and PLD ε at δ = 1e-5 (issue 4's table).
+ROWS = [
+    (256 / 60000, 1.1, 14062, 2.5966, 2.3817),
+    (0.01, 1.0, 1000, 2.1014, 1.8282),
+    (0.01, 4.0, 10000, 1.0355, 0.9470),
+]
+
+
+def reference(q: float, sigma: float, steps: int, kind: str) -> float:
+    event = dp_event.SelfComposedDpEvent(
+        dp_event.PoissonSampledDpEvent(q, dp_event.GaussianDpEvent(sigma)), steps
+    )
+    accountant = (
+        rdp_privacy_accountant.RdpAccountant()
+        if kind == "rdp"
+        else pld_privacy_accountant.PLDAccountant(value_discretization_interval=1e-4)
+    )
+    return float(accountant.compose(event).get_epsilon(1e-5))
+
+
+@pytest.mark.parametrize(("q", "sigma", "steps", "rdp", "pld"), ROWS)
+def test_rdp_matches_dp_accounting_within_one_percent(
+    q: float, sigma: float, steps: int, rdp: float, pld: float
+) -> None:
+    ours = epsilon(sample_rate=q, noise_multiplier=sigma, steps=steps, delta=1e-5)
+    assert ours == pytest.approx(rdp, rel=0.01)
+    assert ours == pytest.approx(reference(q, sigma, steps, "rdp"), rel=0.01)
+
+
+@pytest.mark.parametrize(("q", "sigma", "steps", "rdp", "pld"), ROWS[1:])
+def test_prv_matches_the_pld_column_within_one_percent(
+    q: float, sigma: float, steps: int, rdp: float, pld: float
+) -> None:
+    ours = epsilon(sample_rate=q, noise_multiplier=sigma, steps=steps, delta=1e-5, accountant="prv")
+    assert ours == pytest.approx(pld, rel=0.01)
+    assert ours == pytest.approx(reference(q, sigma, steps, "pld"), rel=0.01)
+
+
+def test_classic_conversion_reproduces_tf_privacy() -> None:
+    # TF-Privacy's compute_dp_sgd_privacy: n=60000, batch 256, σ=1.12, 60 epochs -> 2.92.
+    eps = epsilon(
+        sample_rate=256 / 60000,
+        noise_multiplier=1.12,
+        steps=14063,
+        delta=1e-5,
+        accountant="rdp-classic",
+    )
+    assert round(eps, 2) == 2.92
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    q=st.floats(0.001, 0.5),
+    sigma=st.floats(0.6, 5.0),
+    steps=st.integers(1, 2000),
+)
+def test_epsilon_is_monotone(q: float, sigma: float, steps: int) -> None:
+    def eps(q: float = q, sigma: float = sigma, steps: int = steps) -> float:
+        return epsilon(sample_rate=q, noise_multiplier=sigma, steps=steps, delta=1e-5)
+
+    base = eps()
+    assert eps(steps=steps + 100) >= base
+    assert eps(q=min(1.0, q * 1.5)) >= base
+    assert eps(sigma=sigma * 1.5) <= base
+
+
+def test_noise_calibration_reaches_the_target() -> None:
+    sigma = calibrate_noise(target_epsilon=2.0, sample_rate=0.01, steps=1000, delta=1e-5)
+    assert epsilon(sample_rate=0.01, noise_multiplier=sigma, steps=1000, delta=1e-5) <= 2.0
+    slightly_less = sigma * 0.99
+    assert epsilon(sample_rate=0.01, noise_multiplier=slightly_less, steps=1000, delta=1e-5) > 2.0
+
+
+def test_bad_inputs_are_named() -> None:
+    with pytest.raises(ConfigError, match="accountant must be one of"):
+        epsilon(sample_rate=0.1, noise_multiplier=1, steps=1, delta=1e-5, accountant="moments")
+    with pytest.raises(ConfigError, match=r"sample rate must be in \(0, 1\]"):
+        epsilon(sample_rate=1.5, noise_multiplier=1, steps=1, delta=1e-5)
+    assert epsilon(sample_rate=0.1, noise_multiplier=0, steps=1, delta=1e-5) == float("inf")
+
+
+def test_cli_epsilon_and_noise() -> None:
+    runner = CliRunner()
+    out = runner.invoke(
+        app,
+        [
+            "epsilon",
+            "--sample-rate",
+            "0.01",
+            "--noise-multiplier",
+            "1.0",
+            "--steps",
+            "1000",
+            "--delta",
+            "1e-5",
+            "--json",
+        ],
+    )
+    assert out.exit_code == 0, out.output
+    assert json.loads(out.output)["epsilon"] == pytest.approx(2.1014, rel=1e-3)
+    out = runner.invoke(
+        app, ["noise", "--target-epsilon", "2.1014", "--sample-rate", "0.01", "--steps", "1000"]
+    )
+    assert out.exit_code == 0 and out.output.startswith("noise_multiplier = 1.00")
+    bad = runner.invoke(
+        app, ["epsilon", "--sample-rate", "2", "--noise-multiplier", "1", "--steps", "1"]
+    )
+    assert bad.exit_code == 2
