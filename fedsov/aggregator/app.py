@@ -15,6 +15,7 @@ import logging
 import math
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 from fedsov.aggregator.config import AggregatorConfig
@@ -99,6 +100,12 @@ class RegionalAggregator:
                 )
             admission = admission or PlanAdmission(plan, config.name)
             plan_sha256 = plan_sha256 or plan.sha256
+            if config.upstream.server_name is None:  # TLS must prove it is the plan's upstream
+                config = replace(
+                    config,
+                    upstream=replace(config.upstream, server_name=plan.node(config.name).upstream),
+                )
+                self.config = config
         self.plan_sha256 = plan_sha256
         self.engine = Engine(
             EngineSettings(

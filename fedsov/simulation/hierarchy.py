@@ -326,6 +326,10 @@ def compose_summary(dep: Deployment) -> dict[str, Any]:
     return summary
 
 
+def _fmt(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
 def _print(summary: dict[str, Any], out: Path) -> None:
     table = Table(title=f"{summary['federation']}: {summary['status']}")
     for col in (
@@ -337,16 +341,10 @@ def _print(summary: dict[str, Any], out: Path) -> None:
     ):
         table.add_column(col, justify="right")
     for j, info in summary["jurisdictions"].items():
-
-        def fmt(v: float | None) -> str:
-            return "-" if v is None else f"{v:.3f}"
-
         table.add_row(
             j,
             str(len(info["sites"])),
-            fmt(info["max_site_epsilon"]),
-            fmt(info["export_epsilon"]),
-            fmt(info["budget"]),
+            *(_fmt(info[k]) for k in ("max_site_epsilon", "export_epsilon", "budget")),
         )
     console.print(table)
     for name, region in summary["regions"].items():

@@ -46,10 +46,14 @@ class SiteAgent:
                     f"{paths.cert} is for {self.tls.identity.name!r}"
                 )
         self.plan_sha256: str | None = None
+        # With a plan, TLS must prove the server is the plan's upstream: its certificate
+        # has to name that node (sign server CSRs with --host <node name>).
+        self.server_name = config.upstream.server_name
         if config.plan is not None:
             plan = load_node_plan(config.plan, config.name)
             require_may_send(plan, config.name)  # before any byte leaves
             self.plan_sha256 = plan.sha256
+            self.server_name = self.server_name or plan.node(config.name).upstream
         self.device = config.device or ("cuda" if torch.cuda.is_available() else "cpu")
         self.data: Dataset = load_local_data(config.data)
         self._trainer: DPTrainer | None = None
@@ -61,7 +65,7 @@ class SiteAgent:
         return FederationClient(
             self.config.upstream.address,
             tls=self.tls,
-            server_name=self.config.upstream.server_name,
+            server_name=self.server_name,
             insecure_name=self.config.name if self.tls is None else None,
             plan_sha256=self.plan_sha256,
         )
