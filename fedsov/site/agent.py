@@ -16,6 +16,8 @@ from fedsov.modelref import build_model, load_weights
 from fedsov.participant import send_update, serve_upstream
 from fedsov.pki.tls import TlsMaterial, load_tls_material
 from fedsov.policy.runtime import load_node_plan, require_may_send
+from fedsov.privacy.accountant import MechanismStep
+from fedsov.privacy.ledger import PrivacyLedger
 from fedsov.site.config import SiteConfig
 from fedsov.site.data import Dataset, load_local_data
 from fedsov.site.trainer import DPTrainer, TrainConfig
@@ -46,6 +48,8 @@ class SiteAgent:
                     f"{paths.cert} is for {self.tls.identity.name!r}"
                 )
         self.plan_sha256: str | None = None
+        self.federation = self.tls.identity.federation if self.tls else "dev"
+        self.budget = config.budget_epsilon
         # With a plan, TLS must prove the server is the plan's upstream: its certificate
         # has to name that node (sign server CSRs with --host <node name>).
         self.server_name = config.upstream.server_name
@@ -54,8 +58,13 @@ class SiteAgent:
             require_may_send(plan, config.name)  # before any byte leaves
             self.plan_sha256 = plan.sha256
             self.server_name = self.server_name or plan.node(config.name).upstream
+            if self.budget is None:
+                self.budget = plan.policy.budgets.site_epsilon
         self.device = config.device or ("cuda" if torch.cuda.is_available() else "cpu")
         self.data: Dataset = load_local_data(config.data)
+        self.ledger = PrivacyLedger(
+            config.ledger or config.source.parent / f"{config.name}.privacy-ledger.jsonl"
+        )
         self._trainer: DPTrainer | None = None
         self._models: dict[str, bytes] = {}
         self.rounds_trained = 0
@@ -101,13 +110,35 @@ class SiteAgent:
                 privacy=self.config.privacy,
                 device=self.device,
                 seed=self.config.seed,
+                prior=self.ledger.history(self.federation),
             )
         else:
             self._trainer.train = train
         return self._trainer
 
+    async def _within_budget(self, client: FederationClient, task: TrainTask) -> bool:
+        """Refuse the task (the upstream records why) if it would cross the site's budget."""
+        trainer = self._trainer_for(task)
+        privacy = self.config.privacy
+        if self.budget is None or not privacy.enabled:
+            return True
+        after = trainer.epsilon_after([trainer.planned_step()])
+        if after <= self.budget:
+            return True
+        reason = (
+            f"round {task.round} would take ε to {after:.3f} > budget {self.budget:g} "
+            f"(δ={privacy.delta:g}, {privacy.accountant}); this site trains no more"
+        )
+        log.warning("declining: %s", reason)
+        await client.decline(
+            task_id=task.task_id, round=task.round, code="budget-exhausted", reason=reason
+        )
+        return False
+
     async def _handle(self, client: FederationClient, task: TrainTask) -> None:
         started = time.monotonic()
+        if not await self._within_budget(client, task):
+            return
         payload = self._models.get(task.model_sha256)
         if payload is None:
             payload = await client.download(task.model_sha256, size=task.model_size)
@@ -146,6 +177,14 @@ class SiteAgent:
             ),
             metrics={"train_loss": result.train_loss, "train_seconds": result.seconds},
         )
+        if privacy.enabled:  # on disk before the update leaves
+            self.ledger.record(
+                federation=self.federation,
+                round=task.round,
+                task_id=task.task_id,
+                step=MechanismStep(result.noise_multiplier, result.sample_rate, result.steps),
+                delta=result.delta,
+            )
         self.rounds_trained += 1
         self.epsilon = result.epsilon
         if not await send_update(client, header, update.payload):

@@ -27,6 +27,8 @@ class SiteConfig:
     privacy: PrivacyConfig
     backoff: Backoff
     plan: Path | None = None  # federation plan: residency checked before dialing
+    budget_epsilon: float | None = None  # the site refuses rounds that would exceed it
+    ledger: Path | None = None  # persistent record of every release (default: beside config)
 
 
 def read_backoff(table: Table) -> Backoff:
@@ -74,7 +76,10 @@ def load(path: Path) -> SiteConfig:
     )
     dt.done()
 
-    privacy = read_privacy(doc.table("privacy", required=True))
+    pt = doc.table("privacy", required=True)
+    budget = pt.number("budget_epsilon", None, min=0.0, exclusive_min=True)
+    ledger = pt.path("ledger", str(path.parent / f"{name}.privacy-ledger.jsonl"))
+    privacy = read_privacy(pt)
 
     backoff = read_backoff(doc.table("reconnect"))
 
@@ -93,6 +98,8 @@ def load(path: Path) -> SiteConfig:
         privacy=privacy,
         backoff=backoff,
         plan=plan,
+        budget_epsilon=budget,
+        ledger=ledger,
     )
     doc.done()
     return config

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -175,7 +175,9 @@ class DPTrainer:
         privacy: PrivacyConfig,
         device: str | None = None,
         seed: int = 0,
+        prior: Sequence[MechanismStep] = (),
     ) -> None:
+        """``prior``: releases of earlier runs (from the site's privacy ledger) to compose with."""
         if not isinstance(privacy, PrivacyConfig):
             raise ConfigError(f"privacy must be a PrivacyConfig, got {type(privacy).__name__}")
         if not _is_int(seed):
@@ -185,9 +187,32 @@ class DPTrainer:
         self._dataset = _tensors(data)
         self.device = resolve_device(device)
         self.seed = seed
-        self._history: list[MechanismStep] = []
-        self._total_steps = 0
-        self._epsilon = 0.0 if privacy.enabled else math.inf
+        self._history: list[MechanismStep] = merge_history(prior)
+        self._total_steps = sum(s.steps for s in self._history)
+        self._epsilon = math.inf
+        if privacy.enabled:
+            self._epsilon = compute_epsilon(
+                history=self._history, delta=privacy.delta, accountant=privacy.accountant
+            )
+
+    def planned_step(self) -> MechanismStep:
+        """The DP-SGD release the next round will make (Opacus: q = 1 / batches)."""
+        batches = math.ceil(self.num_examples / self.train.batch_size)
+        return MechanismStep(
+            noise_multiplier=float(self.privacy.noise_multiplier),
+            sample_rate=self.sample_rate,
+            steps=self.train.local_epochs * batches,
+        )
+
+    def epsilon_after(self, extra: Sequence[MechanismStep]) -> float:
+        """ε if ``extra`` were released on top of everything so far."""
+        if not self.privacy.enabled:
+            return math.inf
+        return compute_epsilon(
+            history=[*self._history, *extra],
+            delta=self.privacy.delta,
+            accountant=self.privacy.accountant,
+        )
 
     @property
     def train(self) -> TrainConfig:

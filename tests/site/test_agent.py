@@ -4,18 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from fedsov.codec import Manifest
 from fedsov.coordinator.engine import Engine
 from fedsov.coordinator.model import state_to_numpy
 from fedsov.exceptions import FedsovError
-from fedsov.messages import TrainingPlan
+from fedsov.messages import TrainingPlan, TrainTask
 from fedsov.modelref import build_model
 from fedsov.participant import Backoff
 from fedsov.pki import NodePaths, NodeSpec, Role, build_pki, load_tls_material
+from fedsov.privacy.ledger import PrivacyLedger
 from fedsov.simulation.datasets import load_digits
 from fedsov.site.agent import SiteAgent
 from fedsov.site.config import ModelConfig, SiteConfig
@@ -112,3 +115,44 @@ def test_certificate_of_another_name_is_refused_before_dialing(
 ) -> None:
     with pytest.raises(FedsovError, match=r"site\.name is 'site-9' but the certificate"):
         SiteAgent(site_config(tmp_path, pki, 1, name="site-9"))
+
+
+def test_site_refuses_the_round_that_would_cross_its_budget(
+    tmp_path: Path, pki: dict[str, NodePaths]
+) -> None:
+    # ε after 1, 2, 3 rounds here: 2.86, 3.60, 4.19 (PRV, δ=1e-5). Budget 4: two rounds.
+    async def scenario() -> tuple[list[object], SiteAgent]:
+        c = pki["coordinator"]
+        tls = load_tls_material(cert=c.cert, key=c.key, ca=c.ca)
+        eng = engine(tmp_path, rounds=3)
+        server = await start_server(FederationService(eng), address="127.0.0.1:0", tls=tls)
+        agent = SiteAgent(replace(site_config(tmp_path, pki, server.port), budget_epsilon=4.0))
+        site_run = asyncio.ensure_future(agent.run())
+        try:
+            with pytest.raises(FedsovError, match="round 3 failed"):
+                await asyncio.wait_for(eng.run(), 120)
+            await asyncio.wait_for(site_run, 30)
+        finally:
+            site_run.cancel()
+            await server.stop(0)
+        return list(eng.reports), agent
+
+    reports, agent = asyncio.run(scenario())
+    statuses = [r.sites[0].status for r in reports]  # type: ignore[attr-defined]
+    assert statuses == ["accepted", "accepted", "declined"]
+    reason = reports[-1].sites[0].reason  # type: ignore[attr-defined]
+    assert reason.startswith("budget-exhausted: round 3 would take ε to 4.189 > budget 4")
+    ledger = PrivacyLedger(tmp_path / "site-1.privacy-ledger.jsonl")
+    assert len(ledger.entries) == 2
+    spent = ledger.epsilon("agent-fed", delta=1e-5, accountant="prv")
+    assert spent == pytest.approx(agent.epsilon) and spent <= 4.0
+
+    # A restart composes with the ledger: the site is still out of budget.
+    async def restart() -> float:
+        again = SiteAgent(replace(site_config(tmp_path, pki, 1), budget_epsilon=4.0))
+        trainer = again._trainer_for(
+            TrainTask("t", 3, "", 0, Manifest(()), TrainingPlan(1, 32, 0.5), 0.0, 0)
+        )
+        return trainer.epsilon()
+
+    assert asyncio.run(restart()) == pytest.approx(spent)

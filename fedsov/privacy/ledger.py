@@ -1,0 +1,106 @@
+"""A site's persistent privacy ledger: every release, recorded before the update leaves.
+
+One JSON object a line, appended with a single write and fsynced. A process killed
+mid-write leaves at most a torn last line: that release never completed (the update
+is sent only after its entry is on disk), so the torn line is cut off when the ledger
+is next opened. A damaged line anywhere else is corruption and stops the site.
+ε composes over every entry of a federation, across rounds, runs and restarts.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from fedsov.exceptions import DataError
+from fedsov.privacy.accountant import MechanismStep, compute_epsilon
+
+__all__ = ["LedgerEntry", "PrivacyLedger"]
+
+log = logging.getLogger("fedsov.privacy")
+
+
+@dataclass(frozen=True)
+class LedgerEntry:
+    federation: str
+    round: int
+    task_id: str
+    noise_multiplier: float
+    sample_rate: float
+    steps: int
+    delta: float
+    recorded_unix: float
+
+    @property
+    def step(self) -> MechanismStep:
+        return MechanismStep(self.noise_multiplier, self.sample_rate, self.steps)
+
+
+class PrivacyLedger:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.entries: list[LedgerEntry] = self._load()
+
+    def _load(self) -> list[LedgerEntry]:
+        if not self.path.exists():
+            return []
+        raw = self.path.read_bytes()
+        complete, _, torn = raw.rpartition(b"\n")
+        if torn:  # killed mid-write: that release never completed
+            log.warning("%s: dropping a torn last entry (%d bytes)", self.path, len(torn))
+            with open(self.path, "r+b") as f:
+                f.truncate(len(complete) + 1 if complete else 0)
+                f.flush()
+                os.fsync(f.fileno())
+        entries = []
+        for number, line in enumerate(complete.splitlines(), start=1):
+            try:
+                entries.append(LedgerEntry(**json.loads(line)))
+            except (ValueError, TypeError) as exc:
+                raise DataError(f"{self.path}, line {number}: corrupt ledger entry: {exc}") from exc
+        return entries
+
+    def history(self, federation: str) -> list[MechanismStep]:
+        return [e.step for e in self.entries if e.federation == federation]
+
+    def epsilon(
+        self,
+        federation: str,
+        *,
+        delta: float,
+        accountant: str,
+        extra: Sequence[MechanismStep] = (),
+    ) -> float:
+        return compute_epsilon(
+            history=[*self.history(federation), *extra], delta=delta, accountant=accountant
+        )
+
+    def record(
+        self, *, federation: str, round: int, task_id: str, step: MechanismStep, delta: float
+    ) -> LedgerEntry:
+        """Append and fsync one release; returns only once it is on disk."""
+        entry = LedgerEntry(
+            federation=federation,
+            round=round,
+            task_id=task_id,
+            noise_multiplier=step.noise_multiplier,
+            sample_rate=step.sample_rate,
+            steps=step.steps,
+            delta=delta,
+            recorded_unix=time.time(),
+        )
+        line = (json.dumps(asdict(entry), separators=(",", ":")) + "\n").encode()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        try:
+            os.write(fd, line)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        self.entries.append(entry)
+        return entry
