@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -109,3 +110,45 @@ def noise_command(
         "accountant": accountant,
     }
     _emit(result, as_json, "noise_multiplier")
+
+
+@app.command("report")
+def report_command(
+    ledgers: Annotated[list[Path], typer.Argument(help="Sites' privacy ledger files.")],
+    as_json: J = False,
+) -> None:
+    """ε spent per site, per jurisdiction and per federation, from sites' ledgers."""
+    from rich.table import Table
+
+    from fedsov.exceptions import DataError
+    from fedsov.privacy.report import privacy_report
+
+    try:
+        report = privacy_report(ledgers)
+    except (ConfigError, DataError) as exc:
+        err.print(f"[bold red]error:[/] {exc}")
+        raise typer.Exit(2) from exc
+    if as_json:
+        print(json.dumps(report, indent=2))
+        return
+    console = Console()
+    table = Table(title="privacy spent (sample-level, per site)")
+    for col in ("federation", "site", "jurisdiction", "rounds", "ε", "δ", "accountant"):
+        table.add_column(col)
+    for s in report["sites"]:
+        table.add_row(
+            s["federation"],
+            s["site"],
+            s["jurisdiction"],
+            str(s["rounds"]),
+            f"{s['epsilon']:.3f}",
+            f"{s['delta']:g}",
+            s["accountant"],
+        )
+    console.print(table)
+    for level in ("jurisdictions", "federations"):
+        for name, group in report[level].items():
+            console.print(
+                f"{level[:-1]} {name}: {group['sites']} sites, max ε {group['max_epsilon']:.3f}",
+                highlight=False,
+            )

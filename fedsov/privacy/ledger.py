@@ -27,7 +27,10 @@ log = logging.getLogger("fedsov.privacy")
 
 @dataclass(frozen=True)
 class LedgerEntry:
+    site: str
+    jurisdiction: str
     federation: str
+    accountant: str
     round: int
     task_id: str
     noise_multiplier: float
@@ -42,8 +45,10 @@ class LedgerEntry:
 
 
 class PrivacyLedger:
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, site: str = "", jurisdiction: str = "") -> None:
         self.path = path
+        self.site = site
+        self.jurisdiction = jurisdiction
         self.entries: list[LedgerEntry] = self._load()
 
     def _load(self) -> list[LedgerEntry]:
@@ -81,11 +86,21 @@ class PrivacyLedger:
         )
 
     def record(
-        self, *, federation: str, round: int, task_id: str, step: MechanismStep, delta: float
+        self,
+        *,
+        federation: str,
+        round: int,
+        task_id: str,
+        step: MechanismStep,
+        delta: float,
+        accountant: str = "prv",
     ) -> LedgerEntry:
         """Append and fsync one release; returns only once it is on disk."""
         entry = LedgerEntry(
+            site=self.site,
+            jurisdiction=self.jurisdiction,
             federation=federation,
+            accountant=accountant,
             round=round,
             task_id=task_id,
             noise_multiplier=step.noise_multiplier,

@@ -63,7 +63,9 @@ class SiteAgent:
         self.device = config.device or ("cuda" if torch.cuda.is_available() else "cpu")
         self.data: Dataset = load_local_data(config.data)
         self.ledger = PrivacyLedger(
-            config.ledger or config.source.parent / f"{config.name}.privacy-ledger.jsonl"
+            config.ledger or config.source.parent / f"{config.name}.privacy-ledger.jsonl",
+            site=config.name,
+            jurisdiction=self.tls.identity.jurisdiction if self.tls else "DEV",
         )
         self._trainer: DPTrainer | None = None
         self._models: dict[str, bytes] = {}
@@ -184,6 +186,7 @@ class SiteAgent:
                 task_id=task.task_id,
                 step=MechanismStep(result.noise_multiplier, result.sample_rate, result.steps),
                 delta=result.delta,
+                accountant=privacy.accountant,
             )
         self.rounds_trained += 1
         self.epsilon = result.epsilon

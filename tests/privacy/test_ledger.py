@@ -101,3 +101,24 @@ def test_kills_at_random_moments_never_lose_or_half_write_an_entry(tmp_path: Pat
         assert len(ledger.entries) <= acknowledged + 1  # at most the one being written
         assert path.read_bytes().endswith(b"\n")
     assert len(PrivacyLedger(path).entries) > 0
+
+
+def test_report_per_site_jurisdiction_and_federation(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from fedsov.privacy.cli import app
+    from fedsov.privacy.report import privacy_report
+
+    paris = PrivacyLedger(tmp_path / "paris.jsonl", site="paris", jurisdiction="EU")
+    record(paris, 3)
+    mumbai = PrivacyLedger(tmp_path / "mumbai.jsonl", site="mumbai", jurisdiction="IN")
+    record(mumbai, 1)
+    report = privacy_report([tmp_path / "paris.jsonl", tmp_path / "mumbai.jsonl"])
+    by_site = {s["site"]: s for s in report["sites"]}
+    expected = compute_epsilon(history=[STEP] * 3, delta=1e-5, accountant="prv")
+    assert by_site["paris"]["epsilon"] == pytest.approx(expected)
+    assert by_site["paris"]["rounds"] == 3 and by_site["mumbai"]["jurisdiction"] == "IN"
+    assert report["jurisdictions"]["EU"]["max_epsilon"] == pytest.approx(expected)
+    assert report["federations"]["fed"]["sites"] == 2
+    out = CliRunner().invoke(app, ["report", str(tmp_path / "paris.jsonl")])
+    assert out.exit_code == 0 and "paris" in out.output and "jurisdiction EU" in out.output
