@@ -38,7 +38,7 @@ from fedsov.policy.runtime import (
     load_node_plan,
     require_may_send,
 )
-from fedsov.privacy.accountant import MechanismStep, compute_epsilon
+from fedsov.privacy.site_level import SiteLevelLedger
 from fedsov.strategy import DPFedAvg, FedAvg, Strategy
 from fedsov.transport.client import FederationClient
 from fedsov.transport.server import start_server
@@ -68,7 +68,9 @@ class RegionalAggregator:
     ) -> None:
         self.config = config
         if strategy is None:
-            strategy = DPFedAvg(config.site_dp, seed=config.seed) if config.site_dp else FedAvg()
+            # seed=None: the noise seed comes from the OS; a known seed would let anyone
+            # regenerate and subtract the noise.
+            strategy = DPFedAvg(config.site_dp, seed=None) if config.site_dp else FedAvg()
         self.strategy = strategy
         self.server_tls = _tls(config.server.tls)
         self.upstream_tls = _tls(config.upstream.tls)
@@ -129,6 +131,7 @@ class RegionalAggregator:
             evaluator=make_evaluator(config.model, config.evaluation),
         )
         self.exported: list[int] = []
+        self.site_ledger = SiteLevelLedger()  # site-level releases of this region
         self.declined: dict[int, str] = {}
         self.port: int | None = None
         self.listening = asyncio.Event()
@@ -232,6 +235,12 @@ class RegionalAggregator:
                 f"contributed in round {task.round}; nothing is exported",
             )
             return
+        if isinstance(self.strategy, DPFedAvg):  # the noisy sum was released locally
+            self.site_ledger.record(
+                noise_multiplier=self.strategy.settings.noise_multiplier,
+                sites=len(accepted),
+                population=len(accepted),
+            )
         new = self.engine.model.arrays()
         update = encode({k: new[k] - v for k, v in base.arrays().items()})
         epsilons = [s.privacy.epsilon for s in accepted if s.privacy and s.privacy.enabled]
@@ -257,15 +266,15 @@ class RegionalAggregator:
     def site_level_epsilon(self) -> float | None:
         """Site-level ε of everything this region exported so far (None without DP).
 
-        Every site of the region takes part in every round (no sampling, q = 1);
-        with adaptive clipping the clipped-count release is inside z (Theorem 1 of
-        Andrew et al. 2021). RDP accounting, converted at the configured δ.
+        Every contributing site takes part (no sampling) and the sum is divided by the
+        published count, so each round is accounted as replace-one fixed-size
+        sampling with m = n (the Gaussian mechanism at multiplier z/2: swapping one
+        site moves the clipped sum by up to 2C). With adaptive clipping the clipped
+        count's release is inside z (Theorem 1 of Andrew et al. 2021).
         """
         if not isinstance(self.strategy, DPFedAvg):
             return None
-        s = self.strategy.settings
-        steps = [MechanismStep(s.noise_multiplier, 1.0, self.strategy.rounds)]
-        return compute_epsilon(history=steps, delta=s.delta, accountant="rdp")
+        return self.site_ledger.fixed_size_epsilon(self.strategy.settings.delta)
 
     def privacy_report(self) -> PrivacyReport:
         """Site-level DP of what this region exports (none with plain FedAvg)."""
@@ -282,7 +291,7 @@ class RegionalAggregator:
             sample_rate=1.0,
             steps=1,
             total_steps=self.strategy.rounds,
-            accountant="rdp",
+            accountant="rdp-replace-one",
         )
 
     async def _decline(

@@ -167,10 +167,9 @@ class Round:
             if record.status is not TaskStatus.RECEIVING:
                 raise LateUpdate(f"round {self.number} closed while this update was arriving")
             upload.finish()
-            if upload.measure_norm:
+            if upload.measure_norm:  # deferred: fold once, already clipped
                 extra = self.aggregate.correction(norm=upload.norm, weight=upload.weight)
-                if extra:
-                    upload.replay(self.aggregate, weight=extra)
+                upload.fold_deferred(self.aggregate, weight=upload.weight + extra)
         except FedsovError as exc:
             upload.rollback(self.aggregate)
             if record.status is TaskStatus.RECEIVING:
@@ -194,7 +193,13 @@ class Round:
 
 
 class _Upload:
-    """One update being received: its validator and the spool of what was folded."""
+    """One update being received: its validator and the spool of what was folded.
+
+    Where the aggregate needs the update's norm (clipping), nothing is folded while
+    it arrives: it is spooled and measured, then folded once with its final weight.
+    Folding first and correcting later is not exact in float32: a huge update would
+    swallow the other sites' sums, and clipping it afterwards would not restore them.
+    """
 
     def __init__(
         self, header: UpdateHeader, spool: Path, *, weight: float, measure_norm: bool
@@ -203,6 +208,7 @@ class _Upload:
         self.weight = weight
         self.measure_norm = measure_norm
         self._squared_norm = 0.0
+        self._folded = False  # whether anything of this upload is in the aggregate
         self.reader = PayloadReader(
             header.manifest, size=header.payload_size, sha256=header.payload_sha256
         )
@@ -214,10 +220,12 @@ class _Upload:
         assert self._file is not None
         self._file.write(chunk)
         for segment in segments:
-            aggregate.fold(segment, weight=self.weight)
             if self.measure_norm:
                 values = segment.values.astype(np.float64)
                 self._squared_norm += float(np.dot(values, values))
+            else:
+                aggregate.fold(segment, weight=self.weight)
+        self._folded = not self.measure_norm
 
     @property
     def norm(self) -> float:
@@ -228,9 +236,10 @@ class _Upload:
         assert self._file is not None
         self._file.flush()
 
-    def replay(self, aggregate: RoundAggregate, *, weight: float) -> None:
-        """Fold the whole (validated) update again with ``weight``."""
+    def fold_deferred(self, aggregate: RoundAggregate, *, weight: float) -> None:
+        """Fold the whole (validated, measured) update once, with ``weight``."""
         self._fold_spool(aggregate, weight)
+        self._folded = True
 
     def discard(self) -> None:
         if self._file is not None:
@@ -243,7 +252,8 @@ class _Upload:
         if self._file is None:
             return
         self._file.flush()
-        self._fold_spool(aggregate, -self.weight)
+        if self._folded:
+            self._fold_spool(aggregate, -self.weight)
         self.discard()
 
     def _fold_spool(self, aggregate: RoundAggregate, weight: float) -> None:

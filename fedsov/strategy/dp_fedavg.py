@@ -1,24 +1,34 @@
 """DP-FedAvg with adaptive clipping: site-level DP at the regional tier.
 
 McMahan et al. 2018 ("Learning Differentially Private Recurrent Language Models"):
-each site's update is clipped to L2 norm C, every site counts once, and Gaussian
-noise of standard deviation z·C is added to the sum before it is averaged.
+each site's update is clipped to L2 norm C, every site counts once (weight 1, the
+sensitivity is per site), and Gaussian noise of standard deviation z·C per
+coordinate is added to the sum before it is averaged.
 
 Andrew et al. 2021 ("Differentially Private Learning with Adaptive Clipping"):
 C follows the target quantile γ of the update norms, C <- C·exp(-η(b̃ - γ)), where
-b̃ is the fraction of unclipped updates released with Gaussian noise σ_b. So that
-the two releases together cost what noise multiplier z alone would, the sum gets
-z_Δ = (z^-2 - (2σ_b)^-2)^(-1/2) (their Theorem 1). σ_b defaults to n/20 as in the
-paper, raised to z where fewer sites would make z_Δ undefined.
+b̃ = (#unclipped + N(0, σ_b²)) / n is the noisy fraction of unclipped updates. So
+that the two releases together cost what noise multiplier z alone would, the sum
+gets z_Δ = (z^-2 - (2σ_b)^-2)^(-1/2) (their Theorem 1). σ_b defaults to m/20 as in
+the paper, m = ``expected_sites`` (else the realised count), and is raised to z
+where that would leave z_Δ undefined or above 2z/√3.
 
-Memory stays O(model): sums are folded chunk by chunk (the round engine replays a
-too-long update from its spool with the clipping correction) and noise is drawn
-slice by slice.
+The next model is base + (Σ clipped updates + noise) / n with n the realised number
+of committed updates. Dividing by the realised count is what fixed-size sampling
+accounting assumes (m of n sites, replace-one neighbours, the count public:
+``fedsov.privacy.site_level.fixed_size_epsilon``); add/remove accounting (Poisson,
+``SiteLevelLedger.epsilon``) assumes the count hidden, which this does not do.
+
+Noise comes from a numpy Generator seeded with (seed, round, stream): reproducible,
+so the seed must stay secret (anyone who knows it can subtract the noise);
+``seed=None`` draws it from the OS. Memory stays O(model): sums are folded chunk by
+chunk and noise is drawn slice by slice.
 """
 
 from __future__ import annotations
 
 import math
+import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -31,33 +41,81 @@ from fedsov.strategy.fedavg import FedAvgAggregate
 
 __all__ = ["DPFedAvg", "DPFedAvgAggregate", "RoundStats", "SiteDPSettings", "adaptive_noise"]
 
-_SLICE = 1 << 20
+_SLICE = 1 << 20  # elements per step when drawing noise and writing the result
+_MODEL_NOISE, _COUNT_NOISE = 0, 1  # Generator streams within a round
+
+
+def _number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 @dataclass(frozen=True)
 class SiteDPSettings:
+    """DP-FedAvg settings. ``delta`` is the δ ε is reported at (accounting only)."""
+
     clip: float
     noise_multiplier: float
     adaptive: bool = False
     target_quantile: float = 0.5
     clip_learning_rate: float = 0.2
+    count_noise_multiplier: float | None = None
+    expected_sites: int | None = None
     delta: float = 1e-5
 
     def __post_init__(self) -> None:
-        if not self.clip > 0:
+        if not (_number(self.clip) and math.isfinite(self.clip) and self.clip > 0):
             raise ConfigError(f"site_dp.clip must be > 0, got {self.clip}")
-        if not self.noise_multiplier >= 0:
-            raise ConfigError(f"site_dp.noise_multiplier must be >= 0, got {self.noise_multiplier}")
-        if not 0 <= self.target_quantile <= 1:
+        z = self.noise_multiplier
+        if not (_number(z) and math.isfinite(z) and z >= 0):
+            raise ConfigError(f"site_dp.noise_multiplier must be >= 0, got {z}")
+        if not isinstance(self.adaptive, bool):
+            raise ConfigError(f"site_dp.adaptive must be true or false, got {self.adaptive!r}")
+        if not (_number(self.target_quantile) and 0 <= self.target_quantile <= 1):
             raise ConfigError(
                 f"site_dp.target_quantile must be in [0, 1], got {self.target_quantile}"
             )
-        if not 0 < self.delta < 1:
+        eta = self.clip_learning_rate
+        if not (_number(eta) and math.isfinite(eta) and eta >= 0):
+            raise ConfigError(f"site_dp.clip_learning_rate must be >= 0, got {eta}")
+        m = self.expected_sites
+        if m is not None and not (isinstance(m, int) and not isinstance(m, bool) and m >= 1):
+            raise ConfigError(f"site_dp.expected_sites must be an integer >= 1, got {m!r}")
+        sigma_b = self.count_noise_multiplier
+        if sigma_b is not None:
+            if not (_number(sigma_b) and math.isfinite(sigma_b) and sigma_b >= 0):
+                raise ConfigError(f"site_dp.count_noise_multiplier must be >= 0, got {sigma_b}")
+            if self.adaptive and z > 0 and not 2 * sigma_b > z:
+                raise ConfigError(
+                    "site_dp.count_noise_multiplier must exceed noise_multiplier / 2 "
+                    f"({z / 2}) for the sum's share z_Δ to exist, got {sigma_b}"
+                )
+            if self.adaptive and z == 0 and sigma_b > 0:
+                raise ConfigError(
+                    "site_dp.count_noise_multiplier needs noise_multiplier > 0 "
+                    "(without noise on the sum there is no DP to keep)"
+                )
+        if not (_number(self.delta) and 0 < self.delta < 1):
             raise ConfigError(f"site_dp.delta must be in (0, 1), got {self.delta}")
+
+    def noise(self, sites: int) -> tuple[float, float]:
+        """(multiplier of the sum's noise, σ_b of the count's) for a round of ``sites``."""
+        if not self.adaptive:
+            return self.noise_multiplier, 0.0
+        z = self.noise_multiplier
+        if self.count_noise_multiplier is not None:
+            sigma_b = self.count_noise_multiplier
+            if z == 0:
+                return 0.0, 0.0
+            return (z**-2 - (2 * sigma_b) ** -2) ** -0.5, sigma_b
+        return adaptive_noise(z, self.expected_sites or sites)
 
 
 def adaptive_noise(noise_multiplier: float, sites: int) -> tuple[float, float]:
-    """(z_Δ for the sum, σ_b for the clipped count) so that both together cost z."""
+    """(z_Δ for the sum, σ_b for the count) so that both together cost z.
+
+    σ_b = max(sites / 20, z) (the paper's m/20, raised to z for few sites);
+    z_Δ = (z^-2 - (2σ_b)^-2)^(-1/2). Without noise (z = 0) both are 0.
+    """
     z = noise_multiplier
     if z == 0:
         return 0.0, 0.0
@@ -67,11 +125,28 @@ def adaptive_noise(noise_multiplier: float, sites: int) -> tuple[float, float]:
 
 @dataclass(frozen=True)
 class RoundStats:
-    sites: int
-    unclipped: int
+    round: int  # 0-based index of the round among this strategy's rounds
+    sites: int  # n: committed updates
+    unclipped: int  # updates with norm <= C
     clip: float  # C used this round
-    noise_std: float  # of the noise on the sum, per coordinate
+    noise_multiplier: float  # z_Δ (z without adaptive clipping)
+    noise_std: float  # z_Δ·C: std of the noise on the sum, per coordinate
+    count_noise_std: float  # σ_b (0 without adaptive clipping)
+    noisy_unclipped_fraction: float | None  # b̃ (None without adaptive clipping)
     next_clip: float
+
+    @property
+    def clipped(self) -> int:
+        return self.sites - self.unclipped
+
+    @property
+    def n(self) -> int:
+        return self.sites
+
+    @property
+    def mean_noise_std(self) -> float:
+        """Std of the noise on the averaged update, per coordinate: z_Δ·C / n."""
+        return self.noise_std / self.sites
 
 
 class DPFedAvg(Strategy):
@@ -79,65 +154,125 @@ class DPFedAvg(Strategy):
 
     name = "dp-fedavg"
 
-    def __init__(self, settings: SiteDPSettings, *, seed: int) -> None:
+    def __init__(self, settings: SiteDPSettings, *, seed: int | None) -> None:
+        if not isinstance(settings, SiteDPSettings):
+            raise ConfigError(f"settings must be SiteDPSettings, got {type(settings).__name__}")
+        if seed is None:
+            seed = secrets.randbits(128)
+        if not (isinstance(seed, int) and not isinstance(seed, bool) and seed >= 0):
+            raise ConfigError(f"seed must be an integer >= 0, got {seed!r}")
         self.settings = settings
-        self.clip = settings.clip
         self.seed = seed
-        self.rounds = 0
-        self.last_round: RoundStats | None = None
+        self.clip = float(settings.clip)  # the current C
+        self.rounds = 0  # rounds finished
+        self.last_round_stats: RoundStats | None = None
+
+    @property
+    def last_round(self) -> RoundStats | None:
+        """Alias of ``last_round_stats``."""
+        return self.last_round_stats
 
     def start_round(self, manifest: Manifest) -> DPFedAvgAggregate:
         return DPFedAvgAggregate(self, manifest)
 
-    def _rng(self, stream: int) -> np.random.Generator:
-        return np.random.default_rng([self.seed, self.rounds, stream])
+    def rng(self, round: int, stream: int) -> np.random.Generator:
+        return np.random.default_rng([self.seed, round, stream])
 
-    def finish_round(self, *, sites: int, unclipped: int, noise_std: float) -> None:
+    def finish_round(self, aggregate: DPFedAvgAggregate) -> RoundStats:
+        """Count ``aggregate``'s round and move C (adaptive); called by its write_result."""
+        if aggregate.strategy is not self or aggregate.round != self.rounds:
+            raise RuntimeError(
+                f"aggregate of round {aggregate.round} cannot finish round {self.rounds}"
+            )
         s = self.settings
-        used = self.clip
-        if s.adaptive and sites:
-            _, sigma_b = adaptive_noise(s.noise_multiplier, sites)
-            noisy = (unclipped + self._rng(1).normal(0.0, sigma_b)) / sites
+        n = aggregate.sites
+        z_sum, sigma_b = s.noise(n)
+        used = aggregate.clip
+        noisy: float | None = None
+        if s.adaptive:
+            noise = self.rng(aggregate.round, _COUNT_NOISE).normal(0.0, sigma_b) if sigma_b else 0.0
+            noisy = (aggregate.unclipped + noise) / n
             self.clip = used * math.exp(-s.clip_learning_rate * (noisy - s.target_quantile))
-        self.last_round = RoundStats(sites, unclipped, used, noise_std, self.clip)
+        stats = RoundStats(
+            round=aggregate.round,
+            sites=n,
+            unclipped=aggregate.unclipped,
+            clip=used,
+            noise_multiplier=z_sum,
+            noise_std=z_sum * used,
+            count_noise_std=sigma_b,
+            noisy_unclipped_fraction=noisy,
+            next_clip=self.clip,
+        )
+        self.last_round_stats = stats
         self.rounds += 1
+        return stats
 
 
 class DPFedAvgAggregate(FedAvgAggregate):
+    """One round: clipped, unweighted sums; noise added once, in ``write_result``.
+
+    Every committed update must have had its norm checked by ``correction`` first
+    (the round engine does so where ``needs_norm`` is set): an update committed
+    unchecked would have unbounded sensitivity, so ``commit`` refuses it.
+    """
+
     needs_norm = True
 
     def __init__(self, strategy: DPFedAvg, manifest: Manifest) -> None:
         super().__init__(manifest)
         self.strategy = strategy
-        self.clip = strategy.clip
+        self.round = strategy.rounds
+        self.clip = strategy.clip  # C of this round, fixed when it starts
+        self.sites = 0
         self.unclipped = 0
+        self._checked: bool | None = None  # last correction's "norm <= C", until commit
+        self._written = False
 
     def fold_weight(self, num_examples: int) -> float:
         return 1.0  # every site counts once: the sensitivity is per site
 
     def correction(self, *, norm: float, weight: float) -> float:
-        if norm <= self.clip:
-            self.unclipped += 1
+        """``weight·(min(1, C/norm) - 1)``: fold the update with this to clip it to C."""
+        if math.isnan(norm) or norm < 0:
+            raise ValueError(f"an update's norm must be >= 0, got {norm}")
+        self._checked = norm <= self.clip
+        if self._checked:
             return 0.0
-        return weight * (self.clip / norm - 1.0)
+        return weight * (self.clip / norm - 1.0)  # norm = inf: the update is removed
+
+    def commit(self, *, weight: float) -> None:
+        if self._checked is None:
+            raise RuntimeError("DP-FedAvg commits only updates whose norm correction() checked")
+        if weight != 1.0:
+            raise ValueError(f"DP-FedAvg updates have weight 1 (fold_weight), got {weight}")
+        self.unclipped += int(self._checked)
+        self._checked = None
+        self.sites += 1
+        super().commit(weight=weight)
 
     def write_result(self, base: Mapping[str, np.ndarray], out: Mapping[str, np.ndarray]) -> None:
-        sites = round(self.total_weight)
-        if sites <= 0:
+        """base + (Σ clipped updates + N(0, (z_Δ·C)²)) / n, then the strategy's next C."""
+        if self.sites <= 0:
             raise ValueError("DP-FedAvg needs at least one committed update")
-        s = self.strategy.settings
-        z = adaptive_noise(s.noise_multiplier, sites)[0] if s.adaptive else s.noise_multiplier
-        std = z * self.clip
-        rng = self.strategy._rng(0)
+        if self._written:
+            raise RuntimeError("this round's result was written already (the noise is spent)")
+        self._written = True
+        z_sum, _ = self.strategy.settings.noise(self.sites)
+        std = z_sum * self.clip
+        rng = self.strategy.rng(self.round, _MODEL_NOISE)
         for spec, total in zip(self.manifest.tensors, self._sums, strict=True):
             src = base[spec.name].reshape(-1)
             dst = out[spec.name].reshape(-1)
-            for start in range(0, spec.numel, _SLICE):
+            for start in range(0, spec.numel, _SLICE):  # bounded float64 temporaries
                 end = min(start + _SLICE, spec.numel)
                 mean = total[start:end].astype(np.float64)
                 if std:
-                    mean += rng.normal(0.0, std, size=end - start)
-                mean /= sites
+                    noise = rng.standard_normal(end - start)
+                    noise *= std
+                    mean += noise
+                    del noise
+                mean /= self.sites
                 mean += src[start:end]
                 dst[start:end] = mean
-        self.strategy.finish_round(sites=sites, unclipped=self.unclipped, noise_std=std)
+        self.strategy.finish_round(self)

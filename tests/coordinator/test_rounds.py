@@ -303,3 +303,20 @@ def test_norm_correction_is_replayed_from_the_spool(tmp_path: Path) -> None:
         np.testing.assert_allclose(moved, np.full(16, 0.25), rtol=1e-6)
 
     run(scenario())
+
+
+def test_a_huge_update_cannot_swallow_the_others_before_it_is_clipped(tmp_path: Path) -> None:
+    async def scenario() -> np.ndarray:
+        rnd = make_round(tmp_path)
+        rnd._aggregate = _ClipToUnitNorm(rnd.model.manifest)
+        for site, value in (("site-a", 0.25), ("site-b", 0.25)):  # norm 1 each
+            h, p = header_for(rnd, site, delta(value), 1)
+            await rnd.receive(site, h, chunks(p))
+        h, p = header_for(rnd, "site-c", delta(1e9), 1)  # norm 4e9, clipped to 1
+        await rnd.receive("site-c", h, chunks(p))
+        out = rnd.aggregate.result(rnd.model.arrays())
+        return np.concatenate([(out[k] - BASE[k]).ravel() for k in BASE])
+
+    moved = asyncio.run(scenario())
+    # (0.25 + 0.25 + 0.25) / 3 sites: the small updates survive intact.
+    np.testing.assert_allclose(moved, np.full(16, 0.25), rtol=1e-6)
