@@ -36,6 +36,11 @@ def _emit(result: dict[str, object], as_json: bool, key: str) -> None:
         print(f"{key} = {value:.4f}" if isinstance(value, float) else f"{key} = {value}")
 
 
+def _fail(exc: Exception) -> typer.Exit:
+    err.print(f"[bold red]error:[/] {exc}")
+    return typer.Exit(2)
+
+
 @app.command("epsilon")
 def epsilon_command(
     sample_rate: Q,
@@ -48,26 +53,12 @@ def epsilon_command(
     """ε after STEPS Poisson-sampled Gaussian steps."""
     from fedsov.privacy.calibrate import epsilon
 
+    setting = {"sample_rate": sample_rate, "steps": steps, "delta": delta, "accountant": accountant}
     try:
-        eps = epsilon(
-            sample_rate=sample_rate,
-            noise_multiplier=noise_multiplier,
-            steps=steps,
-            delta=delta,
-            accountant=accountant,
-        )
+        eps = epsilon(noise_multiplier=noise_multiplier, **setting)  # type: ignore[arg-type]
     except ConfigError as exc:
-        err.print(f"[bold red]error:[/] {exc}")
-        raise typer.Exit(2) from exc
-    result = {
-        "epsilon": eps,
-        "delta": delta,
-        "sample_rate": sample_rate,
-        "noise_multiplier": noise_multiplier,
-        "steps": steps,
-        "accountant": accountant,
-    }
-    _emit(result, as_json, "epsilon")
+        raise _fail(exc) from exc
+    _emit({"epsilon": eps, "noise_multiplier": noise_multiplier, **setting}, as_json, "epsilon")
 
 
 @app.command("noise")
@@ -82,34 +73,14 @@ def noise_command(
     """The noise multiplier σ that keeps ε at or below the target."""
     from fedsov.privacy.calibrate import calibrate_noise, epsilon
 
+    setting = {"sample_rate": sample_rate, "steps": steps, "delta": delta, "accountant": accountant}
     try:
-        sigma = calibrate_noise(
-            target_epsilon=target_epsilon,
-            sample_rate=sample_rate,
-            steps=steps,
-            delta=delta,
-            accountant=accountant,
-        )
-        reached = epsilon(
-            sample_rate=sample_rate,
-            noise_multiplier=sigma,
-            steps=steps,
-            delta=delta,
-            accountant=accountant,
-        )
+        sigma = calibrate_noise(target_epsilon=target_epsilon, **setting)  # type: ignore[arg-type]
+        reached = epsilon(noise_multiplier=sigma, **setting)  # type: ignore[arg-type]
     except ConfigError as exc:
-        err.print(f"[bold red]error:[/] {exc}")
-        raise typer.Exit(2) from exc
-    result = {
-        "noise_multiplier": sigma,
-        "epsilon": reached,
-        "target_epsilon": target_epsilon,
-        "delta": delta,
-        "sample_rate": sample_rate,
-        "steps": steps,
-        "accountant": accountant,
-    }
-    _emit(result, as_json, "noise_multiplier")
+        raise _fail(exc) from exc
+    result = {"noise_multiplier": sigma, "epsilon": reached, "target_epsilon": target_epsilon}
+    _emit(result | setting, as_json, "noise_multiplier")
 
 
 @app.command("report")
@@ -126,8 +97,7 @@ def report_command(
     try:
         report = privacy_report(ledgers)
     except (ConfigError, DataError) as exc:
-        err.print(f"[bold red]error:[/] {exc}")
-        raise typer.Exit(2) from exc
+        raise _fail(exc) from exc
     if as_json:
         print(json.dumps(report, indent=2))
         return
