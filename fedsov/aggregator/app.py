@@ -236,10 +236,12 @@ class RegionalAggregator:
             )
             return
         if isinstance(self.strategy, DPFedAvg):  # the noisy sum was released locally
+            # m of n sites were asked (fixed-size sampling when sites_per_round is set)
+            selected = len(report.sites)
             self.site_ledger.record(
                 noise_multiplier=self.strategy.settings.noise_multiplier,
-                sites=len(accepted),
-                population=len(accepted),
+                sites=selected,
+                population=max(selected, len(self.engine.connected_sites)),
             )
         new = self.engine.model.arrays()
         update = encode({k: new[k] - v for k, v in base.arrays().items()})
