@@ -14,7 +14,15 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
-__all__ = ["PRIVATE_MODE", "PUBLIC_MODE", "atomic_writer", "write_atomic", "write_json_atomic"]
+__all__ = [
+    "PRIVATE_MODE",
+    "PUBLIC_MODE",
+    "append_record",
+    "atomic_writer",
+    "read_records",
+    "write_atomic",
+    "write_json_atomic",
+]
 
 PRIVATE_MODE = 0o600
 PUBLIC_MODE = 0o644
@@ -63,3 +71,43 @@ def _fsync_dir(directory: Path) -> None:
         pass
     finally:
         os.close(fd)
+
+
+def append_record(path: Path, record: dict[str, Any]) -> None:
+    """Append one JSON line with a single write, fsynced: on disk when this returns."""
+    line = (json.dumps(record, separators=(",", ":")) + "\n").encode()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, PRIVATE_MODE)
+    try:
+        os.write(fd, line)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def read_records(path: Path) -> list[dict[str, Any]]:
+    """Every complete JSON line of an append-only log.
+
+    A process killed mid-append leaves at most a torn last line, whose record was
+    never acknowledged: it is cut off. A bad line anywhere else raises ValueError
+    naming the line.
+    """
+    if not path.exists():
+        return []
+    raw = path.read_bytes()
+    complete, _, torn = raw.rpartition(b"\n")
+    if torn:
+        with open(path, "r+b") as f:
+            f.truncate(len(complete) + 1 if complete else 0)
+            f.flush()
+            os.fsync(f.fileno())
+    records = []
+    for number, line in enumerate(complete.splitlines(), start=1):
+        try:
+            record = json.loads(line)
+        except ValueError as exc:
+            raise ValueError(f"line {number}: {exc}") from exc
+        if not isinstance(record, dict):
+            raise ValueError(f"line {number}: not a JSON object")
+        records.append(record)
+    return records

@@ -38,7 +38,7 @@ from fedsov.policy.runtime import (
     load_node_plan,
     require_may_send,
 )
-from fedsov.privacy.site_level import SiteLevelLedger
+from fedsov.privacy.site_level import SiteLevelLedger, SiteRound
 from fedsov.strategy import DPFedAvg, FedAvg, Strategy
 from fedsov.transport.client import FederationClient
 from fedsov.transport.server import start_server
@@ -65,7 +65,10 @@ class RegionalAggregator:
         admission: Admission | None = None,
         plan_sha256: str | None = None,
         on_round: Callable[[RoundReport], None] | None = None,
+        budget_epsilon: float | None = None,
     ) -> None:
+        """``budget_epsilon``: site-level ε this region may export in all (default: the
+        plan's budget for its jurisdiction)."""
         self.config = config
         if strategy is None:
             # seed=None: the noise seed comes from the OS; a known seed would let anyone
@@ -100,6 +103,9 @@ class RegionalAggregator:
                     f"{config.source}: the plan requires site-level DP on what "
                     f"{config.name!r} exports; configure [site_dp]"
                 )
+            if budget_epsilon is None:
+                jurisdiction = plan.node(config.name).jurisdiction
+                budget_epsilon = plan.policy.budgets.jurisdiction_epsilon.get(jurisdiction)
             admission = admission or PlanAdmission(plan, config.name)
             plan_sha256 = plan_sha256 or plan.sha256
             if config.upstream.server_name is None:  # TLS must prove it is the plan's upstream
@@ -131,7 +137,9 @@ class RegionalAggregator:
             evaluator=make_evaluator(config.model, config.evaluation),
         )
         self.exported: list[int] = []
-        self.site_ledger = SiteLevelLedger()  # site-level releases of this region
+        # Site-level releases of this region, persisted: ε composes across restarts.
+        self.site_ledger = SiteLevelLedger(config.output_dir / "site-level-ledger.jsonl")
+        self.budget = budget_epsilon
         self.declined: dict[int, str] = {}
         self.port: int | None = None
         self.listening = asyncio.Event()
@@ -235,13 +243,30 @@ class RegionalAggregator:
                 f"contributed in round {task.round}; nothing is exported",
             )
             return
-        if isinstance(self.strategy, DPFedAvg):  # the noisy sum was released locally
+        if isinstance(self.strategy, DPFedAvg):
             # m of n sites were asked (fixed-size sampling when sites_per_round is set)
             selected = len(report.sites)
-            self.site_ledger.record(
-                noise_multiplier=self.strategy.settings.noise_multiplier,
-                sites=selected,
-                population=max(selected, len(self.engine.connected_sites)),
+            release = SiteRound(
+                self.strategy.settings.noise_multiplier,
+                selected,
+                max(selected, len(self.engine.connected_sites)),
+            )
+            delta = self.strategy.settings.delta
+            after = self.site_ledger.fixed_size_epsilon(delta, extra=[release])
+            if self.budget is not None and after > self.budget:
+                await self._decline(
+                    client,
+                    task,
+                    "budget-exhausted",
+                    f"exporting round {task.round} would take the site-level ε of "
+                    f"{self.config.name} to {after:.3f} > its budget {self.budget:g} "
+                    f"(δ={delta:g}); nothing more leaves",
+                )
+                return
+            self.site_ledger.record(  # on disk before the export leaves
+                noise_multiplier=release.noise_multiplier,
+                sites=release.sites,
+                population=release.population,
             )
         new = self.engine.model.arrays()
         update = encode({k: new[k] - v for k, v in base.arrays().items()})

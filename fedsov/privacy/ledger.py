@@ -9,20 +9,16 @@ is next opened. A damaged line anywhere else is corruption and stops the site.
 
 from __future__ import annotations
 
-import json
-import logging
-import os
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from fedsov.exceptions import DataError
+from fedsov.fileio import append_record, read_records
 from fedsov.privacy.accountant import MechanismStep, compute_epsilon
 
 __all__ = ["LedgerEntry", "PrivacyLedger"]
-
-log = logging.getLogger("fedsov.privacy")
 
 
 @dataclass(frozen=True)
@@ -52,21 +48,16 @@ class PrivacyLedger:
         self.entries: list[LedgerEntry] = self._load()
 
     def _load(self) -> list[LedgerEntry]:
-        if not self.path.exists():
-            return []
-        raw = self.path.read_bytes()
-        complete, _, torn = raw.rpartition(b"\n")
-        if torn:  # killed mid-write: that release never completed
-            log.warning("%s: dropping a torn last entry (%d bytes)", self.path, len(torn))
-            with open(self.path, "r+b") as f:
-                f.truncate(len(complete) + 1 if complete else 0)
-                f.flush()
-                os.fsync(f.fileno())
+        try:
+            records = read_records(self.path)
+        except ValueError as exc:
+            where, _, why = str(exc).partition(": ")
+            raise DataError(f"{self.path}, {where}: corrupt ledger entry: {why}") from exc
         entries = []
-        for number, line in enumerate(complete.splitlines(), start=1):
+        for number, record in enumerate(records, start=1):
             try:
-                entries.append(LedgerEntry(**json.loads(line)))
-            except (ValueError, TypeError) as exc:
+                entries.append(LedgerEntry(**record))
+            except TypeError as exc:
                 raise DataError(f"{self.path}, line {number}: corrupt ledger entry: {exc}") from exc
         return entries
 
@@ -109,13 +100,6 @@ class PrivacyLedger:
             delta=delta,
             recorded_unix=time.time(),
         )
-        line = (json.dumps(asdict(entry), separators=(",", ":")) + "\n").encode()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-        try:
-            os.write(fd, line)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        append_record(self.path, asdict(entry))
         self.entries.append(entry)
         return entry

@@ -32,12 +32,15 @@ from __future__ import annotations
 
 import functools
 import math
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
-from fedsov.exceptions import ConfigError
+from fedsov.exceptions import ConfigError, DataError
+from fedsov.fileio import append_record, read_records
 from fedsov.privacy.accountant import MechanismStep, compute_epsilon
 
 __all__ = [
@@ -246,14 +249,38 @@ class SiteRound:
 
 
 class SiteLevelLedger:
-    """In-memory record of a region's exported rounds and their site-level ε."""
+    """A region's exported rounds and their site-level ε.
 
-    def __init__(self) -> None:
+    With ``path``, every round is appended and fsynced before the export leaves
+    (``fedsov.fileio.append_record``) and reloaded on restart, so ε composes across
+    runs; a torn last line from a crash is dropped.
+    """
+
+    def __init__(self, path: Path | None = None) -> None:
+        self.path = path
         self._rounds: list[SiteRound] = []
+        if path is not None:
+            try:
+                records = read_records(path)
+                self._rounds = [
+                    SiteRound(r["noise_multiplier"], r["sites"], r["population"]) for r in records
+                ]
+            except (ValueError, KeyError, TypeError) as exc:
+                raise DataError(f"{path}: corrupt site-level ledger: {exc}") from exc
 
     def record(self, *, noise_multiplier: float, sites: int, population: int) -> SiteRound:
         """Record one exported round (``sites`` of ``population``, multiplier z)."""
         entry = SiteRound(noise_multiplier, sites, population)
+        if self.path is not None:
+            append_record(
+                self.path,
+                {
+                    "noise_multiplier": noise_multiplier,
+                    "sites": sites,
+                    "population": population,
+                    "recorded_unix": time.time(),
+                },
+            )
         self._rounds.append(entry)
         return entry
 
@@ -270,17 +297,21 @@ class SiteLevelLedger:
         """ε of the history as Poisson-subsampled Gaussian steps (add/remove-one)."""
         return compute_epsilon(history=self.history, delta=delta, accountant=accountant)
 
-    def fixed_size_epsilon(self, delta: float) -> float:
-        """ε for fixed-size sampling without replacement (replace-one, multiplier z/2)."""
+    def fixed_size_epsilon(self, delta: float, extra: Sequence[SiteRound] = ()) -> float:
+        """ε for fixed-size sampling without replacement (replace-one, multiplier z/2).
+
+        ``extra``: rounds not yet recorded, to ask what ε would be after them.
+        """
         if not 0 < delta < 1:
             raise ConfigError(f"delta must be in (0, 1), got {delta!r}")
-        if not self._rounds:
+        rounds = [*self._rounds, *extra]
+        if not rounds:
             return 0.0
-        if any(r.noise_multiplier == 0 for r in self._rounds):
+        if any(r.noise_multiplier == 0 for r in rounds):
             return math.inf
         total = np.zeros(len(DEFAULT_ORDERS))
         counts: dict[SiteRound, int] = {}
-        for r in self._rounds:
+        for r in rounds:
             counts[r] = counts.get(r, 0) + 1
         for r, count in counts.items():
             total += count * fixed_size_rdp(

@@ -1,0 +1,85 @@
+"""A region stops exporting before its site-level ε would cross its budget, across restarts."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+from test_two_tier import MODEL, accept_any_node_of, coordinator, pki, serve, site, tls
+
+from fedsov.aggregator.app import RegionalAggregator
+from fedsov.aggregator.config import AggregatorConfig, RegionRounds
+from fedsov.coordinator.config import EvaluationConfig
+from fedsov.exceptions import FedsovError
+from fedsov.participant import Backoff
+from fedsov.pki import NodePaths
+from fedsov.privacy.site_level import SiteLevelLedger
+from fedsov.strategy import SiteDPSettings
+from fedsov.transport.endpoint import ClientEndpoint, ServerEndpoint
+
+__all__ = ["pki"]  # the module-scoped fixture, shared with test_two_tier
+
+# z = 1 over the region's 2 sites, replace-one: ε 10.73 after one export, 16.51 after two.
+BUDGET = 12.0
+
+
+def region(tmp_path: Path, pki: dict[str, NodePaths], port: int) -> RegionalAggregator:
+    p = pki["agg-a"]
+    return RegionalAggregator(
+        AggregatorConfig(
+            source=tmp_path / "agg-a.toml",
+            name="agg-a",
+            federation="tiers",
+            seed=0,
+            plan=None,
+            server=ServerEndpoint("127.0.0.1:0", tls(p), None),
+            upstream=ClientEndpoint(f"127.0.0.1:{port}", tls(p), "localhost"),
+            model=MODEL,
+            evaluation=EvaluationConfig(None),
+            rounds=RegionRounds(min_sites=2, sites_per_round=0, timeout_s=60, start_timeout_s=60),
+            site_dp=SiteDPSettings(clip=1.0, noise_multiplier=1.0),
+            backoff=Backoff(0.1, 0.5, 50),
+            output_dir=tmp_path / "agg-a",
+        ),
+        budget_epsilon=BUDGET,
+    )
+
+
+async def federation(tmp_path: Path, pki: dict[str, NodePaths]) -> tuple[list[object], float]:
+    engine = coordinator(tmp_path / "top", participants=1)
+    engine.admit = accept_any_node_of("tiers")
+    server = await serve(engine, pki)
+    agg = region(tmp_path, pki, server.port)
+    tasks: list[asyncio.Future[object]] = [asyncio.ensure_future(agg.run())]
+    try:
+        await asyncio.wait_for(agg.listening.wait(), 30)
+        assert agg.port is not None
+        tasks += [
+            asyncio.ensure_future(site(tmp_path, pki, s, agg.port).run()) for s in ("s1", "s2")
+        ]
+        with pytest.raises(FedsovError, match="round 2 failed"):
+            await asyncio.wait_for(engine.run(), 180)
+        await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), 30)
+    finally:
+        for t in tasks:
+            t.cancel()
+        await server.stop(0)
+    epsilon = agg.site_level_epsilon()
+    assert epsilon is not None
+    return list(engine.reports), epsilon
+
+
+def test_region_declines_the_export_that_would_cross_its_budget(
+    tmp_path: Path, pki: dict[str, NodePaths]
+) -> None:
+    reports, epsilon = asyncio.run(federation(tmp_path, pki))
+    statuses = [(r.sites[0].status, r.sites[0].reason) for r in reports]  # type: ignore[attr-defined]
+    assert statuses[0] == ("accepted", "")
+    assert statuses[1][0] == "declined"
+    assert statuses[1][1].startswith("budget-exhausted: exporting round 2 would take")
+    assert epsilon == pytest.approx(10.7255, rel=1e-3) and epsilon <= BUDGET
+    # Persisted: a restarted region starts from the export it already made.
+    ledger = SiteLevelLedger(tmp_path / "agg-a" / "site-level-ledger.jsonl")
+    assert len(ledger.rounds) == 1
+    assert ledger.fixed_size_epsilon(1e-5) == pytest.approx(epsilon)
