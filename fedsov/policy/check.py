@@ -1,22 +1,35 @@
 """``fedsov policy check``: the plan's topology against its own policy, before anything runs.
 
-Rules (each violation names the node, the rule id and why):
+Each violation names a node (``(plan)`` when there is no global node at all; the
+jurisdiction for ``budget-missing``), a rule id and why. The rule ids are stable:
+
+Topology
 
 - ``global-count``: exactly one global node, and it has no upstream.
-- ``unknown-upstream``: an upstream that is not a node of the plan.
 - ``missing-upstream``: a regional or edge node without an upstream.
-- ``cycle``: following upstreams comes back to where it started.
-- ``tier-order``: an edge site's upstream must be regional or global, a regional
-  aggregator's too; nothing may report to an edge site (sites never listen).
+- ``unknown-upstream``: an upstream that is not a node of the plan.
+- ``cycle``: following upstreams comes back to where it started (names the loop).
+- ``tier-order``: nothing may report to an edge site (sites never listen); edge
+  sites and regional aggregators report to a regional or the global node.
+- ``min-sites-unreachable``: a regional aggregator's own ``min_sites`` exceeds the
+  sites below it, so none of its rounds could ever close.
+
+Sovereignty (judged only once no upstream is unknown and nothing loops: on a
+broken topology their findings would be noise)
+
 - ``residency``: a node's updates would go to a jurisdiction its residency forbids.
 - ``export-forbidden``: an update would leave a jurisdiction whose export rule
-  forbids it; a single site's update never leaves when the rule asks for an
-  aggregate of >= 2 sites or for site-level DP.
+  forbids it (no rule: nothing leaves); a single site's update never crosses a
+  border unless the rule asks for no more than 1 site and no site-level DP.
 - ``export-k-unreachable``: a regional aggregator that exports across a border has
   fewer sites below it than the export rule's k, so no round could ever export.
+- ``export-k-below``: such an aggregator's own ``min_sites`` is below the export
+  rule's k: it would train rounds whose aggregate may never leave.
 - ``export-dp-missing``: the export rule needs site-level DP, and the plan has no
   ``[policy.site_dp]`` (or one that adds no noise).
 - ``budget-missing``: a jurisdiction exports, and has no jurisdiction ε budget.
+
+Violations come sorted by rule, node and reason, whatever the order of the nodes.
 """
 
 from __future__ import annotations
@@ -30,6 +43,8 @@ __all__ = ["Violation", "check_plan"]
 
 @dataclass(frozen=True)
 class Violation:
+    """One broken rule: where (``node``), which (``rule``, a stable id) and why."""
+
     node: str
     rule: str
     reason: str
@@ -38,17 +53,24 @@ class Violation:
 def _topology(plan: Plan) -> list[Violation]:
     out: list[Violation] = []
     names = {n.name: n for n in plan.nodes}
-    tops = [n for n in plan.nodes if n.tier is Tier.GLOBAL]
-    if len(tops) != 1:
-        where = ", ".join(n.name for n in tops) or "none"
-        out.append(Violation(where, "global-count", f"{len(tops)} global nodes ({where}); need 1"))
+    tops = sorted(n.name for n in plan.nodes if n.tier is Tier.GLOBAL)
+    if not tops:
+        out.append(Violation("(plan)", "global-count", "no global node; a plan needs exactly 1"))
+    if len(tops) > 1:
+        listed = ", ".join(tops)
+        reason = f"{len(tops)} global nodes ({listed}); a plan needs exactly 1"
+        out += [Violation(name, "global-count", reason) for name in tops]
     for node in plan.nodes:
         if node.tier is Tier.GLOBAL:
             if node.upstream is not None:
                 out.append(Violation(node.name, "global-count", "the global node has an upstream"))
             continue
         if node.upstream is None:
-            out.append(Violation(node.name, "missing-upstream", f"a {node.tier} node needs one"))
+            out.append(
+                Violation(
+                    node.name, "missing-upstream", f"no upstream; every {node.tier} node needs one"
+                )
+            )
         elif node.upstream not in names:
             out.append(
                 Violation(node.name, "unknown-upstream", f"upstream {node.upstream!r} is no node")
@@ -78,7 +100,9 @@ def _cycles(plan: Plan, names: dict[str, PlanNode]) -> list[Violation]:
             loop = path[path.index(current) :]
             if not reported.intersection(loop):
                 reported.update(loop)
-                out.append(Violation(current, "cycle", " -> ".join([*loop, current]) + " loops"))
+                first = loop.index(min(loop))  # the same loop reads the same, whatever the order
+                loop = loop[first:] + loop[:first]
+                out.append(Violation(loop[0], "cycle", " -> ".join([*loop, loop[0]]) + " loops"))
     return out
 
 
@@ -120,6 +144,16 @@ def _sovereignty(plan: Plan) -> list[Violation]:
                 )
             continue
         cohort = len(plan.edges_under(node.name))
+        if node.min_sites is not None and node.min_sites < rule.min_sites:
+            out.append(
+                Violation(
+                    node.name,
+                    "export-k-below",
+                    f"its min_sites = {node.min_sites} is below {node.jurisdiction}'s export "
+                    f"k = {rule.min_sites}: rounds of fewer than {rule.min_sites} sites "
+                    "would train and then never be exported",
+                )
+            )
         if cohort < rule.min_sites:
             out.append(
                 Violation(
@@ -151,9 +185,26 @@ def _sovereignty(plan: Plan) -> list[Violation]:
     return out
 
 
+def _cohorts(plan: Plan) -> list[Violation]:
+    out: list[Violation] = []
+    for node in plan.nodes:
+        if node.tier is not Tier.REGIONAL or node.min_sites is None:
+            continue
+        cohort = len(plan.edges_under(node.name))
+        if cohort < node.min_sites:
+            out.append(
+                Violation(
+                    node.name,
+                    "min-sites-unreachable",
+                    f"its rounds need {node.min_sites} sites, but only {cohort} sit below it",
+                )
+            )
+    return out
+
+
 def check_plan(plan: Plan) -> list[Violation]:
     """Every violation of the plan's topology and policy, in a stable order."""
-    found = _topology(plan)
+    found = _topology(plan) + _cohorts(plan)
     if not any(v.rule in ("cycle", "unknown-upstream") for v in found):
         found += _sovereignty(plan)
     return sorted(set(found), key=lambda v: (v.rule, v.node, v.reason))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated
 
@@ -35,7 +36,7 @@ def check(
     try:
         plan = load_plan(plan_path)
     except ConfigError as exc:
-        err.print(f"[bold red]error:[/] {escape(str(exc))}")
+        err.print(f"[bold red]error:[/] [red]{escape(str(exc))}[/]", highlight=False)
         raise typer.Exit(2) from exc
     violations = check_plan(plan)
     if as_json:
@@ -44,7 +45,7 @@ def check(
                 {
                     "plan_sha256": plan.sha256,
                     "ok": not violations,
-                    "violations": [v.__dict__ for v in violations],
+                    "violations": [asdict(v) for v in violations],
                 },
                 indent=2,
             )

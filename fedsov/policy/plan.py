@@ -8,17 +8,20 @@ so a plan that breaks its own policy still loads and can be reported on.
 from __future__ import annotations
 
 import hashlib
+import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
+from types import MappingProxyType
 
 from fedsov.aggregator.config import read_site_dp
-from fedsov.config import Table, load_toml
+from fedsov.config import Table
 from fedsov.coordinator.config import ModelConfig, read_model, read_training
 from fedsov.exceptions import ConfigError, PKIError
 from fedsov.messages import TrainingPlan
 from fedsov.pki.identity import Role, validate_jurisdiction, validate_name
+from fedsov.simulation.scenario import DATASETS, PARTITIONS
 from fedsov.site.config import read_privacy
 from fedsov.site.trainer import PrivacyConfig
 from fedsov.strategy import SiteDPSettings
@@ -37,6 +40,8 @@ __all__ = [
 
 
 class Tier(StrEnum):
+    """Where a node sits: the coordinator, a regional aggregator, or an edge site."""
+
     GLOBAL = "global"
     REGIONAL = "regional"
     EDGE = "edge"
@@ -105,30 +110,29 @@ class Plan:
     simulation: SimulationSpec | None
 
     def node(self, name: str) -> PlanNode:
+        """The node called ``name``; a ConfigError naming it if the plan has none."""
         for n in self.nodes:
             if n.name == name:
                 return n
         raise ConfigError(f"{self.source}: no node {name!r} in the plan")
 
     def children(self, name: str) -> tuple[PlanNode, ...]:
+        """The nodes whose upstream is ``name``, in plan order."""
         return tuple(n for n in self.nodes if n.upstream == name)
 
     def edges_under(self, name: str) -> tuple[PlanNode, ...]:
-        """Every edge site in ``name``'s subtree (a cycle is cut, not followed)."""
-        found: list[PlanNode] = []
+        """Every edge site in ``name``'s subtree, in plan order (a cycle is cut, not followed)."""
         todo, seen = [name], {name}
         while todo:
             for child in self.children(todo.pop()):
-                if child.name in seen:
-                    continue
-                seen.add(child.name)
-                if child.tier is Tier.EDGE:
-                    found.append(child)
-                todo.append(child.name)
-        return tuple(found)
+                if child.name not in seen:
+                    seen.add(child.name)
+                    todo.append(child.name)
+        return tuple(n for n in self.nodes if n.tier is Tier.EDGE and n.name in seen - {name})
 
     @property
     def global_node(self) -> PlanNode:
+        """The coordinator; a ConfigError unless the plan has exactly one global node."""
         tops = [n for n in self.nodes if n.tier is Tier.GLOBAL]
         if len(tops) != 1:
             raise ConfigError(f"{self.source}: the plan needs exactly one global node")
@@ -136,6 +140,7 @@ class Plan:
 
     @staticmethod
     def role_of(tier: Tier) -> Role:
+        """The certificate role of a node of ``tier``."""
         return _ROLE[tier]
 
     def residency_of(self, jurisdiction: str) -> frozenset[str]:
@@ -143,6 +148,7 @@ class Plan:
         return self.policy.residency.get(jurisdiction, frozenset({jurisdiction}))
 
     def may_send(self, name: str) -> tuple[bool, str]:
+        """Whether residency lets ``name`` send to its upstream, and why (or why not)."""
         node = self.node(name)
         if node.upstream is None:
             return True, "no upstream"
@@ -156,6 +162,7 @@ class Plan:
         )
 
     def export_rule(self, jurisdiction: str) -> ExportRule:
+        """What may leave ``jurisdiction``; without a rule, nothing."""
         return self.policy.export.get(jurisdiction, ExportRule(allow=False))
 
 
@@ -189,55 +196,100 @@ def _read_node(table: Table) -> PlanNode:
     return node
 
 
-def _read_export(table: Table, jurisdiction: str) -> ExportRule:
-    sub = table.table(jurisdiction)
-    rule = ExportRule(
-        allow=sub.boolean("allow", True),
-        min_sites=sub.integer("min_sites", 1, min=1),
-        site_dp=sub.boolean("site_dp", False),
+def _jurisdiction(table: Table, key: str, value: str) -> str:
+    """``value`` if it is a jurisdiction code, else a ConfigError naming ``key``."""
+    try:
+        return validate_jurisdiction(value)
+    except PKIError as exc:
+        raise table.error(key, str(exc)) from exc
+
+
+def _read_residency(table: Table) -> Mapping[str, frozenset[str]]:
+    residency: dict[str, frozenset[str]] = {}
+    for j in list(table.keys()):
+        _jurisdiction(table, j, j)
+        residency[j] = frozenset(_jurisdiction(table, j, t) for t in table.strings(j))
+    table.done()
+    return MappingProxyType(residency)
+
+
+def _read_export(table: Table) -> Mapping[str, ExportRule]:
+    export: dict[str, ExportRule] = {}
+    for j in list(table.keys()):
+        _jurisdiction(table, j, j)
+        sub = table.table(j)
+        export[j] = ExportRule(
+            allow=sub.boolean("allow", True),
+            min_sites=sub.integer("min_sites", 1, min=1),
+            site_dp=sub.boolean("site_dp", False),
+        )
+        sub.done()
+    table.done()
+    return MappingProxyType(export)
+
+
+def _read_budgets(table: Table) -> Budgets:
+    jt = table.table("jurisdiction_epsilon")
+    per_jurisdiction = {
+        _jurisdiction(jt, j, j): jt.number(j, min=0.0, exclusive_min=True) for j in list(jt.keys())
+    }
+    jt.done()
+    budgets = Budgets(
+        site_epsilon=table.number("site_epsilon", None, min=0.0, exclusive_min=True),
+        jurisdiction_epsilon=MappingProxyType(per_jurisdiction),
     )
-    sub.done()
-    return rule
+    table.done()
+    return budgets
 
 
 def _read_policy(table: Table) -> Policy:
-    rt = table.table("residency")
-    residency = {j: frozenset(rt.strings(j)) for j in list(rt.keys())}
-    rt.done()
-    et = table.table("export")
-    export = {j: _read_export(et, j) for j in list(et.keys())}
-    et.done()
-    site_dp = read_site_dp(table.table("site_dp")) if table.has("site_dp") else None
-    bt = table.table("budgets")
-    jt = bt.table("jurisdiction_epsilon")
-    per_jurisdiction = {j: jt.number(j, min=0.0, exclusive_min=True) for j in list(jt.keys())}
-    jt.done()
-    budgets = Budgets(
-        site_epsilon=bt.number("site_epsilon", None, min=0.0, exclusive_min=True),
-        jurisdiction_epsilon=per_jurisdiction,
+    policy = Policy(
+        residency=_read_residency(table.table("residency")),
+        export=_read_export(table.table("export")),
+        site_dp=read_site_dp(table.table("site_dp")) if table.has("site_dp") else None,
+        budgets=_read_budgets(table.table("budgets")),
     )
-    bt.done()
     table.done()
-    return Policy(residency=residency, export=export, site_dp=site_dp, budgets=budgets)
+    return policy
 
 
 def _read_simulation(table: Table) -> SimulationSpec:
+    dataset = table.string("dataset", "digits")
+    if dataset not in DATASETS:
+        raise table.error("dataset", f"{dataset!r} is not one of {', '.join(DATASETS)}")
+    partition = table.string("partition", "iid")
+    if partition not in PARTITIONS:
+        raise table.error("partition", f"{partition!r} is not one of {', '.join(PARTITIONS)}")
     spec = SimulationSpec(
-        dataset=table.string("dataset", "digits"),
-        partition=table.string("partition", "iid"),
+        dataset=dataset,
+        partition=partition,
         alpha=table.number("alpha", None, min=0.0, exclusive_min=True),
         test_fraction=table.number("test_fraction", 0.2, min=0.0, max=0.9, exclusive_min=True),
     )
+    if partition == "dirichlet" and spec.alpha is None:
+        raise table.error("alpha", "is required with partition = 'dirichlet'")
     table.done()
     return spec
 
 
-def load_plan(path: Path) -> Plan:
+def _parse(path: Path) -> tuple[bytes, Table]:
+    """The file's bytes and their TOML: the hash pins exactly what was parsed."""
     try:
         raw = path.read_bytes()
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read plan: {exc.strerror or exc}") from exc
-    doc = load_toml(path)
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: the plan is not UTF-8: {exc}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: invalid TOML: {exc}") from exc
+    return raw, Table(data, file=path, prefix="")
+
+
+def load_plan(path: Path) -> Plan:
+    """Read and validate each field of the plan at ``path``; errors name file and key."""
+    raw, doc = _parse(path)
     fed = doc.table("federation", required=True)
     federation = fed.string("name")
     try:
