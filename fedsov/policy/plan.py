@@ -21,7 +21,7 @@ from fedsov.coordinator.config import ModelConfig, read_model, read_training
 from fedsov.exceptions import ConfigError, PKIError
 from fedsov.messages import TrainingPlan
 from fedsov.pki.identity import Role, validate_jurisdiction, validate_name
-from fedsov.simulation.scenario import DATASETS, PARTITIONS
+from fedsov.simulation.scenario import read_data_choice
 from fedsov.site.config import read_privacy
 from fedsov.site.trainer import PrivacyConfig
 from fedsov.strategy import SiteDPSettings
@@ -254,22 +254,14 @@ def _read_policy(table: Table) -> Policy:
 
 
 def _read_simulation(table: Table) -> SimulationSpec:
-    dataset = table.string("dataset", "digits")
-    if dataset not in DATASETS:
-        raise table.error("dataset", f"{dataset!r} is not one of {', '.join(DATASETS)}")
-    partition = table.string("partition", "iid")
-    if partition not in PARTITIONS:
-        raise table.error("partition", f"{partition!r} is not one of {', '.join(PARTITIONS)}")
-    spec = SimulationSpec(
-        dataset=dataset,
-        partition=partition,
-        alpha=table.number("alpha", None, min=0.0, exclusive_min=True),
-        test_fraction=table.number("test_fraction", 0.2, min=0.0, max=0.9, exclusive_min=True),
-    )
-    if partition == "dirichlet" and spec.alpha is None:
-        raise table.error("alpha", "is required with partition = 'dirichlet'")
+    choice = read_data_choice(table, default_dataset="digits")
     table.done()
-    return spec
+    return SimulationSpec(
+        dataset=choice.dataset,
+        partition=choice.partition,
+        alpha=choice.alpha,
+        test_fraction=choice.test_fraction,
+    )
 
 
 def _parse(path: Path) -> tuple[bytes, Table]:

@@ -6,7 +6,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from fedsov.config import load_toml
+from fedsov.config import Table, load_toml
 from fedsov.coordinator.config import ModelConfig, read_model, read_training
 from fedsov.messages import TrainingPlan
 from fedsov.site.config import read_privacy
@@ -49,6 +49,37 @@ class Scenario:
     privacy: PrivacyConfig
 
 
+@dataclass(frozen=True)
+class DataChoice:
+    """Which dataset, how it is split over the sites, and how much is held out."""
+
+    dataset: str
+    partition: str
+    alpha: float | None
+    test_fraction: float
+
+
+def read_data_choice(table: Table, *, default_dataset: str | None) -> DataChoice:
+    """The data keys shared by scenarios ([data]) and plans ([simulation])."""
+    dataset = (
+        table.string("dataset", default_dataset) if default_dataset else table.string("dataset")
+    )
+    if dataset not in DATASETS:
+        raise table.error("dataset", f"{dataset!r} is not one of {', '.join(DATASETS)}")
+    partition = table.string("partition", "iid")
+    if partition not in PARTITIONS:
+        raise table.error("partition", f"{partition!r} is not one of {', '.join(PARTITIONS)}")
+    choice = DataChoice(
+        dataset=dataset,
+        partition=partition,
+        alpha=table.number("alpha", None, min=0.0, exclusive_min=True),
+        test_fraction=table.number("test_fraction", 0.2, min=0.0, max=0.9, exclusive_min=True),
+    )
+    if partition == "dirichlet" and choice.alpha is None:
+        raise table.error("alpha", "is required with partition = 'dirichlet'")
+    return choice
+
+
 def is_plan(path: Path) -> bool:
     """A federation plan declares ``[[nodes]]``; a flat scenario does not."""
     return load_toml(path).has("nodes")
@@ -62,23 +93,16 @@ def load_scenario(path: Path) -> Scenario:
     seed = doc.integer("seed", 0, min=0)
 
     dt = doc.table("data", required=True)
-    dataset = dt.string("dataset")
-    if dataset not in DATASETS:
-        raise dt.error("dataset", f"{dataset!r} is not one of {', '.join(DATASETS)}")
-    partition = dt.string("partition", "iid")
-    if partition not in PARTITIONS:
-        raise dt.error("partition", f"{partition!r} is not one of {', '.join(PARTITIONS)}")
+    choice = read_data_choice(dt, default_dataset=None)
     data = DataPlan(
-        dataset=dataset,
-        partition=partition,
-        alpha=dt.number("alpha", None, min=0.0, exclusive_min=True),
+        dataset=choice.dataset,
+        partition=choice.partition,
+        alpha=choice.alpha,
         synthetic_alpha=dt.number("synthetic_alpha", 1.0, min=0.0),
         synthetic_beta=dt.number("synthetic_beta", 1.0, min=0.0),
-        test_fraction=dt.number("test_fraction", 0.2, min=0.0, max=0.9, exclusive_min=True),
+        test_fraction=choice.test_fraction,
         sites=dt.integer("sites", min=1, max=200),
     )
-    if partition == "dirichlet" and data.alpha is None:
-        raise dt.error("alpha", "is required with partition = 'dirichlet'")
     dt.done()
 
     rt = doc.table("rounds", required=True)

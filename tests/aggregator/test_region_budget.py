@@ -6,17 +6,13 @@ import asyncio
 from pathlib import Path
 
 import pytest
-from test_two_tier import MODEL, accept_any_node_of, coordinator, pki, serve, site, tls
+from test_two_tier import accept_any_node_of, coordinator, pki, region_config, serve, site
 
 from fedsov.aggregator.app import RegionalAggregator
-from fedsov.aggregator.config import AggregatorConfig, RegionRounds
-from fedsov.coordinator.config import EvaluationConfig
 from fedsov.exceptions import FedsovError
-from fedsov.participant import Backoff
 from fedsov.pki import NodePaths
 from fedsov.privacy.site_level import SiteLevelLedger
 from fedsov.strategy import SiteDPSettings
-from fedsov.transport.endpoint import ClientEndpoint, ServerEndpoint
 
 __all__ = ["pki"]  # the module-scoped fixture, shared with test_two_tier
 
@@ -25,25 +21,14 @@ BUDGET = 12.0
 
 
 def region(tmp_path: Path, pki: dict[str, NodePaths], port: int) -> RegionalAggregator:
-    p = pki["agg-a"]
-    return RegionalAggregator(
-        AggregatorConfig(
-            source=tmp_path / "agg-a.toml",
-            name="agg-a",
-            federation="tiers",
-            seed=0,
-            plan=None,
-            server=ServerEndpoint("127.0.0.1:0", tls(p), None),
-            upstream=ClientEndpoint(f"127.0.0.1:{port}", tls(p), "localhost"),
-            model=MODEL,
-            evaluation=EvaluationConfig(None),
-            rounds=RegionRounds(min_sites=2, sites_per_round=0, timeout_s=60, start_timeout_s=60),
-            site_dp=SiteDPSettings(clip=1.0, noise_multiplier=1.0),
-            backoff=Backoff(0.1, 0.5, 50),
-            output_dir=tmp_path / "agg-a",
-        ),
-        budget_epsilon=BUDGET,
+    config = region_config(
+        tmp_path,
+        pki["agg-a"],
+        name="agg-a",
+        upstream_port=port,
+        site_dp=SiteDPSettings(clip=1.0, noise_multiplier=1.0),
     )
+    return RegionalAggregator(config, budget_epsilon=BUDGET)
 
 
 async def federation(tmp_path: Path, pki: dict[str, NodePaths]) -> tuple[list[object], float]:

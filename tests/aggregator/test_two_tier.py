@@ -23,6 +23,7 @@ from fedsov.site.agent import SiteAgent
 from fedsov.site.config import ModelConfig, SiteConfig
 from fedsov.site.data import DataSpec, save_npz
 from fedsov.site.trainer import PrivacyConfig
+from fedsov.strategy import SiteDPSettings
 from fedsov.testing import make_engine
 from fedsov.transport.endpoint import ClientEndpoint, ServerEndpoint, TlsPaths
 from fedsov.transport.server import start_server
@@ -65,6 +66,32 @@ def site(tmp_path: Path, pki: dict[str, NodePaths], name: str, port: int) -> Sit
             privacy=NO_DP,
             backoff=Backoff(0.1, 0.5, 50),
         )
+    )
+
+
+def region_config(
+    tmp_path: Path,
+    p: NodePaths,
+    *,
+    name: str,
+    upstream_port: int,
+    site_dp: SiteDPSettings | None = None,
+) -> AggregatorConfig:
+    """A regional aggregator of 2 sites, listening on a free port, without a plan."""
+    return AggregatorConfig(
+        source=tmp_path / f"{name}.toml",
+        name=name,
+        federation="tiers",
+        seed=0,
+        plan=None,
+        server=ServerEndpoint("127.0.0.1:0", tls(p), None),
+        upstream=ClientEndpoint(f"127.0.0.1:{upstream_port}", tls(p), "localhost"),
+        model=MODEL,
+        evaluation=EvaluationConfig(None),
+        rounds=RegionRounds(min_sites=2, sites_per_round=0, timeout_s=60, start_timeout_s=60),
+        site_dp=site_dp,
+        backoff=Backoff(0.1, 0.5, 50),
+        output_dir=tmp_path / name,
     )
 
 
@@ -122,23 +149,7 @@ async def two_tier(tmp_path: Path, pki: dict[str, NodePaths]) -> dict[str, np.nd
         for name, members in REGIONS.items():
             p = pki[name]
             agg = RegionalAggregator(
-                AggregatorConfig(
-                    source=tmp_path / f"{name}.toml",
-                    name=name,
-                    federation="tiers",
-                    seed=0,
-                    plan=None,
-                    server=ServerEndpoint("127.0.0.1:0", tls(p), None),
-                    upstream=ClientEndpoint(f"127.0.0.1:{server.port}", tls(p), "localhost"),
-                    model=MODEL,
-                    evaluation=EvaluationConfig(None),
-                    rounds=RegionRounds(
-                        min_sites=2, sites_per_round=0, timeout_s=60, start_timeout_s=60
-                    ),
-                    site_dp=None,
-                    backoff=Backoff(0.1, 0.5, 50),
-                    output_dir=tmp_path / name,
-                )
+                region_config(tmp_path, p, name=name, upstream_port=server.port)
             )
             tasks.append(asyncio.ensure_future(agg.run()))
             await asyncio.wait_for(agg.listening.wait(), 30)
