@@ -60,6 +60,7 @@ class EngineSettings:
 @dataclass(frozen=True)
 class SiteResult:
     site: str
+    task_id: str
     status: str
     reason: str
     num_examples: int
@@ -70,6 +71,7 @@ class SiteResult:
         p = self.privacy
         return {
             "site": self.site,
+            "task_id": self.task_id,
             "status": self.status,
             "reason": self.reason,
             "num_examples": self.num_examples,
@@ -415,6 +417,7 @@ def _site_result(record: TaskRecord) -> SiteResult:
     header = record.header
     return SiteResult(
         site=record.site,
+        task_id=record.task.task_id,
         status=str(record.status),
         reason=record.reason,
         num_examples=header.num_examples if header else 0,
