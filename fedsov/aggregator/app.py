@@ -138,7 +138,13 @@ class RegionalAggregator:
         )
         self.exported: list[int] = []
         # Site-level releases of this region, persisted: ε composes across restarts.
-        self.site_ledger = SiteLevelLedger(config.output_dir / "site-level-ledger.jsonl")
+        identity = self.server_tls.identity if self.server_tls else None
+        self.site_ledger = SiteLevelLedger(
+            config.output_dir / "site-level-ledger.jsonl",
+            region=config.name,
+            jurisdiction=identity.jurisdiction if identity else "DEV",
+            federation=config.federation,
+        )
         self.budget = budget_epsilon
         self.declined: dict[int, str] = {}
         self.port: int | None = None
@@ -267,6 +273,8 @@ class RegionalAggregator:
                 noise_multiplier=release.noise_multiplier,
                 sites=release.sites,
                 population=release.population,
+                round=task.round,
+                delta=delta,
             )
         new = self.engine.model.arrays()
         update = encode({k: new[k] - v for k, v in base.arrays().items()})

@@ -85,10 +85,13 @@ def noise_command(
 
 @app.command("report")
 def report_command(
-    ledgers: Annotated[list[Path], typer.Argument(help="Sites' privacy ledger files.")],
+    ledgers: Annotated[
+        list[Path],
+        typer.Argument(help="Privacy ledgers: sites' and regional aggregators' site-level ones."),
+    ],
     as_json: J = False,
 ) -> None:
-    """ε spent per site, per jurisdiction and per federation, from sites' ledgers."""
+    """ε spent per site, region, jurisdiction and federation, from the ledgers."""
     from rich.table import Table
 
     from fedsov.exceptions import DataError
@@ -102,23 +105,33 @@ def report_command(
         print(json.dumps(report, indent=2))
         return
     console = Console()
-    table = Table(title="privacy spent (sample-level, per site)")
-    for col in ("federation", "site", "jurisdiction", "rounds", "ε", "δ", "accountant"):
-        table.add_column(col)
-    for s in report["sites"]:
-        table.add_row(
-            s["federation"],
-            s["site"],
-            s["jurisdiction"],
-            str(s["rounds"]),
-            f"{s['epsilon']:.3f}",
-            f"{s['delta']:g}",
-            s["accountant"],
-        )
-    console.print(table)
+    tables = (
+        ("sites", "site", "privacy spent (sample-level DP-SGD, per site)"),
+        ("regions", "region", "privacy spent (site-level DP-FedAvg, per region's exports)"),
+    )
+    for key, who, title in tables:
+        if not report[key]:
+            continue
+        table = Table(title=title)
+        for col in ("federation", who, "jurisdiction", "rounds", "ε", "δ", "accountant"):
+            table.add_column(col)
+        for row in report[key]:
+            table.add_row(
+                row["federation"],
+                row[who],
+                row["jurisdiction"],
+                str(row["rounds"]),
+                f"{row['epsilon']:.3f}",
+                f"{row['delta']:g}",
+                row["accountant"],
+            )
+        console.print(table)
     for level in ("jurisdictions", "federations"):
         for name, group in report[level].items():
-            console.print(
-                f"{level[:-1]} {name}: {group['sites']} sites, max ε {group['max_epsilon']:.3f}",
-                highlight=False,
-            )
+            line = f"{level[:-1]} {name}: {group['sites']} sites, max ε {group['max_epsilon']:.3f}"
+            if "regions" in group:
+                line += (
+                    f"; {group['regions']} regions, max site-level ε "
+                    f"{group['max_site_level_epsilon']:.3f}"
+                )
+            console.print(line, highlight=False)

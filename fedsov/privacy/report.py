@@ -1,4 +1,9 @@
-"""Privacy spent, from sites' ledgers: per site, per jurisdiction, per federation."""
+"""Privacy spent, from the ledgers: per site, per region, per jurisdiction, per federation.
+
+Two kinds of ledger are read, told apart by their records: a site's privacy ledger
+(sample-level DP-SGD releases) and a regional aggregator's site-level ledger
+(DP-FedAvg exports). A file holding neither is refused by name.
+"""
 
 from __future__ import annotations
 
@@ -6,56 +11,115 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from fedsov.exceptions import DataError
+from fedsov.fileio import read_records
 from fedsov.privacy.accountant import compute_epsilon
 from fedsov.privacy.ledger import PrivacyLedger
+from fedsov.privacy.site_level import SiteLevelLedger
 
 __all__ = ["privacy_report"]
 
+SITE_LEVEL_ACCOUNTANT = "rdp-replace-one"
+
+
+def _is_site_level(path: Path) -> bool:
+    try:
+        records = read_records(path)
+    except ValueError as exc:
+        raise DataError(f"{path}: not a privacy ledger: {exc}") from exc
+    return bool(records) and "population" in records[0]
+
+
+def _site_rows(path: Path) -> list[dict[str, Any]]:
+    ledger = PrivacyLedger(path)
+    rows = []
+    for federation, site, jurisdiction in sorted(
+        {(e.federation, e.site, e.jurisdiction) for e in ledger.entries}
+    ):
+        entries = [
+            e
+            for e in ledger.entries
+            if (e.federation, e.site, e.jurisdiction) == (federation, site, jurisdiction)
+        ]
+        delta = max(e.delta for e in entries)
+        accountant = entries[-1].accountant
+        rows.append(
+            {
+                "federation": federation,
+                "site": site,
+                "jurisdiction": jurisdiction,
+                "rounds": len(entries),
+                "steps": sum(e.steps for e in entries),
+                "epsilon": compute_epsilon(
+                    history=[e.step for e in entries], delta=delta, accountant=accountant
+                ),
+                "delta": delta,
+                "accountant": accountant,
+                "ledger": str(path),
+            }
+        )
+    return rows
+
+
+def _region_row(path: Path) -> dict[str, Any]:
+    ledger = SiteLevelLedger(path)
+    first = ledger.records[0]
+    deltas = [r.get("delta") for r in ledger.records]
+    if any(not isinstance(d, float) for d in deltas):
+        raise DataError(f"{path}: a site-level entry has no δ (written by an older fedsov)")
+    delta = max(d for d in deltas if isinstance(d, float))
+    return {
+        "federation": first.get("federation", ""),
+        "region": first.get("region", ""),
+        "jurisdiction": first.get("jurisdiction", ""),
+        "rounds": len(ledger.rounds),
+        "epsilon": ledger.fixed_size_epsilon(delta),
+        "delta": delta,
+        "accountant": SITE_LEVEL_ACCOUNTANT,
+        "ledger": str(path),
+    }
+
+
+def _worst(rows: Sequence[dict[str, Any]], key: str, count: str) -> dict[str, dict[str, Any]]:
+    groups: dict[str, dict[str, Any]] = {}
+    for row in rows:
+        group = groups.setdefault(row[key], {count: 0, "max_epsilon": 0.0})
+        group[count] += 1
+        group["max_epsilon"] = max(group["max_epsilon"], row["epsilon"])
+    return dict(sorted(groups.items()))
+
 
 def privacy_report(ledgers: Sequence[Path]) -> dict[str, Any]:
-    """ε of every (federation, site) in the ledgers, and the worst per jurisdiction/federation.
+    """ε of every site (sample-level) and region (site-level) in the ledgers.
 
     Each site's ε composes all of its releases in that federation, at the δ and with
-    the accountant the site used (the largest δ if they changed).
+    the accountant the site used (the largest δ if they changed). Each region's ε
+    composes its exports as fixed-size, replace-one site-level releases. Per
+    jurisdiction and federation the worst of each is given: regions of one
+    jurisdiction hold disjoint sites, so a site's site-level ε is its own region's
+    (parallel composition).
     """
     sites: list[dict[str, Any]] = []
+    regions: list[dict[str, Any]] = []
     for path in ledgers:
-        ledger = PrivacyLedger(path)
-        keys = sorted({(e.federation, e.site, e.jurisdiction) for e in ledger.entries})
-        for federation, site, jurisdiction in keys:
-            entries = [
-                e
-                for e in ledger.entries
-                if (e.federation, e.site, e.jurisdiction) == (federation, site, jurisdiction)
-            ]
-            delta = max(e.delta for e in entries)
-            accountant = entries[-1].accountant
-            sites.append(
-                {
-                    "federation": federation,
-                    "site": site,
-                    "jurisdiction": jurisdiction,
-                    "rounds": len(entries),
-                    "steps": sum(e.steps for e in entries),
-                    "epsilon": compute_epsilon(
-                        history=[e.step for e in entries], delta=delta, accountant=accountant
-                    ),
-                    "delta": delta,
-                    "accountant": accountant,
-                    "ledger": str(path),
-                }
-            )
+        if not path.is_file():
+            raise DataError(f"{path}: no such ledger file")
+        if _is_site_level(path):
+            regions.append(_region_row(path))
+        else:
+            sites.extend(_site_rows(path))
 
-    def worst(key: str) -> dict[str, dict[str, Any]]:
-        groups: dict[str, dict[str, Any]] = {}
-        for s in sites:
-            group = groups.setdefault(s[key], {"sites": 0, "max_epsilon": 0.0})
-            group["sites"] += 1
-            group["max_epsilon"] = max(group["max_epsilon"], s["epsilon"])
-        return dict(sorted(groups.items()))
+    def levels(key: str) -> dict[str, dict[str, Any]]:
+        merged = _worst(sites, key, "sites")
+        for name, group in _worst(regions, key, "regions").items():
+            entry = merged.setdefault(name, {"sites": 0, "max_epsilon": 0.0})
+            entry["regions"] = group["regions"]
+            entry["max_site_level_epsilon"] = group["max_epsilon"]
+        return dict(sorted(merged.items()))
 
     return {
         "sites": sites,
-        "jurisdictions": worst("jurisdiction"),
-        "federations": worst("federation"),
+        "regions": regions,
+        "jurisdictions": levels("jurisdiction"),
+        "federations": levels("federation"),
     }

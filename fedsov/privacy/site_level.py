@@ -36,6 +36,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -253,35 +254,58 @@ class SiteLevelLedger:
 
     With ``path``, every round is appended and fsynced before the export leaves
     (``fedsov.fileio.append_record``) and reloaded on restart, so ε composes across
-    runs; a torn last line from a crash is dropped.
+    runs; a torn last line from a crash is dropped. Each line names the region, its
+    jurisdiction and federation, so ``fedsov privacy report`` can read it.
     """
 
-    def __init__(self, path: Path | None = None) -> None:
+    def __init__(
+        self,
+        path: Path | None = None,
+        *,
+        region: str = "",
+        jurisdiction: str = "",
+        federation: str = "",
+    ) -> None:
         self.path = path
+        self.region, self.jurisdiction, self.federation = region, jurisdiction, federation
         self._rounds: list[SiteRound] = []
+        self.records: list[dict[str, Any]] = []
         if path is not None:
             try:
-                records = read_records(path)
+                self.records = read_records(path)
                 self._rounds = [
-                    SiteRound(r["noise_multiplier"], r["sites"], r["population"]) for r in records
+                    SiteRound(r["noise_multiplier"], r["sites"], r["population"])
+                    for r in self.records
                 ]
             except (ValueError, KeyError, TypeError) as exc:
                 raise DataError(f"{path}: corrupt site-level ledger: {exc}") from exc
 
-    def record(self, *, noise_multiplier: float, sites: int, population: int) -> SiteRound:
+    def record(
+        self,
+        *,
+        noise_multiplier: float,
+        sites: int,
+        population: int,
+        round: int = 0,
+        delta: float | None = None,
+    ) -> SiteRound:
         """Record one exported round (``sites`` of ``population``, multiplier z)."""
         entry = SiteRound(noise_multiplier, sites, population)
+        record: dict[str, Any] = {
+            "region": self.region,
+            "jurisdiction": self.jurisdiction,
+            "federation": self.federation,
+            "round": round,
+            "noise_multiplier": noise_multiplier,
+            "sites": sites,
+            "population": population,
+            "delta": delta,
+            "recorded_unix": time.time(),
+        }
         if self.path is not None:
-            append_record(
-                self.path,
-                {
-                    "noise_multiplier": noise_multiplier,
-                    "sites": sites,
-                    "population": population,
-                    "recorded_unix": time.time(),
-                },
-            )
+            append_record(self.path, record)
         self._rounds.append(entry)
+        self.records.append(record)
         return entry
 
     @property

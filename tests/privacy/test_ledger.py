@@ -122,3 +122,36 @@ def test_report_per_site_jurisdiction_and_federation(tmp_path: Path) -> None:
     assert report["federations"]["fed"]["sites"] == 2
     out = CliRunner().invoke(app, ["report", str(tmp_path / "paris.jsonl")])
     assert out.exit_code == 0 and "paris" in out.output and "jurisdiction EU" in out.output
+
+
+def test_report_reads_regional_site_level_ledgers(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from fedsov.privacy.cli import app
+    from fedsov.privacy.report import privacy_report
+    from fedsov.privacy.site_level import SiteLevelLedger
+
+    record(PrivacyLedger(tmp_path / "paris.jsonl", site="paris", jurisdiction="EU"), 2)
+    region = SiteLevelLedger(
+        tmp_path / "site-level-ledger.jsonl", region="agg-eu", jurisdiction="EU", federation="fed"
+    )
+    for number in (1, 2):
+        region.record(noise_multiplier=1.0, sites=4, population=5, round=number, delta=1e-5)
+    report = privacy_report([tmp_path / "paris.jsonl", tmp_path / "site-level-ledger.jsonl"])
+    (row,) = report["regions"]
+    expected = SiteLevelLedger(tmp_path / "site-level-ledger.jsonl").fixed_size_epsilon(1e-5)
+    assert row["region"] == "agg-eu" and row["rounds"] == 2
+    assert row["epsilon"] == pytest.approx(expected) and expected > 0
+    eu = report["jurisdictions"]["EU"]
+    assert eu["sites"] == 1 and eu["regions"] == 1
+    assert eu["max_site_level_epsilon"] == pytest.approx(expected)
+    assert report["federations"]["fed"]["regions"] == 1
+    out = CliRunner().invoke(app, ["report", *map(str, tmp_path.glob("*.jsonl"))])
+    assert out.exit_code == 0, out.output
+    assert "agg-eu" in out.output and "max site-level ε" in out.output
+
+    (tmp_path / "notes.jsonl").write_text("not json\n")
+    out = CliRunner().invoke(app, ["report", str(tmp_path / "notes.jsonl")])
+    assert out.exit_code == 2 and "notes.jsonl" in out.output
+    out = CliRunner().invoke(app, ["report", str(tmp_path / "missing.jsonl")])
+    assert out.exit_code == 2 and "no such ledger file" in out.output
