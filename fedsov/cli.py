@@ -18,6 +18,7 @@ from fedsov.logging import setup_logging
 from fedsov.pki.cli import app as pki_app
 from fedsov.policy.cli import app as policy_app
 from fedsov.privacy.cli import app as privacy_app
+from fedsov.signals import Stopped, until_signalled
 
 app = typer.Typer(
     name="fedsov",
@@ -92,8 +93,8 @@ def coordinator(
     print(
         json.dumps({k: summary[k] for k in ("status", "rounds", "final_accuracy", "model_sha256")})
     )
-    if summary["status"] != "completed":
-        raise typer.Exit(1)
+    if summary["status"] != "completed" and not str(summary["status"]).startswith("stopped by"):
+        raise typer.Exit(1)  # a stop asked for by a signal is not a failure: it resumes
 
 
 @app.command()
@@ -109,12 +110,14 @@ def site(config: ConfigOpt, insecure: InsecureOpt = False, log_level: LogOpt = "
         cfg = site_config.load(config)
         if _warn_if_insecure(insecure, cfg.upstream.tls):
             cfg = replace(cfg, upstream=replace(cfg.upstream, tls=None))
-        outcome = asyncio.run(SiteAgent(cfg).run())
+        agent = SiteAgent(cfg)
+        outcome = asyncio.run(until_signalled(agent.run()))
     except FedsovError as exc:
         raise _fail(exc) from exc
-    except KeyboardInterrupt:
-        logging.getLogger("fedsov.site").warning("interrupted")
-        raise typer.Exit(130) from None
+    except Stopped as exc:  # an upload in flight was abandoned; the ledger is on disk
+        logging.getLogger("fedsov.site").warning("%s", exc)
+        print(json.dumps({"status": str(exc), "rounds_trained": agent.rounds_trained}))
+        return
     print(json.dumps({"rounds_trained": outcome.rounds_trained, "epsilon": outcome.epsilon}))
 
 
@@ -137,9 +140,12 @@ def aggregator(
                 server=replace(cfg.server, tls=None),
                 upstream=replace(cfg.upstream, tls=None),
             )
-        summary = asyncio.run(RegionalAggregator(cfg).run())
+        summary = asyncio.run(until_signalled(RegionalAggregator(cfg).run()))
     except FedsovError as exc:
         raise _fail(exc) from exc
+    except Stopped as exc:  # state committed, summary written: a restart resumes
+        logging.getLogger("fedsov.aggregator").warning("%s", exc)
+        return
     print(json.dumps({k: summary[k] for k in ("status", "exported_rounds", "declined_rounds")}))
     if summary["status"] != "completed":
         raise typer.Exit(1)

@@ -15,6 +15,7 @@
     │   └── LateUpdate         the round closed or its deadline passed
     ├── AccessDenied           the peer's certificate is not allowed here
     ├── PolicyViolation        the federation plan forbids this (residency, export)
+    ├── StateError             an aggregator's persisted state is inconsistent or unwritable
     └── TrainingError          local training failed
 
 gRPC errors are mapped to these at the transport boundary (``raise ... from exc``).
@@ -37,6 +38,7 @@ __all__ = [
     "PayloadSizeError",
     "PolicyViolation",
     "ProtocolError",
+    "StateError",
     "TrainingError",
     "UnknownTask",
 ]
@@ -104,3 +106,7 @@ class AccessDenied(FedsovError):
 
 class PolicyViolation(FedsovError):
     """The federation plan forbids what was about to happen (residency, export)."""
+
+
+class StateError(FedsovError):
+    """An aggregator's persisted state is inconsistent, damaged or cannot be written."""

@@ -19,6 +19,7 @@ __all__ = [
     "PUBLIC_MODE",
     "append_record",
     "atomic_writer",
+    "fsync_dir",
     "read_records",
     "write_atomic",
     "write_json_atomic",
@@ -48,7 +49,7 @@ def atomic_writer(path: Path, *, mode: int = PUBLIC_MODE) -> Iterator[IO[bytes]]
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
 
 
 def write_atomic(path: Path, data: bytes, *, mode: int = PUBLIC_MODE) -> None:
@@ -60,7 +61,7 @@ def write_json_atomic(path: Path, data: Any) -> None:
     write_atomic(path, (json.dumps(data, indent=2, allow_nan=False) + "\n").encode())
 
 
-def _fsync_dir(directory: Path) -> None:
+def fsync_dir(directory: Path) -> None:
     try:
         fd = os.open(directory, os.O_RDONLY)
     except OSError:  # pragma: no cover - platforms without directory descriptors

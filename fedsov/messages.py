@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from typing import Any
 
-from fedsov.codec import Manifest
+from fedsov.codec import Manifest, TensorSpec
 
 __all__ = [
     "Finished",
@@ -16,6 +17,8 @@ __all__ = [
     "TrainingPlan",
     "UpdateHeader",
     "UploadReceipt",
+    "header_from_json",
+    "header_to_json",
 ]
 
 
@@ -86,3 +89,36 @@ class UploadReceipt:
     round: int
     payload_sha256: str
     bytes_received: int
+
+
+def header_to_json(header: UpdateHeader) -> dict[str, Any]:
+    """An update header as JSON-ready data (for the state store; never pickled)."""
+    return {
+        "task_id": header.task_id,
+        "round": header.round,
+        "manifest": [[t.name, t.dtype, list(t.shape)] for t in header.manifest.tensors],
+        "num_examples": header.num_examples,
+        "payload_size": header.payload_size,
+        "payload_sha256": header.payload_sha256,
+        "base_model_sha256": header.base_model_sha256,
+        "privacy": asdict(header.privacy),
+        "metrics": dict(header.metrics),
+    }
+
+
+def header_from_json(data: Mapping[str, Any]) -> UpdateHeader:
+    """The inverse of ``header_to_json``; KeyError/TypeError/CodecError on bad data."""
+    manifest = Manifest(
+        tuple(TensorSpec(str(n), str(d), tuple(int(x) for x in s)) for n, d, s in data["manifest"])
+    )
+    return UpdateHeader(
+        task_id=str(data["task_id"]),
+        round=int(data["round"]),
+        manifest=manifest,
+        num_examples=int(data["num_examples"]),
+        payload_size=int(data["payload_size"]),
+        payload_sha256=str(data["payload_sha256"]),
+        base_model_sha256=str(data["base_model_sha256"]),
+        privacy=PrivacyReport(**data["privacy"]),
+        metrics={str(k): float(v) for k, v in data["metrics"].items()},
+    )

@@ -103,6 +103,11 @@ async def send_update(
     except grpc.aio.AioRpcError as exc:
         if exc.code() in FATAL or exc.code() is grpc.StatusCode.UNAVAILABLE:
             raise
-        log.error("round %d: update refused: %s: %s", header.round, exc.code().name, exc.details())
+        if exc.code() is grpc.StatusCode.DEADLINE_EXCEEDED:
+            log.warning("round %d: update not counted, late: %s", header.round, exc.details())
+        else:
+            log.error(
+                "round %d: update refused: %s: %s", header.round, exc.code().name, exc.details()
+            )
         return False
     return True

@@ -18,6 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_example_configs_and_scenarios_load() -> None:
     coord = coordinator_config.load(ROOT / "sites" / "coordinator.example.toml")
     assert coord.rounds.min_updates == 3 and coord.server.tls is not None
+    assert coord.rounds.over_select == 0
     site = site_config.load(ROOT / "sites" / "site-1.example.toml")
     assert site.name == "site-1" and site.privacy.noise_multiplier == 2.0
     assert site.upstream.tls is not None
@@ -70,6 +71,10 @@ num_rounds = 2
         (
             BASE + "min_sites = 2\nmin_updates = 3\n",
             r"rounds\.min_updates: is 3, above min_sites = 2",
+        ),
+        (
+            BASE + "over_select = 2\n",
+            r"rounds\.over_select: needs sites_per_round",
         ),
         ("[federation\n", "invalid TOML"),
         (

@@ -21,9 +21,10 @@ from typing import Any
 from fedsov.aggregator.config import AggregatorConfig
 from fedsov.codec import EncodedTensors, encode
 from fedsov.coordinator.allocator import tune_allocator
-from fedsov.coordinator.engine import Admission, Engine, EngineSettings, RoundReport
+from fedsov.coordinator.engine import FINISH_GRACE_S, Admission, Engine, EngineSettings, RoundReport
 from fedsov.coordinator.evaluation import make_evaluator
 from fedsov.coordinator.model import GlobalModel, ModelStore, state_to_numpy
+from fedsov.coordinator.state_sqlite import STATE_FILE, SqliteStateStore
 from fedsov.coordinator.summary import build_summary
 from fedsov.exceptions import FedsovError
 from fedsov.fileio import write_json_atomic
@@ -135,7 +136,9 @@ class RegionalAggregator:
             admission=admission,
             on_round=on_round,
             evaluator=make_evaluator(config.model, config.evaluation),
+            state=SqliteStateStore(config.output_dir / STATE_FILE),
         )
+        self.engine.resume()  # after a crash: the regional rounds it already ran
         self.exported: list[int] = []
         # Site-level releases of this region, persisted: ε composes across restarts.
         identity = self.server_tls.identity if self.server_tls else None
@@ -186,15 +189,21 @@ class RegionalAggregator:
                 handle=self._handle,
             )
             self.engine.finish(finished.reason)
-        except BaseException as exc:
-            status = f"failed: {exc}" if isinstance(exc, FedsovError) else "stopped"
+        except FedsovError as exc:
+            status = f"failed: {exc}"
             self.engine.finish(status)
             raise
+        except BaseException:
+            # Stopped (SIGTERM): the sites are not told the federation finished; they
+            # reconnect to the restarted aggregator, which resumes from its state.
+            status = "stopped"
+            raise
         finally:
-            await asyncio.sleep(0.2)  # let Finished reach the sites
+            await self.engine.linger(FINISH_GRACE_S)  # every site hears Finished
             await server.stop(grace=2.0)
             summary = self.summary(status, time.time() - started)
             write_json_atomic(self.config.output_dir / "summary.json", summary)
+            self.engine.state.close()
         return summary
 
     def summary(self, status: str, seconds: float) -> dict[str, Any]:
@@ -228,14 +237,18 @@ class RegionalAggregator:
         )
         remaining = task.deadline_unix - time.time()
         deadline = time.time() + min(self.config.rounds.timeout_s, remaining * (1 - UPLOAD_MARGIN))
+        # Ran already (before a restart, or for an earlier attempt upstream): export the
+        # same aggregate again; the upstream counts it once, and no new ε is spent.
+        report = self.engine.completed(task.round, base.sha256)
         try:
-            report = await self.engine.run_round(
-                task.round,
-                base=base,
-                deadline=deadline,
-                plan=task.plan,
-                round_seed=task.round_seed,
-            )
+            if report is None:
+                report = await self.engine.run_round(
+                    task.round,
+                    base=base,
+                    deadline=deadline,
+                    plan=task.plan,
+                    round_seed=task.round_seed,
+                )
         except FedsovError as exc:
             await self._decline(client, task, "below-k", str(exc))
             return
@@ -249,7 +262,7 @@ class RegionalAggregator:
                 f"contributed in round {task.round}; nothing is exported",
             )
             return
-        if isinstance(self.strategy, DPFedAvg):
+        if isinstance(self.strategy, DPFedAvg) and not self.site_ledger.has_round(task.round):
             # m of n sites were asked (fixed-size sampling when sites_per_round is set)
             selected = len(report.sites)
             release = SiteRound(

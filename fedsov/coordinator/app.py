@@ -2,25 +2,25 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
-import signal
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 from fedsov.coordinator.allocator import tune_allocator
 from fedsov.coordinator.config import CoordinatorConfig
-from fedsov.coordinator.engine import Engine, EngineSettings, RoundReport
+from fedsov.coordinator.engine import FINISH_GRACE_S, Engine, EngineSettings, RoundReport
 from fedsov.coordinator.evaluation import make_evaluator
 from fedsov.coordinator.model import GlobalModel, ModelStore, state_to_numpy
+from fedsov.coordinator.state_sqlite import STATE_FILE, SqliteStateStore
 from fedsov.coordinator.summary import build_summary
 from fedsov.exceptions import FedsovError
-from fedsov.fileio import write_json_atomic
+from fedsov.fileio import write_atomic, write_json_atomic
 from fedsov.modelref import build_model
 from fedsov.pki.tls import load_tls_material
 from fedsov.policy.runtime import PlanAdmission, load_node_plan
+from fedsov.signals import Stopped, until_signalled
 from fedsov.strategy import FedAvg
 from fedsov.transport.server import start_server
 from fedsov.transport.service import FederationService
@@ -52,12 +52,14 @@ async def run_coordinator(
         parent=None,
     )
     store = ModelStore(out / "models")
+    state = SqliteStateStore(out / STATE_FILE)
     rounds_log = out / "rounds.jsonl"
-    rounds_log.unlink(missing_ok=True)
+    # One line per closed round attempt, rebuilt from the state store on a restart.
+    write_atomic(rounds_log, "".join(_line(r) for r in state.reports()).encode())
 
     def record(report: RoundReport) -> None:
         with open(rounds_log, "a", encoding="utf-8") as f:
-            f.write(json.dumps(report.to_json(), allow_nan=False, default=_json_default) + "\n")
+            f.write(_line(report.to_json()))
         if on_round is not None:
             on_round(report)
 
@@ -77,6 +79,7 @@ async def run_coordinator(
             round_timeout_s=config.rounds.timeout_s,
             start_timeout_s=config.rounds.start_timeout_s,
             max_attempts=config.rounds.max_attempts,
+            over_select=config.rounds.over_select,
             plan=config.training,
             seed=config.seed,
             heartbeat_s=config.heartbeat_s,
@@ -89,6 +92,7 @@ async def run_coordinator(
         evaluator=make_evaluator(config.model, config.evaluation),
         admission=admission,
         on_round=record,
+        state=state,
     )
     server = await start_server(
         FederationService(
@@ -103,23 +107,18 @@ async def run_coordinator(
     )
     started = time.time()
     status = "completed"
-    run = asyncio.ensure_future(engine.run())
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, run.cancel)
     try:
-        await run
-    except asyncio.CancelledError:
-        status = "stopped by signal"
-        log.warning("stopping: signal received")
+        await until_signalled(engine.run())
+    except Stopped as exc:
+        status = str(exc)  # the open round stays stored: a restart re-opens it
+        log.warning("%s: state is committed; start again with the same config to resume", exc)
     except FedsovError as exc:
         status = f"failed: {exc}"
         log.error("%s", exc)
     finally:
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.remove_signal_handler(sig)
-        await asyncio.sleep(0.2)  # let Finished reach the sites before streams close
+        await engine.linger(FINISH_GRACE_S)  # every site hears Finished, even one reconnecting
         await server.stop(grace=2.0)
+        state.close()
     summary = build_summary(
         federation=config.federation,
         reports=engine.reports,
@@ -130,6 +129,10 @@ async def run_coordinator(
     )
     write_json_atomic(out / "summary.json", summary)
     return summary
+
+
+def _line(report: dict[str, object]) -> str:
+    return json.dumps(report, allow_nan=False, default=_json_default) + "\n"
 
 
 def _json_default(value: object) -> object:

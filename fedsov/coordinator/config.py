@@ -28,6 +28,7 @@ class RoundsConfig:
     timeout_s: float
     start_timeout_s: float
     max_attempts: int
+    over_select: int = 0  # sites asked beyond sites_per_round; the first to answer count
 
 
 @dataclass(frozen=True)
@@ -95,7 +96,13 @@ def load(path: Path) -> CoordinatorConfig:
         timeout_s=rt.number("timeout_s", 300.0, min=0.0, exclusive_min=True),
         start_timeout_s=rt.number("start_timeout_s", 600.0, min=0.0, exclusive_min=True),
         max_attempts=rt.integer("max_attempts", 3, min=1),
+        over_select=rt.integer("over_select", 0, min=0),
     )
+    if rounds.over_select and not rounds.sites_per_round:
+        raise rt.error(
+            "over_select",
+            "needs sites_per_round: it asks that many sites more than sites_per_round",
+        )
     if rounds.min_updates > rounds.min_sites:
         raise rt.error(
             "min_updates",

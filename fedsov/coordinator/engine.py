@@ -8,21 +8,26 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import random
+import shutil
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+from fedsov.codec import DEFAULT_CHUNK_SIZE
 from fedsov.coordinator.model import GlobalModel, ModelStore
+from fedsov.coordinator.state import MemoryStateStore, ModelRow, RoundRow, StateStore, TaskRow
 
 if TYPE_CHECKING:
     from fedsov.coordinator.evaluation import Evaluator
 from fedsov.coordinator.rounds import Round, TaskRecord, TaskStatus
-from fedsov.exceptions import AccessDenied, FedsovError, UnknownTask
+from fedsov.exceptions import AccessDenied, FedsovError, LateUpdate, StateError, UnknownTask
+from fedsov.faults import crash_point
 from fedsov.messages import (
     Finished,
     Heartbeat,
@@ -32,11 +37,15 @@ from fedsov.messages import (
     TrainTask,
     UpdateHeader,
     UploadReceipt,
+    header_from_json,
 )
 from fedsov.pki.identity import NodeIdentity, Role
 from fedsov.strategy import Strategy
 
-__all__ = ["Engine", "EngineSettings", "RoundReport"]
+__all__ = ["FINISH_GRACE_S", "Engine", "EngineSettings", "RoundReport"]
+
+# How long a finished aggregator waits for its last round's participants to hear it.
+FINISH_GRACE_S = 15.0
 
 log = logging.getLogger("fedsov.coordinator")
 
@@ -55,6 +64,9 @@ class EngineSettings:
     seed: int
     heartbeat_s: float = 10.0
     allowed_sites: frozenset[str] | None = None
+    # Over-selection: ask this many sites more than sites_per_round, and close the round
+    # as soon as sites_per_round updates are in (the slowest are told they are late).
+    over_select: int = 0
 
 
 @dataclass(frozen=True)
@@ -81,9 +93,36 @@ class SiteResult:
             "noise_multiplier": p.noise_multiplier if p else None,
             "sample_rate": p.sample_rate if p else None,
             "total_steps": p.total_steps if p else None,
+            "steps": p.steps if p else None,
+            "max_grad_norm": p.max_grad_norm if p else None,
             "accountant": p.accountant if p else None,
             "metrics": dict(self.metrics),
         }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> SiteResult:
+        privacy = None
+        if data["dp"] is not None:
+            privacy = PrivacyReport(
+                enabled=bool(data["dp"]),
+                epsilon=data["epsilon"] or 0.0,
+                delta=data["delta"] or 0.0,
+                noise_multiplier=data["noise_multiplier"],
+                max_grad_norm=data["max_grad_norm"],
+                sample_rate=data["sample_rate"],
+                steps=data["steps"],
+                total_steps=data["total_steps"],
+                accountant=data["accountant"],
+            )
+        return cls(
+            site=data["site"],
+            task_id=data["task_id"],
+            status=data["status"],
+            reason=data["reason"],
+            num_examples=data["num_examples"],
+            privacy=privacy,
+            metrics=dict(data["metrics"]),
+        )
 
 
 @dataclass(frozen=True)
@@ -106,6 +145,18 @@ class RoundReport:
             "metrics": dict(self.metrics),
             "sites": [s.to_json() for s in self.sites],
         }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> RoundReport:
+        return cls(
+            round=data["round"],
+            attempt=data["attempt"],
+            completed=data["completed"],
+            model_sha256=data["model_sha256"],
+            seconds=data["seconds"],
+            metrics=dict(data["metrics"]),
+            sites=tuple(SiteResult.from_json(s) for s in data["sites"]),
+        )
 
 
 class Admission(Protocol):
@@ -155,8 +206,15 @@ class Engine:
         evaluator: Evaluator | None = None,
         on_round: Callable[[RoundReport], None] | None = None,
         admission: Admission | None = None,
+        state: StateStore | None = None,
+        fingerprint: str | None = None,
     ) -> None:
+        """``state``: where rounds, receipts and models are recorded (default: memory,
+        gone with the process). ``fingerprint``: what a resumed state must have been
+        written with (default: federation, seed, strategy and the model's manifest)."""
         self.settings = settings
+        self.state: StateStore = state or MemoryStateStore()
+        self.fingerprint = fingerprint or _fingerprint(settings, initial, strategy)
         self.admit: Admission = admission or SiteAdmission(
             settings.federation, settings.allowed_sites
         )
@@ -172,6 +230,7 @@ class Engine:
         self._subscribers: dict[str, _Subscriber] = {}
         self._site_changed = asyncio.Event()
         self._models: dict[str, GlobalModel] = {initial.sha256: initial}
+        self._told: set[str] = set()  # participants that received Finished
 
     # ----- participants -------------------------------------------------------------
 
@@ -208,6 +267,7 @@ class Engine:
                     return
                 yield event
                 if isinstance(event, Finished):
+                    self._told.add(sub.identity.name)
                     return
         finally:
             if self._subscribers.get(sub.identity.name) is sub:
@@ -223,26 +283,40 @@ class Engine:
             raise UnknownTask(f"no model with SHA-256 {sha256!r} is being served")
         return model.encoded.payload
 
+    def _open(self, round: int) -> Round:
+        """The open round ``round``; LateUpdate if it already closed, else UnknownTask."""
+        current = self.current
+        if current is not None and current.number == round:
+            return current
+        last = max((r.round for r in self.reports), default=0)
+        if 0 < round <= last and (current is None or round < current.number):
+            raise LateUpdate(
+                f"round {round} is closed"
+                + (f" (round {current.number} is open)" if current else "")
+                + "; this answer arrived too late and was not counted"
+            )
+        raise UnknownTask(
+            f"round {round} is not open" + (f" (round {current.number} is)" if current else "")
+        )
+
     async def receive_update(
         self, identity: NodeIdentity, header: UpdateHeader, chunks: AsyncIterator[bytes]
     ) -> UploadReceipt:
         self.admit(identity)
-        current = self.current
-        if current is None or current.number != header.round:
-            raise UnknownTask(
-                f"round {header.round} is not open"
-                + (f" (round {current.number} is)" if current else "")
+        current = self._open(header.round)
+        replayed = current.replay(identity.name, header)
+        if replayed is not None:
+            log.info(
+                "round %d: %s sent its update again; counted once", current.number, identity.name
             )
+            return replayed
         receipt = await current.receive(identity.name, header, chunks)
         log.info("round %d: accepted update of %s", current.number, identity.name)
         return receipt
 
     def decline(self, identity: NodeIdentity, *, task_id: str, round: int, reason: str) -> None:
         self.admit(identity)
-        current = self.current
-        if current is None or current.number != round:
-            raise UnknownTask(f"round {round} is not open")
-        current.decline(identity.name, task_id, round=round, reason=reason)
+        self._open(round).decline(identity.name, task_id, round=round, reason=reason)
         log.warning("round %d: %s declined its task: %s", round, identity.name, reason)
 
     # ----- the round loop -----------------------------------------------------------
@@ -265,6 +339,8 @@ class Engine:
     def _select(self, round_number: int, attempt: int) -> list[str]:
         sites = self.connected_sites
         k = self.settings.sites_per_round
+        if k:
+            k += self.settings.over_select
         if not k or k >= len(sites):
             return sites
         rng = random.Random(f"{self.settings.seed}:{round_number}:{attempt}")
@@ -278,64 +354,137 @@ class Engine:
         plan: TrainingPlan | None = None,
         round_seed: int | None = None,
     ) -> Round:
+        """A new round, stored with its tasks before any task is pushed."""
         deadline = deadline or time.time() + self.settings.round_timeout_s
         if round_seed is None:
             round_seed = (self.settings.seed * 1_000_003 + number) % 2**63
+        plan = plan or self.settings.plan
         tasks = {}
         for site in self._select(number, attempt):
-            task = TrainTask(
-                task_id=uuid.uuid4().hex,
-                round=number,
-                model_sha256=self.model.sha256,
-                model_size=self.model.encoded.size,
-                manifest=self.model.manifest,
-                plan=plan or self.settings.plan,
-                deadline_unix=deadline,
-                round_seed=round_seed,
-            )
+            task = self._task(uuid.uuid4().hex, number, plan, deadline, round_seed)
             tasks[task.task_id] = TaskRecord(task=task, site=site)
+        self.state.open_round(
+            RoundRow(number, attempt, self.model.sha256, round_seed, asdict(plan), time.time()),
+            [TaskRow(t, number, attempt, r.site) for t, r in tasks.items()],
+        )
+        crash_point("round-opened", number)
+        return self._start(number, attempt, tasks, deadline)
+
+    def _task(
+        self, task_id: str, number: int, plan: TrainingPlan, deadline: float, round_seed: int
+    ) -> TrainTask:
+        return TrainTask(
+            task_id=task_id,
+            round=number,
+            model_sha256=self.model.sha256,
+            model_size=self.model.encoded.size,
+            manifest=self.model.manifest,
+            plan=plan,
+            deadline_unix=deadline,
+            round_seed=round_seed,
+        )
+
+    def _start(
+        self, number: int, attempt: int, tasks: dict[str, TaskRecord], deadline: float
+    ) -> Round:
+        target = self.settings.sites_per_round if self.settings.over_select else 0
         rnd = Round(
             number=number,
             model=self.model,
             tasks=tasks,
             deadline=deadline,
             _aggregate=self.strategy.start_round(self.model.manifest),
-            spool_dir=self.work_dir / "spool" / f"round-{number:04d}",
+            spool_dir=self.work_dir / "spool" / f"round-{number:04d}-{attempt}",
+            attempt=attempt,
+            state=self.state,
+            target_updates=target,
         )
         self.current = rnd
-        for record in tasks.values():
-            sub = self._subscribers.get(record.site)
-            if sub is not None:
-                sub.queue.put_nowait(record.task)
-        log.info("round %d opened with %d sites (attempt %d)", number, len(tasks), attempt)
         return rnd
 
-    async def _close(self, rnd: Round, attempt: int) -> RoundReport:
+    def _push(self, rnd: Round) -> None:
+        for record in rnd.tasks.values():
+            sub = self._subscribers.get(record.site)
+            if sub is not None and record.status is TaskStatus.PENDING:
+                sub.queue.put_nowait(record.task)
+        crash_point("tasks-pushed", rnd.number)
+        log.info(
+            "round %d opened with %d sites (attempt %d)", rnd.number, len(rnd.tasks), rnd.attempt
+        )
+
+    async def _reopen_round(self, row: RoundRow, deadline: float | None = None) -> Round:
+        """The round that was open when the process stopped, as it was stored.
+
+        Same tasks (ids, sites, seed); a new deadline; refusals kept; acknowledged
+        updates folded again from their spools, each exactly once.
+        """
+        deadline = deadline or time.time() + self.settings.round_timeout_s
+        plan = TrainingPlan(**row.plan)
+        tasks = {}
+        for t in self.state.tasks(row.number, row.attempt):
+            task = self._task(t.task_id, row.number, plan, deadline, row.round_seed)
+            record = TaskRecord(task=task, site=t.site)
+            if t.status in (TaskStatus.DECLINED, TaskStatus.REJECTED):
+                record.status, record.reason = TaskStatus(t.status), t.reason
+            tasks[t.task_id] = record
+        rnd = self._start(row.number, row.attempt, tasks, deadline)
+        receipts = self.state.receipts(row.number, row.attempt)
+        for receipt in receipts:
+            spool = rnd.spool_dir / receipt.spool
+            try:
+                header = header_from_json(receipt.header)
+            except (KeyError, TypeError, ValueError, FedsovError) as exc:
+                raise StateError(f"receipt of task {receipt.task_id}: bad header: {exc}") from exc
+            if not spool.is_file():
+                raise StateError(f"acknowledged update {spool} is missing")
+            await rnd.receive(receipt.site, header, _file_chunks(spool), restoring=True)
+        log.warning(
+            "round %d re-opened after a restart (attempt %d): %d acknowledged updates kept",
+            row.number,
+            row.attempt,
+            len(receipts),
+        )
+        return rnd
+
+    async def _close(self, rnd: Round) -> RoundReport:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(rnd.done.wait(), max(0.0, rnd.deadline - time.time()))
+        crash_point("round-closing", rnd.number)
         rnd.close()
         accepted = rnd.by_status(TaskStatus.ACCEPTED)
         completed = len(accepted) >= self.settings.min_updates
         metrics: dict[str, float] = {}
+        new: GlobalModel | None = None
+        contributors = sorted(r.site for r in accepted)
         if completed:
             new = rnd.next_model()
             if self.evaluator is not None:
                 metrics = dict(await asyncio.to_thread(self.evaluator, new.arrays()))
-            contributors = sorted(r.site for r in accepted)
             await asyncio.to_thread(
                 self.store.save, new, {"contributors": contributors, "metrics": metrics}
             )
-            self._models = {new.sha256: new}
-            self.model = new
+            crash_point("model-written", rnd.number)
         report = RoundReport(
             round=rnd.number,
-            attempt=attempt,
+            attempt=rnd.attempt,
             completed=completed,
-            model_sha256=self.model.sha256,
+            model_sha256=(new or self.model).sha256,
             seconds=time.time() - rnd.opened_at,
             metrics=metrics,
             sites=tuple(_site_result(r) for r in sorted(rnd.tasks.values(), key=lambda r: r.site)),
         )
+        self.state.close_round(
+            rnd.number,
+            rnd.attempt,
+            report=report.to_json(),
+            model=None if new is None else self._model_row(new, contributors, metrics),
+            strategy_state=self.strategy.state(),
+        )
+        crash_point("round-committed", rnd.number)
+        shutil.rmtree(rnd.spool_dir, ignore_errors=True)
+        if new is not None:
+            self._models = {new.sha256: new}
+            self.model = new
         self.current = None
         log.info(
             "round %d %s: %d/%d updates accepted%s",
@@ -346,6 +495,17 @@ class Engine:
             "".join(f", {k} {v:.4g}" for k, v in metrics.items()),
         )
         return report
+
+    def _model_row(
+        self, model: GlobalModel, contributors: list[str], metrics: Mapping[str, float]
+    ) -> ModelRow:
+        return ModelRow(
+            sha256=model.sha256,
+            round=model.round,
+            parent=model.parent,
+            file=self.store.blob_name(model.sha256),
+            metadata={"contributors": contributors, "metrics": dict(metrics)},
+        )
 
     async def run_round(
         self,
@@ -360,35 +520,108 @@ class Engine:
         """Run one round now, over ``base`` (default: the current model) until ``deadline``.
 
         A regional aggregator calls this for each task its upstream pushes, passing on
-        the upstream's model, deadline, training plan and round seed. Raises
-        FedsovError when fewer than ``min_sites`` sites connect in time.
+        the upstream's model, deadline, training plan and round seed. The round that
+        was open when the process stopped is re-opened if it is this one (same round
+        over the same model); any other is closed as abandoned. Raises FedsovError
+        when fewer than ``min_sites`` sites connect in time.
         """
         if base is not None:
             self.model = base
             self._models = {base.sha256: base}
-        wait = self.settings.start_timeout_s
-        if deadline is not None:
-            wait = min(wait, deadline - time.time())
-        await self._wait_for_sites(self.settings.min_sites, max(0.0, wait))
-        rnd = self._open_round(number, attempt, deadline, plan, round_seed)
-        report = await self._close(rnd, attempt)
+        stored = self.state.open_round_row()
+        if stored is not None and (stored.number, stored.base_sha256) != (
+            number,
+            self.model.sha256,
+        ):
+            self._abandon(stored, f"superseded by round {number}")
+            stored = None
+        if stored is not None:
+            rnd = await self._reopen_round(stored, deadline)
+        else:
+            # An upstream's new attempt at a round is a new attempt here too.
+            attempt = max(attempt, 1 + sum(1 for r in self.reports if r.round == number))
+            wait = self.settings.start_timeout_s
+            if deadline is not None:
+                wait = min(wait, deadline - time.time())
+            await self._wait_for_sites(self.settings.min_sites, max(0.0, wait))
+            rnd = self._open_round(number, attempt, deadline, plan, round_seed)
+        self._push(rnd)
+        report = await self._close(rnd)
         self.reports.append(report)
         if self.on_round is not None:
             self.on_round(report)
         return report
 
+    def _abandon(self, row: RoundRow, why: str) -> None:
+        report = RoundReport(row.number, row.attempt, False, row.base_sha256, 0.0, {}, ())
+        self.state.close_round(
+            row.number,
+            row.attempt,
+            report=report.to_json() | {"abandoned": why},
+            model=None,
+            strategy_state=self.strategy.state(),
+        )
+        self.reports.append(report)
+        shutil.rmtree(self.work_dir / "spool" / f"round-{row.number:04d}-{row.attempt}", True)
+        log.warning("round %d (attempt %d) abandoned: %s", row.number, row.attempt, why)
+
+    def resume(self) -> bool:
+        """Load what the state store holds: True when it held this federation's state.
+
+        The current model becomes the latest stored one (checked against its hash),
+        the reports those of every closed round; the strategy gets its state back.
+        Raises ConfigError when the store was written with another config.
+        """
+        if not self.state.bind(self.settings.federation, self.fingerprint):
+            self.state.add_model(self._model_row(self.model, [], {}))
+            return False
+        row = self.state.latest_model()
+        if row is None:
+            raise StateError("the state store holds no model")
+        if row.sha256 != self.model.sha256:
+            self.model = self.store.load(
+                row.sha256, round=row.round, parent=row.parent, manifest=self.model.manifest
+            )
+            self._models = {row.sha256: self.model}
+        self.reports = [RoundReport.from_json(r) for r in self.state.reports()]
+        self.strategy.restore(self.state.strategy_state())
+        log.warning(
+            "resumed from the state store: model of round %d (%s), %d round attempts recorded",
+            self.model.round,
+            self.model.sha256[:12],
+            len(self.reports),
+        )
+        return True
+
+    def completed(self, number: int, base_sha256: str) -> RoundReport | None:
+        """The stored report of round ``number`` over ``base_sha256``, if it completed and its
+        model is the current one (a regional round a restarted aggregator need not rerun)."""
+        report = next(
+            (r for r in reversed(self.reports) if r.round == number and r.completed), None
+        )
+        if report is None or self.model.parent != base_sha256 or self.model.round != number:
+            return None
+        return report
+
     async def run(self) -> list[RoundReport]:
-        """Run every round; returns the reports. Raises FedsovError if the federation stalls."""
+        """Run every round, resuming stored state; returns the reports.
+
+        Raises FedsovError if the federation stalls.
+        """
         s = self.settings
-        initial_metrics: dict[str, float] = {}
-        if self.evaluator is not None:
-            initial_metrics = dict(await asyncio.to_thread(self.evaluator, self.model.arrays()))
-        await asyncio.to_thread(self.store.save, self.model, {"metrics": initial_metrics})
-        log.info("waiting for %d sites", s.min_sites)
-        await self._wait_for_sites(s.min_sites, s.start_timeout_s)
+        resumed = self.resume()
+        if not resumed:
+            initial_metrics: dict[str, float] = {}
+            if self.evaluator is not None:
+                initial_metrics = dict(await asyncio.to_thread(self.evaluator, self.model.arrays()))
+            await asyncio.to_thread(self.store.save, self.model, {"metrics": initial_metrics})
+        if self.model.round < s.num_rounds and self.state.open_round_row() is None:
+            log.info("waiting for %d sites", s.min_sites)
+            await self._wait_for_sites(s.min_sites, s.start_timeout_s)
         try:
-            for number in range(1, s.num_rounds + 1):
-                for attempt in range(1, s.max_attempts + 1):
+            for number in range(self.model.round + 1, s.num_rounds + 1):
+                failed = sum(1 for r in self.reports if r.round == number and not r.completed)
+                for attempt in range(failed + 1, s.max_attempts + 1):
                     if (await self.run_round(number, attempt=attempt)).completed:
                         break
                 else:
@@ -397,10 +630,26 @@ class Engine:
                         f"min_updates = {s.min_updates} updates were accepted"
                     )
             self.finish(f"completed {s.num_rounds} rounds")
-        except BaseException as exc:
-            self.finish(f"stopped: {exc}" if str(exc) else "stopped")
+        except FedsovError as exc:
+            self.finish(f"stopped: {exc}")
             raise
+        # Cancelled (SIGTERM): sites are not told the federation finished; they
+        # reconnect with backoff to the restarted coordinator, which resumes.
         return self.reports
+
+    async def linger(self, timeout: float) -> None:
+        """After finishing, wait (up to ``timeout``) until every participant of the last
+        round heard it: one reconnecting after a restart must not find nobody there."""
+        if self.finished is None:
+            return
+        last = self.reports[-1] if self.reports else None
+        expected = {s.site for s in last.sites} if last else set()
+        deadline = time.monotonic() + timeout
+        while not expected <= self._told and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        missing = sorted(expected - self._told)
+        if missing:
+            log.warning("stopping without telling %s that the federation finished", missing)
 
     def finish(self, reason: str) -> None:
         """Tell every connected participant (and later ones) that the federation ended."""
@@ -424,3 +673,15 @@ def _site_result(record: TaskRecord) -> SiteResult:
         privacy=header.privacy if header else None,
         metrics=dict(header.metrics) if header else {},
     )
+
+
+def _fingerprint(settings: EngineSettings, initial: GlobalModel, strategy: Strategy) -> str:
+    parts = [settings.federation, str(settings.seed), strategy.name]
+    parts += [f"{t.name}:{t.dtype}:{list(t.shape)}" for t in initial.manifest.tensors]
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()
+
+
+async def _file_chunks(path: Path) -> AsyncIterator[bytes]:
+    with open(path, "rb") as f:
+        while chunk := f.read(DEFAULT_CHUNK_SIZE):
+            yield chunk

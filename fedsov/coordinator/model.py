@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import safetensors
+import safetensors.numpy
 import torch
 
 from fedsov.codec import EncodedTensors, Manifest, allocate, encode, sha256_hex, views_of
 from fedsov.codec.safetensors_file import write_safetensors
+from fedsov.exceptions import StateError
 from fedsov.fileio import write_atomic
 from fedsov.strategy import RoundAggregate
 
@@ -67,24 +71,34 @@ class GlobalModel:
 
 
 class ModelStore:
-    """Writes each global model as ``round-NNNN.safetensors`` plus JSON metadata.
+    """Model blobs, content-addressed: ``blobs/<sha256>.safetensors``, plus a name per round.
 
-    Files are written to a temporary name, fsynced and renamed: a reader never
-    sees a half-written model. ``<file>.sha256`` is in ``sha256sum -c`` format.
+    A blob is written to a temporary name, fsynced and renamed before anything names
+    it, so a reader (or a restarted coordinator) never sees a half-written model.
+    ``round-NNNN.safetensors`` is a hard link to the round's blob, beside
+    ``round-NNNN.json`` (metadata) and ``round-NNNN.safetensors.sha256`` (``sha256sum
+    -c`` format).
     """
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
-        directory.mkdir(parents=True, exist_ok=True)
+        self.blobs = directory / "blobs"
+        self.blobs.mkdir(parents=True, exist_ok=True)
+
+    def blob_name(self, sha256: str) -> str:
+        return f"blobs/{sha256}.safetensors"
 
     def save(self, model: GlobalModel, metadata: Mapping[str, Any]) -> Path:
+        blob = self.directory / self.blob_name(model.sha256)
+        if not blob.exists():
+            write_safetensors(
+                blob,
+                model.manifest,
+                model.encoded.payload,
+                metadata={"fedsov_model_sha256": model.sha256, "round": str(model.round)},
+            )
         path = self.directory / f"round-{model.round:04d}.safetensors"
-        write_safetensors(
-            path,
-            model.manifest,
-            model.encoded.payload,
-            metadata={"fedsov_model_sha256": model.sha256, "round": str(model.round)},
-        )
+        _link_atomic(blob, path)
         with open(path, "rb") as f:
             file_sha = hashlib.file_digest(f, "sha256").hexdigest()
         write_atomic(path.with_suffix(".safetensors.sha256"), f"{file_sha}  {path.name}\n".encode())
@@ -98,3 +112,31 @@ class ModelStore:
         }
         write_atomic(path.with_suffix(".json"), json.dumps(meta, indent=2).encode())
         return path
+
+    def load(
+        self, sha256: str, *, round: int, parent: str | None, manifest: Manifest
+    ) -> GlobalModel:
+        """The model whose payload hashes to ``sha256``; StateError if its blob is damaged."""
+        blob = self.directory / self.blob_name(sha256)
+        try:
+            arrays = safetensors.numpy.load_file(str(blob))
+            model = GlobalModel.from_arrays(
+                {name: arrays[name] for name in manifest.names}, round=round, parent=parent
+            )
+        except (OSError, KeyError, safetensors.SafetensorError) as exc:
+            raise StateError(f"{blob}: cannot read the model of round {round}: {exc}") from exc
+        if model.sha256 != sha256:
+            raise StateError(f"{blob}: holds model {model.sha256[:16]}, expected {sha256[:16]}")
+        model.manifest.require_equal(manifest, what=str(blob))
+        return model
+
+
+def _link_atomic(target: Path, link: Path) -> None:
+    """Make ``link`` name the same file as ``target``, replacing it atomically."""
+    tmp = link.with_name(f".{link.name}.link")
+    tmp.unlink(missing_ok=True)
+    try:
+        os.link(target, tmp)
+    except OSError:  # no hard links here: a copy, written the same safe way
+        write_atomic(tmp, target.read_bytes())
+    os.replace(tmp, link)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import os
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -15,14 +16,18 @@ import numpy as np
 
 from fedsov.codec import DEFAULT_CHUNK_SIZE, PayloadReader
 from fedsov.coordinator.model import GlobalModel
+from fedsov.coordinator.state import Receipt, StateStore
 from fedsov.exceptions import (
     DuplicateUpdate,
     FedsovError,
     LateUpdate,
+    PayloadSizeError,
     ProtocolError,
     UnknownTask,
 )
-from fedsov.messages import TrainTask, UpdateHeader, UploadReceipt
+from fedsov.faults import crash_point
+from fedsov.fileio import fsync_dir
+from fedsov.messages import TrainTask, UpdateHeader, UploadReceipt, header_to_json
 from fedsov.strategy import RoundAggregate
 
 __all__ = ["Round", "TaskRecord", "TaskStatus"]
@@ -50,7 +55,12 @@ class TaskRecord:
 
 @dataclass
 class Round:
-    """Tasks of one round and the aggregate their updates are folded into."""
+    """Tasks of one round and the aggregate their updates are folded into.
+
+    With a state store, refusals are stored as they happen and an update is
+    acknowledged only once its spool is fsynced and its receipt stored: a restarted
+    aggregator re-opens the round and folds the acknowledged updates again.
+    """
 
     number: int
     model: GlobalModel
@@ -58,6 +68,9 @@ class Round:
     deadline: float
     _aggregate: RoundAggregate | None
     spool_dir: Path
+    attempt: int = 1
+    state: StateStore | None = None
+    target_updates: int = 0  # close as soon as this many are accepted (0: wait for all)
     opened_at: float = field(default_factory=time.time)
     done: asyncio.Event = field(default_factory=asyncio.Event)
     closed: bool = False
@@ -83,8 +96,11 @@ class Round:
         return next((r for r in self.tasks.values() if r.site == site), None)
 
     def _resolve(self, record: TaskRecord, status: TaskStatus, reason: str = "") -> None:
+        if self.state is not None and status in (TaskStatus.DECLINED, TaskStatus.REJECTED):
+            self.state.resolve_task(record.task.task_id, str(status), reason)
         record.status, record.reason, record.finished_at = status, reason, time.time()
-        if all(
+        accepted = len(self.by_status(TaskStatus.ACCEPTED))
+        if (self.target_updates and accepted >= self.target_updates) or all(
             r.status not in (TaskStatus.PENDING, TaskStatus.RECEIVING) for r in self.tasks.values()
         ):
             self.done.set()
@@ -96,12 +112,17 @@ class Round:
         from the aggregate (from their spool) and become late too.
         """
         self.closed = True
+        enough = bool(self.target_updates) and (
+            len(self.by_status(TaskStatus.ACCEPTED)) >= self.target_updates
+        )
+        why = "the round closed with enough updates" if enough else "the deadline"
         for record in self.tasks.values():
             if record.status is TaskStatus.RECEIVING and record.upload is not None:
                 record.upload.rollback(self.aggregate)
-                self._resolve(record, TaskStatus.LATE, "upload still arriving at the deadline")
+                self._resolve(record, TaskStatus.LATE, f"upload still arriving at {why}")
             elif record.status is TaskStatus.PENDING:
-                self._resolve(record, TaskStatus.LATE, "no update before the deadline")
+                earlier = f" ({record.reason})" if record.reason else ""
+                self._resolve(record, TaskStatus.LATE, f"no update before {why}{earlier}")
 
     def decline(self, site: str, task_id: str, *, round: int, reason: str) -> None:
         """The participant refuses its task (budget, policy, too few sites below)."""
@@ -121,9 +142,31 @@ class Round:
             raise DuplicateUpdate(f"task {task_id!r} was {record.status}: {record.reason}")
         if self.closed or time.time() > self.deadline:
             raise LateUpdate(
-                f"round {self.number} closed at its deadline; task {task_id!r} answered too late"
+                f"round {self.number} closed; task {task_id!r} answered too late"
+                + (f" ({record.reason})" if record.reason else "")
             )
         return record
+
+    def replay(self, site: str, header: UpdateHeader) -> UploadReceipt | None:
+        """The receipt of an update already accepted, when its site sends it again.
+
+        Uploads are idempotent by (round, site, payload hash): a site that lost the
+        acknowledgement (a crash, a cut connection) gets its receipt, and the update
+        counts once.
+        """
+        record = self.tasks.get(header.task_id)
+        if (
+            record is None
+            or record.site != site
+            or record.status is not TaskStatus.ACCEPTED
+            or record.header is None
+            or record.header.payload_sha256 != header.payload_sha256
+            or header.round != self.number
+        ):
+            return None
+        return UploadReceipt(
+            header.task_id, self.number, header.payload_sha256, header.payload_size
+        )
 
     def _check_header(self, site: str, header: UpdateHeader) -> None:
         header.manifest.require_equal(self.model.manifest, what=f"update from {site!r}")
@@ -136,7 +179,12 @@ class Round:
             raise ProtocolError("update header: num_examples must be positive")
 
     async def receive(
-        self, site: str, header: UpdateHeader, chunks: AsyncIterator[bytes]
+        self,
+        site: str,
+        header: UpdateHeader,
+        chunks: AsyncIterator[bytes],
+        *,
+        restoring: bool = False,
     ) -> UploadReceipt:
         """Validate and fold an upload as its chunks arrive.
 
@@ -164,16 +212,14 @@ class Round:
                 if record.status is not TaskStatus.RECEIVING:
                     break  # closed at the deadline meanwhile
                 upload.add(chunk, self.aggregate)
+                crash_point("upload-folding", self.number)
             if record.status is not TaskStatus.RECEIVING:
                 raise LateUpdate(f"round {self.number} closed while this update was arriving")
-            upload.finish()
-            if upload.measure_norm:  # deferred: fold once, already clipped
-                extra = self.aggregate.correction(norm=upload.norm, weight=upload.weight)
-                upload.fold_deferred(self.aggregate, weight=upload.weight + extra)
+            upload.finish(self.aggregate)
+            if self.state is not None and not restoring:
+                self._store_receipt(site, header, upload)
         except FedsovError as exc:
-            upload.rollback(self.aggregate)
-            if record.status is TaskStatus.RECEIVING:
-                self._resolve(record, TaskStatus.REJECTED, str(exc))
+            self._refuse(record, upload, exc)
             raise
         except BaseException:
             # Aborted by the peer or the network, not refused: the site may upload again.
@@ -183,13 +229,46 @@ class Round:
             raise
         finally:
             record.upload = None
-        upload.discard()
+        if self.state is None:
+            upload.discard()
+        else:
+            upload.close()  # kept until the round commits: a restart folds it again
         self.aggregate.commit(weight=upload.weight)
         record.header = header
         self._resolve(record, TaskStatus.ACCEPTED)
         return UploadReceipt(
             header.task_id, self.number, upload.reader.sha256, upload.reader.received
         )
+
+    def _refuse(self, record: TaskRecord, upload: _Upload, exc: FedsovError) -> None:
+        upload.rollback(self.aggregate)
+        if record.status is not TaskStatus.RECEIVING:
+            return
+        if isinstance(exc, PayloadSizeError) and upload.ended and upload.short:
+            # The stream ended early: a peer that died or lost its network looks like
+            # this. Not refused: the site may send the update again.
+            record.status, record.reason = TaskStatus.PENDING, f"upload cut short: {exc}"
+        else:
+            self._resolve(record, TaskStatus.REJECTED, str(exc))
+
+    def _store_receipt(self, site: str, header: UpdateHeader, upload: _Upload) -> None:
+        """Spool on disk, then the receipt: only then may the update be acknowledged."""
+        assert self.state is not None
+        upload.keep(self.spool_dir / f"{header.task_id}.update")
+        crash_point("upload-spooled", self.number)
+        self.state.accept(
+            Receipt(
+                round=self.number,
+                attempt=self.attempt,
+                task_id=header.task_id,
+                site=site,
+                payload_sha256=header.payload_sha256,
+                header=header_to_json(header),
+                spool=upload.spool.name,
+                received_unix=time.time(),
+            )
+        )
+        crash_point("upload-acknowledged", self.number)
 
 
 class _Upload:
@@ -208,7 +287,8 @@ class _Upload:
         self.weight = weight
         self.measure_norm = measure_norm
         self._squared_norm = 0.0
-        self._folded = False  # whether anything of this upload is in the aggregate
+        self.ended = False  # the peer's stream ended (complete or not)
+        self._folded = 0.0  # the weight this upload's spooled bytes are in the aggregate with
         self.reader = PayloadReader(
             header.manifest, size=header.payload_size, sha256=header.payload_sha256
         )
@@ -225,26 +305,47 @@ class _Upload:
                 self._squared_norm += float(np.dot(values, values))
             else:
                 aggregate.fold(segment, weight=self.weight)
-        self._folded = not self.measure_norm
+        self._folded = 0.0 if self.measure_norm else self.weight
 
     @property
     def norm(self) -> float:
         return math.sqrt(self._squared_norm)
 
-    def finish(self) -> None:
+    @property
+    def short(self) -> bool:
+        return self.reader.received < self.reader.size
+
+    def finish(self, aggregate: RoundAggregate) -> None:
+        """Check the upload is complete; fold it now if folding was deferred (clipping)."""
+        self.ended = True
         self.reader.finish()
         assert self._file is not None
         self._file.flush()
+        if self.measure_norm:  # deferred: fold once, already clipped
+            extra = aggregate.correction(norm=self.norm, weight=self.weight)
+            self.fold_deferred(aggregate, weight=self.weight + extra)
 
     def fold_deferred(self, aggregate: RoundAggregate, *, weight: float) -> None:
         """Fold the whole (validated, measured) update once, with ``weight``."""
         self._fold_spool(aggregate, weight)
-        self._folded = True
+        self._folded = weight
 
-    def discard(self) -> None:
+    def keep(self, path: Path) -> None:
+        """fsync the spool and give it its final name (the bytes of an accepted update)."""
+        assert self._file is not None
+        self._file.flush()
+        os.fsync(self._file.fileno())
+        os.replace(self.spool, path)
+        self.spool = path
+        fsync_dir(path.parent)
+
+    def close(self) -> None:
         if self._file is not None:
             self._file.close()
             self._file = None
+
+    def discard(self) -> None:
+        self.close()
         self.spool.unlink(missing_ok=True)
 
     def rollback(self, aggregate: RoundAggregate) -> None:
@@ -253,7 +354,7 @@ class _Upload:
             return
         self._file.flush()
         if self._folded:
-            self._fold_spool(aggregate, -self.weight)
+            self._fold_spool(aggregate, -self._folded)
         self.discard()
 
     def _fold_spool(self, aggregate: RoundAggregate, weight: float) -> None:

@@ -308,6 +308,10 @@ class SiteLevelLedger:
         self.records.append(record)
         return entry
 
+    def has_round(self, round: int) -> bool:
+        """Whether the export of upstream round ``round`` is already recorded."""
+        return any(r.get("round") == round for r in self.records)
+
     @property
     def rounds(self) -> tuple[SiteRound, ...]:
         return tuple(self._rounds)

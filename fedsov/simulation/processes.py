@@ -7,7 +7,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -46,9 +46,18 @@ class ProcessGroup:
         self._reported: set[str] = set()
         logs.mkdir(parents=True, exist_ok=True)
 
-    def spawn(self, name: str, *args: str) -> subprocess.Popen[bytes]:
-        env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONUNBUFFERED="1")
-        with open(self.log(name), "wb") as log_file:
+    def spawn(
+        self, name: str, *args: str, env: Mapping[str, str] | None = None
+    ) -> subprocess.Popen[bytes]:
+        """Start ``fedsov ARGS``; ``env`` adds variables. A restart appends to its log."""
+        env = dict(
+            os.environ,
+            OMP_NUM_THREADS="1",
+            MKL_NUM_THREADS="1",
+            PYTHONUNBUFFERED="1",
+            **(env or {}),
+        )
+        with open(self.log(name), "ab") as log_file:
             proc = subprocess.Popen(
                 [sys.executable, "-m", "fedsov", *args, "--log-level", self.log_level],
                 stdout=log_file,

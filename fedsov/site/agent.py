@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -26,6 +26,24 @@ from fedsov.transport.client import FederationClient
 __all__ = ["SiteAgent", "SiteOutcome"]
 
 log = logging.getLogger("fedsov.site")
+
+
+@dataclass(frozen=True)
+class _Unsent:
+    """An update trained and accounted for, whose upload has not been acknowledged."""
+
+    round: int
+    model_sha256: str
+    round_seed: int
+    header: UpdateHeader
+    payload: bytes | bytearray
+
+    def answers(self, task: TrainTask) -> bool:
+        return (self.round, self.model_sha256, self.round_seed) == (
+            task.round,
+            task.model_sha256,
+            task.round_seed,
+        )
 
 
 @dataclass(frozen=True)
@@ -69,6 +87,7 @@ class SiteAgent:
         )
         self._trainer: DPTrainer | None = None
         self._models: dict[str, bytes] = {}
+        self._unsent: _Unsent | None = None
         self.rounds_trained = 0
         self.epsilon = 0.0
 
@@ -137,8 +156,25 @@ class SiteAgent:
         )
         return False
 
+    async def _send(self, client: FederationClient, unsent: _Unsent, task: TrainTask) -> bool:
+        """Upload; kept for a retry only while the connection, not the update, failed."""
+        self._unsent = unsent
+        header = replace(unsent.header, task_id=task.task_id)
+        sent = await send_update(client, header, unsent.payload)  # raises if cut off
+        self._unsent = None
+        return sent
+
     async def _handle(self, client: FederationClient, task: TrainTask) -> None:
         started = time.monotonic()
+        unsent = self._unsent
+        if unsent is not None and unsent.answers(task):
+            # The same round over the same model, pushed again after a cut connection or
+            # an upstream restart: send the update already trained. Its ε is in the
+            # ledger; training again would spend it twice.
+            log.info("round %d: sending the update trained before the interruption", task.round)
+            await self._send(client, unsent, task)
+            return
+        self._unsent = None
         if not await self._within_budget(client, task):
             return
         payload = self._models.get(task.model_sha256)
@@ -190,7 +226,8 @@ class SiteAgent:
             )
         self.rounds_trained += 1
         self.epsilon = result.epsilon
-        if not await send_update(client, header, update.payload):
+        unsent = _Unsent(task.round, task.model_sha256, task.round_seed, header, update.payload)
+        if not await self._send(client, unsent, task):
             return
         log.info(
             "round %d: %d examples, %d steps, loss %.4f, ε=%.3f (δ=%g), %.1f s",

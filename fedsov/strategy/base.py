@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 
@@ -79,3 +80,14 @@ class Strategy(ABC):
     @abstractmethod
     def start_round(self, manifest: Manifest) -> RoundAggregate:
         """A fresh aggregate for a round whose updates follow ``manifest``."""
+
+    def state(self) -> dict[str, Any]:
+        """What the strategy carries from round to round, as JSON-ready data.
+
+        Stored with each round's commit and given back to ``restore`` when an
+        aggregator resumes after a crash.
+        """
+        return {}
+
+    def restore(self, state: Mapping[str, Any]) -> None:  # noqa: B027 - stateless by default
+        """Take back what ``state`` returned before a restart."""

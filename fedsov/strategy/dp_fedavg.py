@@ -31,6 +31,7 @@ import math
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -174,6 +175,14 @@ class DPFedAvg(Strategy):
 
     def start_round(self, manifest: Manifest) -> DPFedAvgAggregate:
         return DPFedAvgAggregate(self, manifest)
+
+    def state(self) -> dict[str, Any]:
+        return {"clip": self.clip, "rounds": self.rounds}
+
+    def restore(self, state: Mapping[str, Any]) -> None:
+        """The adaptive clip and round count of before a restart; the noise seed stays new."""
+        if state:
+            self.clip, self.rounds = float(state["clip"]), int(state["rounds"])
 
     def rng(self, round: int, stream: int) -> np.random.Generator:
         return np.random.default_rng([self.seed, round, stream])

@@ -11,6 +11,7 @@ import grpc
 from fedsov import __version__
 from fedsov.codec import DEFAULT_CHUNK_SIZE, iter_chunks, sha256_hex
 from fedsov.exceptions import PayloadHashError, PayloadSizeError
+from fedsov.faults import crash_point
 from fedsov.messages import TaskEvent, UpdateHeader, UploadReceipt
 from fedsov.pki.tls import TlsMaterial
 from fedsov.proto.v1 import federation_pb2 as pb
@@ -147,5 +148,6 @@ def _upload_messages(
     header: UpdateHeader, payload: bytes | bytearray, chunk_size: int
 ) -> Iterator[pb.UpdateChunk]:
     yield pb.UpdateChunk(header=serde.update_header_to_proto(header))
+    crash_point("site-uploading", header.round)  # the header left, the payload has not
     for chunk in iter_chunks(payload, chunk_size):
         yield pb.UpdateChunk(data=bytes(chunk))

@@ -23,7 +23,7 @@ _STATUS: tuple[tuple[type[FedsovError], grpc.StatusCode], ...] = (
     (PolicyViolation, grpc.StatusCode.PERMISSION_DENIED),
     (UnknownTask, grpc.StatusCode.NOT_FOUND),
     (DuplicateUpdate, grpc.StatusCode.ALREADY_EXISTS),
-    (LateUpdate, grpc.StatusCode.FAILED_PRECONDITION),
+    (LateUpdate, grpc.StatusCode.DEADLINE_EXCEEDED),  # not FAILED_PRECONDITION: that one is fatal
     (PayloadHashError, grpc.StatusCode.DATA_LOSS),
     (CodecError, grpc.StatusCode.INVALID_ARGUMENT),
     (ProtocolError, grpc.StatusCode.INVALID_ARGUMENT),

@@ -10,6 +10,12 @@ MAX_MESSAGE_BYTES = 4 * 1024 * 1024 + 64 * 1024
 # Keepalive pings every 10 s, dead after 5 s without an answer: both ends notice a
 # dead peer within ~15 s even on an idle task stream.
 CLIENT_OPTIONS: list[tuple[str, int | str]] = [
+    # Each reconnect attempt dials anew: a subchannel shared across channels would keep
+    # gRPC's own backoff (up to 120 s) after a network drop, on top of the participant's.
+    ("grpc.use_local_subchannel_pool", 1),
+    ("grpc.initial_reconnect_backoff_ms", 200),
+    ("grpc.min_reconnect_backoff_ms", 200),
+    ("grpc.max_reconnect_backoff_ms", 5_000),
     ("grpc.keepalive_time_ms", 10_000),
     ("grpc.keepalive_timeout_ms", 5_000),
     ("grpc.keepalive_permit_without_calls", 1),

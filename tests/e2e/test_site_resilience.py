@@ -1,0 +1,81 @@
+"""Sites that die mid-upload or lose the network for a whole round rejoin and contribute.
+
+Real processes over mTLS: site-1 is killed with SIGKILL mid-upload and restarted;
+site-3 reaches the coordinator through a link that is cut for a whole round; the
+coordinator is stopped with SIGTERM mid-round and started again. The federation
+never stops, and both sites contribute again afterwards.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+from pathlib import Path
+
+import pytest
+from crashkit import CuttableLink, Federation
+
+pytestmark = pytest.mark.e2e
+
+ROUNDS = 6
+
+
+def statuses(fed: Federation) -> dict[int, dict[str, tuple[str, str]]]:
+    """round -> site -> (status, reason), from the completed attempts."""
+    out = {}
+    for line in (fed.coordinator_out / "rounds.jsonl").read_text().splitlines():
+        r = json.loads(line)
+        if r["completed"]:
+            out[r["round"]] = {s["site"]: (s["status"], s["reason"]) for s in r["sites"]}
+    return out
+
+
+def test_sites_rejoin_after_a_crash_and_a_network_drop(tmp_path: Path) -> None:
+    # A round opens once all 3 sites are connected and closes with >= 2 updates.
+    fed = Federation(tmp_path, rounds=ROUNDS, timeout_s=6.0)
+    fed.min_updates = 2
+    link: CuttableLink | None = None
+    try:
+        fed.start_coordinator()
+        assert fed.port is not None
+        link = CuttableLink(fed.port)
+        fed.start_sites(ports={"site-3": link.port}, crash_at={"site-1": "site-uploading@2"})
+        assert fed.sites["site-1"].wait(120) == -signal.SIGKILL  # mid-upload, round 2
+        fed.start_sites(["site-1"])
+
+        fed.wait_for_log("round 3 opened")
+        link.cut()  # site-3's network is down for all of round 3
+        fed.wait_for_log("round 3 closed")
+        time.sleep(1.0)
+        link.restore()
+
+        fed.wait_for_log("round 5 opened")
+        assert fed.coordinator is not None
+        fed.coordinator.send_signal(signal.SIGTERM)  # graceful stop mid-round
+        assert fed.wait_coordinator() == 0
+        assert "stopped by SIGTERM" in fed.log_tail(5)
+        fed.start_coordinator()
+        assert fed.wait_coordinator() == 0, fed.log_tail()
+        site_codes = {name: proc.wait(60) for name, proc in fed.sites.items()}
+    finally:
+        if link is not None:
+            link.close()
+        fed.stop()
+
+    assert site_codes == {name: 0 for name in fed.names}  # all heard the federation finish
+    done = statuses(fed)
+    assert sorted(done) == list(range(1, ROUNDS + 1))  # the federation never stopped
+    # site-1 died mid-upload in round 2: the round went on; restarted, site-1 trains
+    # round 2 again and is in time, or is told its update came late.
+    assert done[2]["site-1"][0] in ("accepted", "late")
+    assert done[2]["site-2"][0] == done[2]["site-3"][0] == "accepted"
+    log = "".join(p.read_text() for p in sorted(tmp_path.glob("coordinator-*.log")))
+    assert "upload from site-1 refused" in log and "truncated payload" in log
+    # site-3 lost its network for round 3: told it was late, not silently dropped.
+    assert done[3]["site-3"][0] == "late"
+    assert "no update before the deadline" in done[3]["site-3"][1]
+    for later in range(4, ROUNDS + 1):  # both rejoined and contributed
+        assert done[later]["site-1"][0] == done[later]["site-3"][0] == "accepted", done[later]
+    summary = json.loads((fed.coordinator_out / "summary.json").read_text())
+    assert summary["status"] == "completed" and summary["rounds"] == ROUNDS
