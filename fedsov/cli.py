@@ -1,4 +1,4 @@
-"""The ``fedsov`` command line: coordinator, site, simulate, pki."""
+"""The ``fedsov`` command line: coordinator, site, simulate, pki, policy, privacy, audit."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import typer
 from rich.console import Console
 
 from fedsov import __version__
+from fedsov.audit.cli import app as audit_app
 from fedsov.exceptions import FedsovError
 from fedsov.logging import setup_logging
 from fedsov.pki.cli import app as pki_app
@@ -29,6 +30,7 @@ app = typer.Typer(
 app.add_typer(pki_app, name="pki", help="Federation CA, CSRs and node certificates.")
 app.add_typer(policy_app, name="policy", help="Check a federation plan against its policy.")
 app.add_typer(privacy_app, name="privacy", help="Privacy accounting: ε, and noise for a target ε.")
+app.add_typer(audit_app, name="audit", help="Verify audit ledgers, reconcile both ends of links.")
 
 err = Console(stderr=True, soft_wrap=True)
 

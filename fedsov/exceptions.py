@@ -16,7 +16,9 @@
     ├── AccessDenied           the peer's certificate is not allowed here
     ├── PolicyViolation        the federation plan forbids this (residency, export)
     ├── StateError             an aggregator's persisted state is inconsistent or unwritable
-    └── TrainingError          local training failed
+    ├── TrainingError          local training failed
+    └── AuditError             an audit ledger or checkpoint file cannot be read or written
+        └── LedgerTampered     a ledger opened for appending fails its integrity check
 
 gRPC errors are mapped to these at the transport boundary (``raise ... from exc``).
 """
@@ -25,12 +27,14 @@ from __future__ import annotations
 
 __all__ = [
     "AccessDenied",
+    "AuditError",
     "CodecError",
     "ConfigError",
     "DataError",
     "DuplicateUpdate",
     "FedsovError",
     "LateUpdate",
+    "LedgerTampered",
     "ManifestMismatch",
     "NonFiniteTensor",
     "PKIError",
@@ -110,3 +114,14 @@ class PolicyViolation(FedsovError):
 
 class StateError(FedsovError):
     """An aggregator's persisted state is inconsistent, damaged or cannot be written."""
+
+
+class AuditError(FedsovError):
+    """An audit ledger or checkpoint file is missing, unreadable or cannot be written.
+
+    A ledger that reads but fails verification is a result (``VerifyResult``), not an error.
+    """
+
+
+class LedgerTampered(AuditError):
+    """A ledger opened for appending fails its integrity check; the message names the line."""

@@ -9,7 +9,7 @@ import pytest
 
 from fedsov import exceptions
 
-PACKAGES = ["fedsov.codec", "fedsov.exceptions", "fedsov.strategy", "fedsov.pki"]
+PACKAGES = ["fedsov.audit", "fedsov.codec", "fedsov.exceptions", "fedsov.strategy", "fedsov.pki"]
 
 
 @pytest.mark.parametrize("name", PACKAGES)
