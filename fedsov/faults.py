@@ -1,10 +1,11 @@
-"""Crash points: a test seam that kills this process at a named moment of a round.
+"""Crash points: a test seam that kills or stops this process at a named moment of a round.
 
 ``FEDSOV_CRASH_AT=POINT@ROUND[#N]`` makes the N-th (default: first) arrival at
 ``POINT`` in round ``ROUND`` send this process SIGKILL: no handler runs, nothing is
-flushed, exactly as if the machine lost power there. Crash-recovery tests use it
-to stop a coordinator or aggregator at each point of a round (``POINTS``) and a site
-mid-upload (``SITE_POINTS``); unset, it costs one environment lookup.
+flushed, exactly as if the machine lost power there. ``FEDSOV_STOP_AT`` does the
+same with SIGTERM: a graceful stop at a known moment. Crash-recovery tests use
+them to stop a coordinator or aggregator at each point of a round (``POINTS``) and
+a site mid-upload (``SITE_POINTS``); unset, they cost two environment lookups.
 """
 
 from __future__ import annotations
@@ -12,9 +13,10 @@ from __future__ import annotations
 import os
 import signal
 
-__all__ = ["ENV", "POINTS", "SITE_POINTS", "crash_point"]
+__all__ = ["ENV", "POINTS", "SITE_POINTS", "STOP_ENV", "crash_point"]
 
 ENV = "FEDSOV_CRASH_AT"
+STOP_ENV = "FEDSOV_STOP_AT"
 
 POINTS = (
     "round-opened",  # the round and its tasks are stored; no task was pushed yet
@@ -28,19 +30,20 @@ POINTS = (
 )
 SITE_POINTS = ("site-uploading",)  # a site's upload: the header left, the payload has not
 
-_hits: dict[tuple[str, int], int] = {}
+_hits: dict[tuple[str, str, int], int] = {}
 
 
 def crash_point(point: str, round: int) -> None:
-    """SIGKILL this process if ``FEDSOV_CRASH_AT`` names this arrival at ``point``."""
-    spec = os.environ.get(ENV)
-    if not spec:
-        return
-    where, _, nth = spec.partition("#")
-    name, _, at_round = where.partition("@")
-    if name != point or at_round != str(round):
-        return
-    key = (point, round)
-    _hits[key] = _hits.get(key, 0) + 1
-    if _hits[key] == int(nth or 1):
-        os.kill(os.getpid(), signal.SIGKILL)
+    """Signal this process if ``FEDSOV_CRASH_AT``/``FEDSOV_STOP_AT`` names this arrival."""
+    for env, sig in ((ENV, signal.SIGKILL), (STOP_ENV, signal.SIGTERM)):
+        spec = os.environ.get(env)
+        if not spec:
+            continue
+        where, _, nth = spec.partition("#")
+        name, _, at_round = where.partition("@")
+        if name != point or at_round != str(round):
+            continue
+        key = (env, point, round)
+        _hits[key] = _hits.get(key, 0) + 1
+        if _hits[key] == int(nth or 1):
+            os.kill(os.getpid(), sig)

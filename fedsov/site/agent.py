@@ -9,13 +9,14 @@ from dataclasses import dataclass, replace
 
 import torch
 
+from fedsov.audit.trail import AuditTrail
 from fedsov.codec import decode, encode
-from fedsov.exceptions import FedsovError
+from fedsov.exceptions import CodecError, FedsovError
 from fedsov.messages import Finished, PrivacyReport, TrainTask, UpdateHeader
 from fedsov.modelref import build_model, load_weights
-from fedsov.participant import send_update, serve_upstream
+from fedsov.participant import may_send, send_update, serve_upstream
 from fedsov.pki.tls import TlsMaterial, load_tls_material
-from fedsov.policy.runtime import load_node_plan, require_may_send
+from fedsov.policy.runtime import load_node_plan
 from fedsov.privacy.accountant import MechanismStep
 from fedsov.privacy.ledger import PrivacyLedger
 from fedsov.site.config import SiteConfig
@@ -71,13 +72,17 @@ class SiteAgent:
         # With a plan, TLS must prove the server is the plan's upstream: its certificate
         # has to name that node (sign server CSRs with --host <node name>).
         self.server_name = config.upstream.server_name
+        self.audit: AuditTrail | None = None
         if config.plan is not None:
             plan = load_node_plan(config.plan, config.name)
-            require_may_send(plan, config.name)  # before any byte leaves
+            self.audit = self._open_audit(plan.sha256)
+            may_send(plan, config.name, self.audit)  # before any byte leaves
             self.plan_sha256 = plan.sha256
             self.server_name = self.server_name or plan.node(config.name).upstream
             if self.budget is None:
                 self.budget = plan.policy.budgets.site_epsilon
+        else:
+            self.audit = self._open_audit(None)
         self.device = config.device or ("cuda" if torch.cuda.is_available() else "cpu")
         self.data: Dataset = load_local_data(config.data)
         self.ledger = PrivacyLedger(
@@ -87,9 +92,16 @@ class SiteAgent:
         )
         self._trainer: DPTrainer | None = None
         self._models: dict[str, bytes] = {}
+        self._partial: dict[str, bytearray] = {}  # a download cut off with its connection
         self._unsent: _Unsent | None = None
         self.rounds_trained = 0
         self.epsilon = 0.0
+
+    def _open_audit(self, plan_sha256: str | None) -> AuditTrail | None:
+        """The site's signed audit trail; none without TLS (no key to sign with)."""
+        if self.tls is None or self.config.audit_ledger is None:
+            return None
+        return AuditTrail.open(self.config.audit_ledger, self.tls, plan_sha256=plan_sha256)
 
     def _client(self) -> FederationClient:
         return FederationClient(
@@ -108,13 +120,17 @@ class SiteAgent:
             len(self.data),
             self.device,
         )
-        finished = await serve_upstream(
-            self._client,
-            address=self.config.upstream.address,
-            device=self.device,
-            backoff=self.config.backoff,
-            handle=self._handle,
-        )
+        try:
+            finished = await serve_upstream(
+                self._client,
+                address=self.config.upstream.address,
+                device=self.device,
+                backoff=self.config.backoff,
+                handle=self._handle,
+            )
+        finally:
+            if self.audit is not None:
+                self.audit.close()  # a last checkpoint
         return SiteOutcome(self.rounds_trained, self.epsilon, finished)
 
     def _trainer_for(self, task: TrainTask) -> DPTrainer:
@@ -154,14 +170,32 @@ class SiteAgent:
         await client.decline(
             task_id=task.task_id, round=task.round, code="budget-exhausted", reason=reason
         )
+        if self.audit is not None:
+            self.audit.declined(
+                round=task.round,
+                peer=client.upstream_name,
+                peer_jurisdiction=client.upstream_jurisdiction,
+                code="budget-exhausted",
+                reason=reason,
+            )
         return False
 
     async def _send(self, client: FederationClient, unsent: _Unsent, task: TrainTask) -> bool:
         """Upload; kept for a retry only while the connection, not the update, failed."""
         self._unsent = unsent
-        header = replace(unsent.header, task_id=task.task_id)
+        header = replace(
+            unsent.header,
+            task_id=task.task_id,
+            audit_head=self.audit.head() if self.audit else None,
+        )
         sent = await send_update(client, header, unsent.payload)  # raises if cut off
         self._unsent = None
+        if sent and self.audit is not None:
+            self.audit.update_sent(
+                upstream=client.upstream_name,
+                upstream_jurisdiction=client.upstream_jurisdiction,
+                header=header,
+            )
         return sent
 
     async def _handle(self, client: FederationClient, task: TrainTask) -> None:
@@ -179,8 +213,24 @@ class SiteAgent:
             return
         payload = self._models.get(task.model_sha256)
         if payload is None:
-            payload = await client.download(task.model_sha256, size=task.model_size)
+            partial = self._partial.setdefault(task.model_sha256, bytearray())
+            self._partial = {task.model_sha256: partial}  # older models are not resumed
+            try:
+                payload = await client.download(
+                    task.model_sha256, size=task.model_size, buffer=partial
+                )
+            except CodecError:
+                self._partial = {}  # bytes that do not add up: start again next time
+                raise
+            self._partial = {}
             self._models = {task.model_sha256: payload}
+            if self.audit is not None:
+                self.audit.model_received(
+                    round=task.round,
+                    upstream=client.upstream_name,
+                    upstream_jurisdiction=client.upstream_jurisdiction,
+                    sha256=task.model_sha256,
+                )
         global_weights = decode(task.manifest, payload, sha256=task.model_sha256)
         model = build_model(self.config.model.factory, self.config.model.kwargs)
         load_weights(model, global_weights)
@@ -214,6 +264,7 @@ class SiteAgent:
                 accountant=privacy.accountant if privacy.enabled else "",
             ),
             metrics={"train_loss": result.train_loss, "train_seconds": result.seconds},
+            contributors=(self.config.name,),
         )
         if privacy.enabled:  # on disk before the update leaves
             self.ledger.record(

@@ -60,6 +60,10 @@ class FederationClient:
             self._channel = grpc.aio.secure_channel(address, credentials, options=options)
             self._metadata = plan_metadata
         self._stub = pb_grpc.FederationStub(self._channel)  # type: ignore[no-untyped-call]
+        # Who answered the join (from its certificate): where updates go, for the audit.
+        # Until then, and for an upstream that does not say: the name TLS checked.
+        self.upstream_name: str = server_name or address
+        self.upstream_jurisdiction: str | None = None
 
     async def close(self) -> None:
         await self._channel.close(None)
@@ -77,6 +81,8 @@ class FederationClient:
             metadata=self._metadata,
             wait_for_ready=False,
         )
+        self.upstream_name = response.upstream_name or self.upstream_name
+        self.upstream_jurisdiction = response.upstream_jurisdiction or None
         return response
 
     async def tasks(self) -> AsyncIterator[TaskEvent]:
@@ -86,10 +92,20 @@ class FederationClient:
             yield serde.task_event_from_proto(message)
 
     async def download(
-        self, model_sha256: str, *, size: int, max_resumes: int = 5, timeout: float = 300.0
+        self,
+        model_sha256: str,
+        *,
+        size: int,
+        max_resumes: int = 5,
+        timeout: float = 300.0,
+        buffer: bytearray | None = None,
     ) -> bytes:
-        """Fetch a model payload, resuming from the last byte received after a break."""
-        buffer = bytearray()
+        """Fetch a model payload, resuming from the last byte received after a break.
+
+        ``buffer``: bytes of this model received before (over an earlier connection);
+        the download goes on from its end, and it grows as chunks arrive.
+        """
+        buffer = bytearray() if buffer is None else buffer
         resumes = 0
         while True:
             try:

@@ -79,3 +79,26 @@ def test_sites_rejoin_after_a_crash_and_a_network_drop(tmp_path: Path) -> None:
         assert done[later]["site-1"][0] == done[later]["site-3"][0] == "accepted", done[later]
     summary = json.loads((fed.coordinator_out / "summary.json").read_text())
     assert summary["status"] == "completed" and summary["rounds"] == ROUNDS
+
+
+def test_a_site_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
+    import socket
+
+    fed = Federation(tmp_path, sites=1)
+    with socket.socket() as probe:  # a port nobody listens on: the site backs off
+        probe.bind(("127.0.0.1", 0))
+        fed.port = probe.getsockname()[1]
+    try:
+        fed.start_sites()
+        site = fed.sites["site-1"]
+        log = tmp_path / "site-1.log"
+        deadline = time.monotonic() + 120
+        while "upstream unreachable" not in log.read_text(errors="replace"):
+            assert time.monotonic() < deadline and site.poll() is None, log.read_text()
+            time.sleep(0.05)
+        site.send_signal(signal.SIGTERM)
+        assert site.wait(30) == 0
+    finally:
+        fed.stop()
+    text = log.read_text()
+    assert "stopped by SIGTERM" in text and "Traceback" not in text

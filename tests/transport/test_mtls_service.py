@@ -178,6 +178,12 @@ def test_bad_uploads_are_refused_by_name_and_round_goes_on(
                 tasks["site-1"].model_sha256, size=tasks["site-1"].model_size
             )
             assert payload == bytes(fed.engine.model.encoded.payload)
+            # Resumed from bytes kept over an earlier connection: only the rest comes.
+            kept = bytearray(payload[:100])
+            again = await c1.download(
+                tasks["site-1"].model_sha256, size=tasks["site-1"].model_size, buffer=kept
+            )
+            assert again == payload and kept == payload
 
             wrong = {"w": np.zeros((8, 16), dtype=np.float32), "b": np.zeros(8, dtype=np.float32)}
             h, p = update_for(tasks["site-1"], wrong)
@@ -296,5 +302,45 @@ def test_peer_with_another_plan_is_refused(tmp_path: Path, pki: dict[str, NodePa
                 assert (await client.join(device="cpu")).node_name == "site-1"
         finally:
             await server.stop(0)
+
+    asyncio.run(scenario())
+
+
+def test_upload_cut_off_by_its_peer_leaves_the_task_to_try_again(
+    tmp_path: Path, pki: dict[str, NodePaths]
+) -> None:
+    # A site that dies (or loses its connection) mid-upload is not refused: its task
+    # stays pending, and it may upload again before the deadline.
+    from fedsov.coordinator.rounds import TaskStatus
+    from fedsov.proto.v1 import federation_pb2 as pb
+    from fedsov.transport import serde
+
+    async def scenario() -> None:
+        async with federation(tmp_path, pki, min_sites=1) as fed, fed.client("site-1") as client:
+            task = await first_task(client.tasks())
+            header, payload = update_for(task, full(1.0))
+
+            async def header_then_nothing() -> AsyncIterator[pb.UpdateChunk]:
+                yield pb.UpdateChunk(header=serde.update_header_to_proto(header))
+                await asyncio.Event().wait()  # no data: the peer goes away first
+
+            assert fed.engine.current is not None
+            record = fed.engine.current.tasks[task.task_id]
+            call = client._stub.UploadUpdate(header_then_nothing(), metadata=client._metadata)
+            async with asyncio.timeout(10):
+                while record.status is not TaskStatus.RECEIVING:
+                    await asyncio.sleep(0.005)
+                call.cancel()
+                while record.status is TaskStatus.RECEIVING:
+                    await asyncio.sleep(0.005)
+            # Cancelled, or ended short just before the cancel arrives: either way open.
+            assert record.status is TaskStatus.PENDING
+            assert record.reason in ("upload aborted by the peer",) or record.reason.startswith(
+                "upload cut short: truncated payload"
+            )
+            receipt = await client.upload(header, payload)
+            assert receipt.payload_sha256 == header.payload_sha256
+            (report,) = await asyncio.wait_for(fed.run, 30)  # type: ignore[misc]
+        assert [(s.site, s.status) for s in report.sites] == [("site-1", "accepted")]
 
     asyncio.run(scenario())
