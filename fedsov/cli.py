@@ -1,4 +1,4 @@
-"""The ``fedsov`` command line: coordinator, site, simulate, pki, policy, privacy, audit."""
+"""The ``fedsov`` command line: the roles, simulate, pki, policy, privacy, audit, models."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from fedsov import __version__
 from fedsov.audit.cli import app as audit_app
 from fedsov.exceptions import FedsovError
 from fedsov.logging import setup_logging
+from fedsov.models.cli import app as models_app
 from fedsov.pki.cli import app as pki_app
 from fedsov.policy.cli import app as policy_app
 from fedsov.privacy.cli import app as privacy_app
@@ -31,6 +32,7 @@ app.add_typer(pki_app, name="pki", help="Federation CA, CSRs and node certificat
 app.add_typer(policy_app, name="policy", help="Check a federation plan against its policy.")
 app.add_typer(privacy_app, name="privacy", help="Privacy accounting: ε, and noise for a target ε.")
 app.add_typer(audit_app, name="audit", help="Verify audit ledgers, reconcile both ends of links.")
+app.add_typer(models_app, name="models", help="Global model versions: list, lineage, export.")
 
 err = Console(stderr=True, soft_wrap=True)
 

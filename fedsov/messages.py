@@ -9,6 +9,7 @@ from typing import Any
 from fedsov.codec import Manifest, TensorSpec
 
 __all__ = [
+    "AuditHead",
     "Finished",
     "Heartbeat",
     "PrivacyReport",
@@ -71,6 +72,14 @@ class PrivacyReport:
 
 
 @dataclass(frozen=True)
+class AuditHead:
+    """The last record of a node's audit ledger: its seq and the SHA-256 of its line."""
+
+    seq: int
+    sha256: str
+
+
+@dataclass(frozen=True)
 class UpdateHeader:
     task_id: str
     round: int
@@ -81,6 +90,8 @@ class UpdateHeader:
     base_model_sha256: str
     privacy: PrivacyReport
     metrics: Mapping[str, float] = field(default_factory=dict)
+    contributors: tuple[str, ...] = ()  # the sites behind the update (lineage)
+    audit_head: AuditHead | None = None  # the sender's ledger head, kept by the upstream
 
 
 @dataclass(frozen=True)
@@ -103,6 +114,8 @@ def header_to_json(header: UpdateHeader) -> dict[str, Any]:
         "base_model_sha256": header.base_model_sha256,
         "privacy": asdict(header.privacy),
         "metrics": dict(header.metrics),
+        "contributors": list(header.contributors),
+        "audit_head": asdict(header.audit_head) if header.audit_head else None,
     }
 
 
@@ -121,4 +134,6 @@ def header_from_json(data: Mapping[str, Any]) -> UpdateHeader:
         base_model_sha256=str(data["base_model_sha256"]),
         privacy=PrivacyReport(**data["privacy"]),
         metrics={str(k): float(v) for k, v in data["metrics"].items()},
+        contributors=tuple(str(c) for c in data.get("contributors", ())),
+        audit_head=AuditHead(**data["audit_head"]) if data.get("audit_head") else None,
     )

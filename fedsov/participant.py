@@ -12,14 +12,19 @@ import logging
 import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import grpc
 
-from fedsov.exceptions import FedsovError
+from fedsov.exceptions import FedsovError, PolicyViolation
 from fedsov.messages import Finished, TrainTask, UpdateHeader
 from fedsov.transport.client import FederationClient
 
-__all__ = ["FATAL", "Backoff", "send_update", "serve_upstream"]
+if TYPE_CHECKING:  # the plan reads participant settings: imported where used
+    from fedsov.audit.trail import AuditTrail
+    from fedsov.policy.plan import Plan
+
+__all__ = ["FATAL", "Backoff", "may_send", "send_update", "serve_upstream"]
 
 log = logging.getLogger("fedsov.participant")
 
@@ -111,3 +116,24 @@ async def send_update(
             )
         return False
     return True
+
+
+def may_send(plan: Plan, node: str, audit: AuditTrail | None) -> None:
+    """Refuse, before any byte leaves, an upstream the plan's residency forbids.
+
+    The refusal is recorded in the node's audit trail, then raised (PolicyViolation).
+    """
+    from fedsov.policy.runtime import require_may_send
+
+    try:
+        require_may_send(plan, node)
+    except PolicyViolation as exc:
+        upstream = plan.node(node).upstream
+        if audit is not None and upstream:
+            audit.refused(
+                peer=upstream,
+                peer_jurisdiction={n.name: n.jurisdiction for n in plan.nodes}.get(upstream),
+                decision="residency",
+                reason=str(exc),
+            )
+        raise

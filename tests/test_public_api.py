@@ -9,7 +9,14 @@ import pytest
 
 from fedsov import exceptions
 
-PACKAGES = ["fedsov.audit", "fedsov.codec", "fedsov.exceptions", "fedsov.strategy", "fedsov.pki"]
+PACKAGES = [
+    "fedsov.audit",
+    "fedsov.codec",
+    "fedsov.exceptions",
+    "fedsov.models",
+    "fedsov.strategy",
+    "fedsov.pki",
+]
 
 
 @pytest.mark.parametrize("name", PACKAGES)

@@ -19,6 +19,7 @@ from dataclasses import replace
 from typing import Any
 
 from fedsov.aggregator.config import AggregatorConfig
+from fedsov.audit.trail import AuditTrail
 from fedsov.codec import EncodedTensors, encode
 from fedsov.coordinator.allocator import tune_allocator
 from fedsov.coordinator.engine import FINISH_GRACE_S, Admission, Engine, EngineSettings, RoundReport
@@ -30,14 +31,13 @@ from fedsov.exceptions import FedsovError
 from fedsov.fileio import write_json_atomic
 from fedsov.messages import PrivacyReport, TrainingPlan, TrainTask, UpdateHeader
 from fedsov.modelref import build_model
-from fedsov.participant import send_update, serve_upstream
+from fedsov.participant import may_send, send_update, serve_upstream
 from fedsov.pki.identity import Role
 from fedsov.pki.tls import TlsMaterial, load_tls_material
 from fedsov.policy.runtime import (
     PlanAdmission,
     export_requirement,
     load_node_plan,
-    require_may_send,
 )
 from fedsov.privacy.site_level import SiteLevelLedger, SiteRound
 from fedsov.strategy import DPFedAvg, FedAvg, Strategy
@@ -90,9 +90,12 @@ class RegionalAggregator:
                 )
         placeholder = state_to_numpy(build_model(config.model.factory, config.model.kwargs))
         r = config.rounds
+        plan = None
         if config.plan is not None:
             plan = load_node_plan(config.plan, config.name, federation=config.federation)
-            require_may_send(plan, config.name)  # before any byte leaves
+        self.audit = self._open_audit(plan.sha256 if plan else plan_sha256)
+        if plan is not None:
+            may_send(plan, config.name, self.audit)  # before any byte leaves
             need = export_requirement(plan, config.name)
             if need.min_sites > r.min_sites:
                 raise FedsovError(
@@ -128,6 +131,7 @@ class RegionalAggregator:
                 max_attempts=1,
                 plan=TrainingPlan(1, 32, 0.1),  # replaced by the upstream's plan each round
                 seed=config.seed,
+                plan_sha256=plan_sha256,
             ),
             initial=GlobalModel.from_arrays(placeholder, round=0, parent=None),
             strategy=strategy,
@@ -137,6 +141,7 @@ class RegionalAggregator:
             on_round=on_round,
             evaluator=make_evaluator(config.model, config.evaluation),
             state=SqliteStateStore(config.output_dir / STATE_FILE),
+            audit=self.audit,
         )
         self.engine.resume()  # after a crash: the regional rounds it already ran
         self.exported: list[int] = []
@@ -152,6 +157,18 @@ class RegionalAggregator:
         self.declined: dict[int, str] = {}
         self.port: int | None = None
         self.listening = asyncio.Event()
+
+    def _open_audit(self, plan_sha256: str | None) -> AuditTrail | None:
+        """The region's signed audit trail (both tiers), with its sites' checkpoints."""
+        if self.server_tls is None:
+            return None
+        audit = self.config.output_dir / "audit"
+        return AuditTrail.open(
+            audit / "ledger.jsonl",
+            self.server_tls,
+            plan_sha256=plan_sha256,
+            checkpoints=audit / "checkpoints",
+        )
 
     def _client(self) -> FederationClient:
         up = self.config.upstream
@@ -172,6 +189,7 @@ class RegionalAggregator:
                 insecure=self.server_tls is None,
                 max_transfers=self.config.server.max_transfers,
                 plan_sha256=self.plan_sha256,
+                node=self.server_tls.identity if self.server_tls else None,
             ),
             address=self.config.server.address,
             tls=self.server_tls,
@@ -204,6 +222,8 @@ class RegionalAggregator:
             summary = self.summary(status, time.time() - started)
             write_json_atomic(self.config.output_dir / "summary.json", summary)
             self.engine.state.close()
+            if self.audit is not None:
+                self.audit.close()
         return summary
 
     def summary(self, status: str, seconds: float) -> dict[str, Any]:
@@ -230,6 +250,13 @@ class RegionalAggregator:
 
     async def _handle(self, client: FederationClient, task: TrainTask) -> None:
         payload = await client.download(task.model_sha256, size=task.model_size)
+        if self.audit is not None:
+            self.audit.model_received(
+                round=task.round,
+                upstream=client.upstream_name,
+                upstream_jurisdiction=client.upstream_jurisdiction,
+                sha256=task.model_sha256,
+            )
         base = GlobalModel(
             round=task.round,
             encoded=EncodedTensors(task.manifest, payload, task.model_sha256),
@@ -305,9 +332,17 @@ class RegionalAggregator:
                 "sites": float(len(accepted)),
                 "max_site_epsilon": max(epsilons) if epsilons else 0.0,
             },
+            contributors=tuple(sorted({c for s in accepted for c in s.contributors or (s.site,)})),
+            audit_head=self.audit.head() if self.audit else None,
         )
         if not await send_update(client, header, update.payload):
             return
+        if self.audit is not None:
+            self.audit.update_sent(
+                upstream=client.upstream_name,
+                upstream_jurisdiction=client.upstream_jurisdiction,
+                header=header,
+            )
         self.exported.append(task.round)
         log.info("round %d: exported the aggregate of %d sites", task.round, len(accepted))
 
@@ -348,3 +383,11 @@ class RegionalAggregator:
         self.declined[task.round] = f"{code}: {why}"
         log.warning("round %d: declining the task: %s", task.round, why)
         await client.decline(task_id=task.task_id, round=task.round, code=code, reason=why)
+        if self.audit is not None:
+            self.audit.declined(
+                round=task.round,
+                peer=client.upstream_name,
+                peer_jurisdiction=client.upstream_jurisdiction,
+                code=code,
+                reason=why,
+            )

@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 
 from fedsov.exceptions import AuditError
-from fedsov.fileio import PRIVATE_MODE
+from fedsov.fileio import PRIVATE_MODE, fsync_dir
 
 __all__ = ["append_line", "read_lines"]
 
@@ -60,16 +60,6 @@ def append_line(path: Path, line: bytes, *, what: str) -> None:
         finally:
             os.close(fd)
         if created:
-            _fsync_dir(path.parent)
+            fsync_dir(path.parent)
     except OSError as exc:
         raise AuditError(f"{what} {path}: cannot append ({exc})") from exc
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    except OSError:  # pragma: no cover - some filesystems refuse fsync on directories
-        pass
-    finally:
-        os.close(fd)

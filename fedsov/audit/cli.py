@@ -1,6 +1,6 @@
-"""``fedsov audit``: verify a node's ledger, reconcile the two ends of a link.
+"""``fedsov audit``: verify a node's ledger, reconcile the two ends of a link, report a run.
 
-Exit codes: 0 intact / no mismatch, 1 tampered / mismatches, 2 bad input.
+Exit codes: 0 intact / no mismatch / compliant, 1 tampered / mismatches / not, 2 bad input.
 """
 
 from __future__ import annotations
@@ -131,3 +131,52 @@ def head(
     if result.head is None:
         raise _fail(AuditError(f"audit ledger {ledger} is empty"))
     print(result.head.to_json())
+
+
+@app.command()
+def report(
+    run_dir: Annotated[
+        Path, typer.Argument(metavar="DIR", help="A run folder holding the nodes' ledgers.")
+    ],
+    plan: Annotated[
+        Path | None,
+        typer.Option("--plan", help="The federation plan (default: DIR/plan.toml if present)."),
+    ] = None,
+    pki: Annotated[
+        Path | None,
+        typer.Option(
+            "--pki",
+            help="Certificates as FOLDER/<node>/<node>.pem (default: DIR/pki if present).",
+        ),
+    ] = None,
+    as_json: J = False,
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Write the report to this file instead.")
+    ] = None,
+) -> None:
+    """Compliance report: border crossings vs the plan, ε, refusals, model versions.
+
+    Exit 0 when every ledger verifies and every crossing respects the plan, 1 when not.
+    """
+    from fedsov.audit.report import compliance_report, render_json, render_markdown
+    from fedsov.exceptions import FedsovError
+    from fedsov.fileio import write_atomic
+
+    try:
+        result = compliance_report(run_dir, plan=plan, pki=pki)
+    except FedsovError as exc:
+        raise _fail(exc) from exc
+    text = render_json(result) + "\n" if as_json else render_markdown(result)
+    if out is None:
+        print(text, end="")
+    else:
+        try:
+            write_atomic(out, text.encode())
+        except OSError as exc:
+            raise _fail(AuditError(f"cannot write {out}: {exc.strerror or exc}")) from exc
+        verdict = "compliant" if result["ok"] else "[bold red]NOT COMPLIANT[/]"
+        console.print(f"wrote {escape(str(out))}: {verdict}", highlight=False)
+    if not result["ok"]:
+        for problem in result["problems"]:
+            err.print(f"problem: {escape(problem)}", highlight=False)
+        raise typer.Exit(1)

@@ -8,17 +8,19 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from fedsov.audit.trail import AuditTrail
 from fedsov.coordinator.allocator import tune_allocator
 from fedsov.coordinator.config import CoordinatorConfig
 from fedsov.coordinator.engine import FINISH_GRACE_S, Engine, EngineSettings, RoundReport
 from fedsov.coordinator.evaluation import make_evaluator
 from fedsov.coordinator.model import GlobalModel, ModelStore, state_to_numpy
+from fedsov.coordinator.state import StateStore
 from fedsov.coordinator.state_sqlite import STATE_FILE, SqliteStateStore
 from fedsov.coordinator.summary import build_summary
 from fedsov.exceptions import FedsovError
 from fedsov.fileio import write_atomic, write_json_atomic
 from fedsov.modelref import build_model
-from fedsov.pki.tls import load_tls_material
+from fedsov.pki.tls import TlsMaterial, load_tls_material
 from fedsov.policy.runtime import PlanAdmission, load_node_plan
 from fedsov.signals import Stopped, until_signalled
 from fedsov.strategy import FedAvg
@@ -57,18 +59,24 @@ async def run_coordinator(
     # One line per closed round attempt, rebuilt from the state store on a restart.
     write_atomic(rounds_log, "".join(_line(r) for r in state.reports()).encode())
 
-    def record(report: RoundReport) -> None:
-        with open(rounds_log, "a", encoding="utf-8") as f:
-            f.write(_line(report.to_json()))
-        if on_round is not None:
-            on_round(report)
-
     plan, admission = None, None
     if config.plan is not None:
         me = tls.identity.name if tls is not None else None  # None: the plan's global node
         plan = load_node_plan(config.plan, me, federation=config.federation)
         admission = PlanAdmission(plan, me or plan.global_node.name)
         log.info("enforcing plan %s (%s)", plan.sha256[:16], config.plan)
+    audit = _audit_trail(out, tls, plan.sha256 if plan else None)
+    publish = _model_publisher(audit, state)
+    for earlier in state.reports():  # a restart may have cut the last one off
+        publish(RoundReport.from_json(earlier))
+
+    def record(report: RoundReport) -> None:
+        with open(rounds_log, "a", encoding="utf-8") as f:
+            f.write(_line(report.to_json()))
+        publish(report)
+        if on_round is not None:
+            on_round(report)
+
     engine = Engine(
         EngineSettings(
             federation=config.federation,
@@ -80,6 +88,7 @@ async def run_coordinator(
             start_timeout_s=config.rounds.start_timeout_s,
             max_attempts=config.rounds.max_attempts,
             over_select=config.rounds.over_select,
+            plan_sha256=plan.sha256 if plan else None,
             plan=config.training,
             seed=config.seed,
             heartbeat_s=config.heartbeat_s,
@@ -93,6 +102,7 @@ async def run_coordinator(
         admission=admission,
         on_round=record,
         state=state,
+        audit=audit,
     )
     server = await start_server(
         FederationService(
@@ -100,6 +110,7 @@ async def run_coordinator(
             insecure=tls is None,
             max_transfers=config.server.max_transfers,
             plan_sha256=plan.sha256 if plan else None,
+            node=tls.identity if tls else None,
         ),
         address=config.server.address,
         tls=tls,
@@ -119,6 +130,8 @@ async def run_coordinator(
         await engine.linger(FINISH_GRACE_S)  # every site hears Finished, even one reconnecting
         await server.stop(grace=2.0)
         state.close()
+        if audit is not None:
+            audit.close()
     summary = build_summary(
         federation=config.federation,
         reports=engine.reports,
@@ -129,6 +142,37 @@ async def run_coordinator(
     )
     write_json_atomic(out / "summary.json", summary)
     return summary
+
+
+def _audit_trail(out: Path, tls: TlsMaterial | None, plan_sha256: str | None) -> AuditTrail | None:
+    """The coordinator's signed audit trail, with its participants' checkpoints."""
+    if tls is None:
+        return None
+    return AuditTrail.open(
+        out / "audit" / "ledger.jsonl",
+        tls,
+        plan_sha256=plan_sha256,
+        checkpoints=out / "audit" / "checkpoints",
+    )
+
+
+def _model_publisher(audit: AuditTrail | None, state: StateStore) -> Callable[[RoundReport], None]:
+    def publish(report: RoundReport) -> None:
+        """A new global model version in the audit trail, with what went into it."""
+        row = state.model(report.model_sha256) if report.completed else None
+        if audit is None or row is None:
+            return
+        audit.model_published(
+            round=report.round,
+            sha256=row.sha256,
+            parent=row.parent,
+            contributors=row.metadata.get("contributors", []),
+            sites=row.metadata.get("sites", []),
+            regions=row.metadata.get("regions", []),
+            metrics=report.metrics,
+        )
+
+    return publish
 
 
 def _line(report: dict[str, object]) -> str:

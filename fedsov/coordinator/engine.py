@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+from fedsov.audit.trail import AuditTrail
 from fedsov.codec import DEFAULT_CHUNK_SIZE
 from fedsov.coordinator.model import GlobalModel, ModelStore
 from fedsov.coordinator.state import MemoryStateStore, ModelRow, RoundRow, StateStore, TaskRow
@@ -67,6 +68,7 @@ class EngineSettings:
     # Over-selection: ask this many sites more than sites_per_round, and close the round
     # as soon as sites_per_round updates are in (the slowest are told they are late).
     over_select: int = 0
+    plan_sha256: str | None = None  # recorded with every model version (lineage)
 
 
 @dataclass(frozen=True)
@@ -78,6 +80,7 @@ class SiteResult:
     num_examples: int
     privacy: PrivacyReport | None
     metrics: Mapping[str, float]
+    contributors: tuple[str, ...] = ()  # the sites behind an accepted update
 
     def to_json(self) -> dict[str, Any]:
         p = self.privacy
@@ -97,6 +100,7 @@ class SiteResult:
             "max_grad_norm": p.max_grad_norm if p else None,
             "accountant": p.accountant if p else None,
             "metrics": dict(self.metrics),
+            "contributors": list(self.contributors),
         }
 
     @classmethod
@@ -122,6 +126,7 @@ class SiteResult:
             num_examples=data["num_examples"],
             privacy=privacy,
             metrics=dict(data["metrics"]),
+            contributors=tuple(data.get("contributors", ())),
         )
 
 
@@ -208,6 +213,7 @@ class Engine:
         admission: Admission | None = None,
         state: StateStore | None = None,
         fingerprint: str | None = None,
+        audit: AuditTrail | None = None,
     ) -> None:
         """``state``: where rounds, receipts and models are recorded (default: memory,
         gone with the process). ``fingerprint``: what a resumed state must have been
@@ -215,6 +221,7 @@ class Engine:
         self.settings = settings
         self.state: StateStore = state or MemoryStateStore()
         self.fingerprint = fingerprint or _fingerprint(settings, initial, strategy)
+        self.audit = audit
         self.admit: Admission = admission or SiteAdmission(
             settings.federation, settings.allowed_sites
         )
@@ -305,19 +312,52 @@ class Engine:
         self.admit(identity)
         current = self._open(header.round)
         replayed = current.replay(identity.name, header)
+        if replayed is not None and self.audit is not None:
+            self.audit.update_received(identity, header)  # if its ack was lost in a crash
         if replayed is not None:
             log.info(
                 "round %d: %s sent its update again; counted once", current.number, identity.name
             )
             return replayed
         receipt = await current.receive(identity.name, header, chunks)
+        if self.audit is not None:
+            self.audit.update_received(identity, header)
         log.info("round %d: accepted update of %s", current.number, identity.name)
         return receipt
 
-    def decline(self, identity: NodeIdentity, *, task_id: str, round: int, reason: str) -> None:
+    def decline(
+        self, identity: NodeIdentity, *, task_id: str, round: int, code: str, reason: str
+    ) -> None:
         self.admit(identity)
-        self._open(round).decline(identity.name, task_id, round=round, reason=reason)
-        log.warning("round %d: %s declined its task: %s", round, identity.name, reason)
+        why = f"{code}: {reason}" if code else reason
+        self._open(round).decline(identity.name, task_id, round=round, reason=why)
+        log.warning("round %d: %s declined its task: %s", round, identity.name, why)
+        if self.audit is not None:
+            self.audit.declined(
+                round=round,
+                peer=identity.name,
+                peer_jurisdiction=identity.jurisdiction,
+                code=code,
+                reason=reason,
+            )
+
+    def model_sent(self, identity: NodeIdentity, sha256: str) -> None:
+        """A participant downloaded the whole of model ``sha256``."""
+        if self.audit is not None:
+            current = self.current
+            self.audit.model_sent(
+                round=current.number if current else None, peer=identity, sha256=sha256
+            )
+
+    def refused(self, identity: NodeIdentity, decision: str, reason: str) -> None:
+        """The policy refused ``identity`` (admission, plan): recorded for the auditors."""
+        if self.audit is not None:
+            self.audit.refused(
+                peer=identity.name,
+                peer_jurisdiction=identity.jurisdiction,
+                decision=decision,
+                reason=reason,
+            )
 
     # ----- the round loop -----------------------------------------------------------
 
@@ -455,14 +495,13 @@ class Engine:
         completed = len(accepted) >= self.settings.min_updates
         metrics: dict[str, float] = {}
         new: GlobalModel | None = None
-        contributors = sorted(r.site for r in accepted)
+        sites = [_site_result(r) for r in sorted(rnd.tasks.values(), key=lambda r: r.site)]
         if completed:
             new = rnd.next_model()
             if self.evaluator is not None:
                 metrics = dict(await asyncio.to_thread(self.evaluator, new.arrays()))
-            await asyncio.to_thread(
-                self.store.save, new, {"contributors": contributors, "metrics": metrics}
-            )
+            lineage = _lineage([s for s in sites if s.status == TaskStatus.ACCEPTED])
+            await asyncio.to_thread(self.store.save, new, lineage | {"metrics": metrics})
             crash_point("model-written", rnd.number)
         report = RoundReport(
             round=rnd.number,
@@ -471,13 +510,13 @@ class Engine:
             model_sha256=(new or self.model).sha256,
             seconds=time.time() - rnd.opened_at,
             metrics=metrics,
-            sites=tuple(_site_result(r) for r in sorted(rnd.tasks.values(), key=lambda r: r.site)),
+            sites=tuple(sites),
         )
         self.state.close_round(
             rnd.number,
             rnd.attempt,
             report=report.to_json(),
-            model=None if new is None else self._model_row(new, contributors, metrics),
+            model=None if new is None else self._model_row(new, report),
             strategy_state=self.strategy.state(),
         )
         crash_point("round-committed", rnd.number)
@@ -496,15 +535,20 @@ class Engine:
         )
         return report
 
-    def _model_row(
-        self, model: GlobalModel, contributors: list[str], metrics: Mapping[str, float]
-    ) -> ModelRow:
+    def _model_row(self, model: GlobalModel, report: RoundReport | None) -> ModelRow:
+        """A model version: what went into it (lineage), under its content hash."""
+        accepted = [s for s in report.sites if s.status == TaskStatus.ACCEPTED] if report else []
         return ModelRow(
             sha256=model.sha256,
             round=model.round,
             parent=model.parent,
             file=self.store.blob_name(model.sha256),
-            metadata={"contributors": contributors, "metrics": dict(metrics)},
+            metadata=_lineage(accepted)
+            | {
+                "metrics": dict(report.metrics) if report else {},
+                "plan_sha256": self.settings.plan_sha256,
+                "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            },
         )
 
     async def run_round(
@@ -573,7 +617,7 @@ class Engine:
         Raises ConfigError when the store was written with another config.
         """
         if not self.state.bind(self.settings.federation, self.fingerprint):
-            self.state.add_model(self._model_row(self.model, [], {}))
+            self.state.add_model(self._model_row(self.model, None))
             return False
         row = self.state.latest_model()
         if row is None:
@@ -662,6 +706,30 @@ class Engine:
             sub.queue.put_nowait(self.finished)
 
 
+def _lineage(accepted: list[SiteResult]) -> dict[str, Any]:
+    """Who is behind a model: participants, the sites behind them, regions, their ε."""
+    sites: set[str] = set()
+    regions: list[str] = []
+    epsilon: dict[str, float] = {}
+    site_level: dict[str, float] = {}
+    for result in accepted:
+        behind = result.contributors or (result.site,)
+        sites.update(behind)
+        p = result.privacy
+        region = tuple(behind) != (result.site,)
+        if region:
+            regions.append(result.site)
+        if p is not None and p.enabled:
+            (site_level if region else epsilon)[result.site] = p.epsilon
+    return {
+        "contributors": sorted(r.site for r in accepted),
+        "sites": sorted(sites),
+        "regions": sorted(regions),
+        "epsilon": epsilon,
+        "site_level_epsilon": site_level,
+    }
+
+
 def _site_result(record: TaskRecord) -> SiteResult:
     header = record.header
     return SiteResult(
@@ -672,6 +740,7 @@ def _site_result(record: TaskRecord) -> SiteResult:
         num_examples=header.num_examples if header else 0,
         privacy=header.privacy if header else None,
         metrics=dict(header.metrics) if header else {},
+        contributors=header.contributors if header else (),
     )
 
 

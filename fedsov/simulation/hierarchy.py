@@ -58,7 +58,8 @@ class Deployment:
 def prepare_deployment(plan: Plan, out: Path) -> Deployment:
     """Copy the plan, issue every node's certificate, and split the data over the sites."""
     out = out.resolve()
-    for name in ("pki", "configs", "data", "logs", "nodes", "ports", "models", "work", "state"):
+    owned = ("pki", "configs", "data", "logs", "nodes", "ports", "models", "work", "state", "audit")
+    for name in owned:
         shutil.rmtree(out / name, ignore_errors=True)
     for name in ("summary.json", "rounds.jsonl", "plan.toml"):
         (out / name).unlink(missing_ok=True)

@@ -21,7 +21,7 @@ from fedsov.simulation.scenario import Scenario
 __all__ = ["run_simulation"]
 
 console = Console(stderr=True)
-OWNED = ("pki", "configs", "data", "logs", "models", "work", "state")
+OWNED = ("pki", "configs", "data", "logs", "models", "work", "state", "audit")
 COORDINATOR = "coordinator"
 
 

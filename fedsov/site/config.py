@@ -29,6 +29,7 @@ class SiteConfig:
     plan: Path | None = None  # federation plan: residency checked before dialing
     budget_epsilon: float | None = None  # the site refuses rounds that would exceed it
     ledger: Path | None = None  # persistent record of every release (default: beside config)
+    audit_ledger: Path | None = None  # signed audit trail (default: beside config)
 
 
 def read_backoff(table: Table) -> Backoff:
@@ -87,6 +88,10 @@ def load(path: Path) -> SiteConfig:
     plan = ft.path("plan", None)
     ft.done()
 
+    at = doc.table("audit")
+    audit_ledger = at.path("ledger", str(path.parent / f"{name}.audit.jsonl"))
+    at.done()
+
     config = SiteConfig(
         source=path,
         name=name,
@@ -100,6 +105,7 @@ def load(path: Path) -> SiteConfig:
         plan=plan,
         budget_epsilon=budget,
         ledger=ledger,
+        audit_ledger=audit_ledger,
     )
     doc.done()
     return config

@@ -8,6 +8,7 @@ import math
 from fedsov.codec import Manifest, TensorSpec
 from fedsov.exceptions import CodecError, ProtocolError
 from fedsov.messages import (
+    AuditHead,
     Finished,
     Heartbeat,
     PrivacyReport,
@@ -143,6 +144,12 @@ def update_header_to_proto(h: UpdateHeader) -> pb.UpdateHeader:
         base_model_sha256=h.base_model_sha256,
         privacy=_privacy_to_proto(h.privacy),
         metrics=dict(h.metrics),
+        contributors=list(h.contributors),
+        audit_checkpoint=(
+            pb.AuditCheckpoint(seq=h.audit_head.seq, sha256=h.audit_head.sha256)
+            if h.audit_head
+            else None
+        ),
     )
 
 
@@ -159,6 +166,12 @@ def update_header_from_proto(h: pb.UpdateHeader) -> UpdateHeader:
         base_model_sha256=h.base_model_sha256,
         privacy=_privacy_from_proto(h.privacy),
         metrics=dict(h.metrics),
+        contributors=tuple(h.contributors),
+        audit_head=(
+            AuditHead(h.audit_checkpoint.seq, h.audit_checkpoint.sha256)
+            if h.HasField("audit_checkpoint")
+            else None
+        ),
     )
 
 

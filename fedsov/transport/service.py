@@ -11,7 +11,7 @@ import grpc
 
 from fedsov.codec import DEFAULT_CHUNK_SIZE, iter_chunks
 from fedsov.coordinator.engine import Engine
-from fedsov.exceptions import FedsovError, PKIError, ProtocolError
+from fedsov.exceptions import AccessDenied, FedsovError, PKIError, PolicyViolation, ProtocolError
 from fedsov.pki.identity import NodeIdentity, Role, identity_from_pem
 from fedsov.proto.v1 import federation_pb2 as pb
 from fedsov.proto.v1 import federation_pb2_grpc as pb_grpc
@@ -45,28 +45,41 @@ class FederationService(pb_grpc.FederationServicer):
         insecure: bool = False,
         max_transfers: int = 4,
         plan_sha256: str | None = None,
+        node: NodeIdentity | None = None,
     ) -> None:
+        """``node``: this server's own identity (its certificate's), told to who joins."""
         self.engine = engine
+        self.node = node
         self.insecure = insecure
         self.plan_sha256 = plan_sha256
         self._uploads = asyncio.Semaphore(max_transfers)
         self._downloads = asyncio.Semaphore(max_transfers)
 
-    async def _abort(self, context: Context, exc: FedsovError, what: str) -> NoReturn:
+    async def _abort(
+        self, context: Context, exc: FedsovError, what: str, who: NodeIdentity | None = None
+    ) -> NoReturn:
         code = status_for(exc)
         log.warning("%s refused (%s): %s", what, code.name, exc)
+        if who is not None and isinstance(exc, AccessDenied | PolicyViolation):
+            self.engine.refused(who, "admission", str(exc))
         await context.abort(code, str(exc))
         raise AssertionError("unreachable")  # context.abort raises
 
     async def _identity(self, context: Context) -> NodeIdentity:
+        identity = await self._certified(context)
         metadata = dict(context.invocation_metadata() or ())
         if self.plan_sha256 is not None and metadata.get(PLAN_HEADER) != self.plan_sha256:
             theirs = metadata.get(PLAN_HEADER) or "none"
-            await context.abort(
-                grpc.StatusCode.FAILED_PRECONDITION,
+            why = (
                 f"plan mismatch: this node runs plan {self.plan_sha256[:16]}, "
-                f"the caller {str(theirs)[:16]}",
+                f"the caller {str(theirs)[:16]}"
             )
+            self.engine.refused(identity, "plan-mismatch", why)
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, why)
+        return identity
+
+    async def _certified(self, context: Context) -> NodeIdentity:
+        metadata = dict(context.invocation_metadata() or ())
         if self.insecure:
             name = metadata.get(INSECURE_NAME_HEADER)
             if not isinstance(name, str) or not name:
@@ -88,7 +101,7 @@ class FederationService(pb_grpc.FederationServicer):
         try:
             self.engine.admit(identity)
         except FedsovError as exc:
-            await self._abort(context, exc, f"join of {identity.name}")
+            await self._abort(context, exc, f"join of {identity.name}", identity)
         current = self.engine.current
         return pb.JoinResponse(
             federation=self.engine.settings.federation,
@@ -96,6 +109,8 @@ class FederationService(pb_grpc.FederationServicer):
             role=str(identity.role),
             jurisdiction=identity.jurisdiction,
             current_round=current.number if current else 0,
+            upstream_name=self.node.name if self.node else "",
+            upstream_jurisdiction=self.node.jurisdiction if self.node else "",
         )
 
     async def SubscribeTasks(  # noqa: N802
@@ -129,6 +144,7 @@ class FederationService(pb_grpc.FederationServicer):
             for chunk in iter_chunks(payload, DEFAULT_CHUNK_SIZE, offset=offset):
                 yield pb.ModelChunk(offset=offset, total_size=total, data=bytes(chunk))
                 offset += len(chunk)
+        self.engine.model_sent(identity, request.model_sha256)  # the last byte left
 
     async def UploadUpdate(  # noqa: N802
         self, request_iterator: AsyncIterator[pb.UpdateChunk], context: Context
@@ -152,10 +168,13 @@ class FederationService(pb_grpc.FederationServicer):
         self, request: pb.DeclineRequest, context: Context
     ) -> pb.DeclineReceipt:
         identity = await self._identity(context)
-        reason = f"{request.code}: {request.reason}" if request.code else request.reason
         try:
             self.engine.decline(
-                identity, task_id=request.task_id, round=request.round, reason=reason
+                identity,
+                task_id=request.task_id,
+                round=request.round,
+                code=request.code,
+                reason=request.reason,
             )
         except FedsovError as exc:
             await self._abort(context, exc, f"decline by {identity.name}")

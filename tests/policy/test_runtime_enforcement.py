@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
+from fedsov.audit.ledger import read_ledger
 from fedsov.pki import NodeIdentity, Role, issue_certificate, load_ca, write_certificate
 from fedsov.pki._keys import load_private_key
 from fedsov.policy.plan import load_plan
@@ -151,6 +152,12 @@ def test_certificate_jurisdiction_must_match_the_plan(tmp_path: Path) -> None:
     assert "PERMISSION_DENIED" in log
     assert "certificate of 'berlin' says jurisdiction IN, the plan says EU" in log
     assert "certificate of 'berlin' says jurisdiction IN" in group.log("agg-eu").read_text()
+    refused = [
+        r
+        for r in read_ledger(dep.node_out("agg-eu") / "audit" / "ledger.jsonl")
+        if r.event == "policy-refused"
+    ]
+    assert refused and {(r.peer, r.decision) for r in refused} == {("berlin", "admission")}
     # The federation went on without that link.
     assert [r["completed"] for r in rounds(dep)] == [True, True]
 
@@ -163,6 +170,12 @@ def test_site_refuses_to_send_to_a_forbidden_upstream(tmp_path: Path) -> None:
     log = group.log("paris").read_text()
     assert "'paris' refuses to send to 'agg-in'" in log
     assert "residency of EU allows sending to EU, not to IN" in log
+    (refusal,) = read_ledger(dep.out / "configs" / "paris.audit.jsonl")
+    assert (refusal.event, refusal.peer, refusal.decision) == (
+        "policy-refused",
+        "agg-in",
+        "residency",
+    )
     # agg-in never heard from paris: the refusal happened before dialing.
     assert "paris" not in group.log("agg-in").read_text()
     assert all(r["completed"] for r in rounds(dep))

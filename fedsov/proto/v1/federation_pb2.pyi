@@ -2,7 +2,7 @@ from fedsov.proto.v1 import tensors_pb2 as _tensors_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
-from collections.abc import Mapping as _Mapping
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
 from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
@@ -16,18 +16,22 @@ class JoinRequest(_message.Message):
     def __init__(self, software_version: _Optional[str] = ..., device: _Optional[str] = ...) -> None: ...
 
 class JoinResponse(_message.Message):
-    __slots__ = ("federation", "node_name", "role", "jurisdiction", "current_round")
+    __slots__ = ("federation", "node_name", "role", "jurisdiction", "current_round", "upstream_name", "upstream_jurisdiction")
     FEDERATION_FIELD_NUMBER: _ClassVar[int]
     NODE_NAME_FIELD_NUMBER: _ClassVar[int]
     ROLE_FIELD_NUMBER: _ClassVar[int]
     JURISDICTION_FIELD_NUMBER: _ClassVar[int]
     CURRENT_ROUND_FIELD_NUMBER: _ClassVar[int]
+    UPSTREAM_NAME_FIELD_NUMBER: _ClassVar[int]
+    UPSTREAM_JURISDICTION_FIELD_NUMBER: _ClassVar[int]
     federation: str
     node_name: str
     role: str
     jurisdiction: str
     current_round: int
-    def __init__(self, federation: _Optional[str] = ..., node_name: _Optional[str] = ..., role: _Optional[str] = ..., jurisdiction: _Optional[str] = ..., current_round: _Optional[int] = ...) -> None: ...
+    upstream_name: str
+    upstream_jurisdiction: str
+    def __init__(self, federation: _Optional[str] = ..., node_name: _Optional[str] = ..., role: _Optional[str] = ..., jurisdiction: _Optional[str] = ..., current_round: _Optional[int] = ..., upstream_name: _Optional[str] = ..., upstream_jurisdiction: _Optional[str] = ...) -> None: ...
 
 class SubscribeRequest(_message.Message):
     __slots__ = ()
@@ -132,7 +136,7 @@ class PrivacyReport(_message.Message):
     def __init__(self, enabled: bool = ..., epsilon: _Optional[float] = ..., delta: _Optional[float] = ..., noise_multiplier: _Optional[float] = ..., max_grad_norm: _Optional[float] = ..., sample_rate: _Optional[float] = ..., steps: _Optional[int] = ..., total_steps: _Optional[int] = ..., accountant: _Optional[str] = ...) -> None: ...
 
 class UpdateHeader(_message.Message):
-    __slots__ = ("task_id", "round", "manifest", "num_examples", "payload_size", "payload_sha256", "base_model_sha256", "privacy", "metrics")
+    __slots__ = ("task_id", "round", "manifest", "num_examples", "payload_size", "payload_sha256", "base_model_sha256", "privacy", "metrics", "contributors", "audit_checkpoint")
     class MetricsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -149,6 +153,8 @@ class UpdateHeader(_message.Message):
     BASE_MODEL_SHA256_FIELD_NUMBER: _ClassVar[int]
     PRIVACY_FIELD_NUMBER: _ClassVar[int]
     METRICS_FIELD_NUMBER: _ClassVar[int]
+    CONTRIBUTORS_FIELD_NUMBER: _ClassVar[int]
+    AUDIT_CHECKPOINT_FIELD_NUMBER: _ClassVar[int]
     task_id: str
     round: int
     manifest: _tensors_pb2.Manifest
@@ -158,7 +164,17 @@ class UpdateHeader(_message.Message):
     base_model_sha256: str
     privacy: PrivacyReport
     metrics: _containers.ScalarMap[str, float]
-    def __init__(self, task_id: _Optional[str] = ..., round: _Optional[int] = ..., manifest: _Optional[_Union[_tensors_pb2.Manifest, _Mapping]] = ..., num_examples: _Optional[int] = ..., payload_size: _Optional[int] = ..., payload_sha256: _Optional[str] = ..., base_model_sha256: _Optional[str] = ..., privacy: _Optional[_Union[PrivacyReport, _Mapping]] = ..., metrics: _Optional[_Mapping[str, float]] = ...) -> None: ...
+    contributors: _containers.RepeatedScalarFieldContainer[str]
+    audit_checkpoint: AuditCheckpoint
+    def __init__(self, task_id: _Optional[str] = ..., round: _Optional[int] = ..., manifest: _Optional[_Union[_tensors_pb2.Manifest, _Mapping]] = ..., num_examples: _Optional[int] = ..., payload_size: _Optional[int] = ..., payload_sha256: _Optional[str] = ..., base_model_sha256: _Optional[str] = ..., privacy: _Optional[_Union[PrivacyReport, _Mapping]] = ..., metrics: _Optional[_Mapping[str, float]] = ..., contributors: _Optional[_Iterable[str]] = ..., audit_checkpoint: _Optional[_Union[AuditCheckpoint, _Mapping]] = ...) -> None: ...
+
+class AuditCheckpoint(_message.Message):
+    __slots__ = ("seq", "sha256")
+    SEQ_FIELD_NUMBER: _ClassVar[int]
+    SHA256_FIELD_NUMBER: _ClassVar[int]
+    seq: int
+    sha256: str
+    def __init__(self, seq: _Optional[int] = ..., sha256: _Optional[str] = ...) -> None: ...
 
 class UpdateChunk(_message.Message):
     __slots__ = ("header", "data")
