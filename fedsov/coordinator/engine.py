@@ -311,18 +311,16 @@ class Engine:
     ) -> UploadReceipt:
         self.admit(identity)
         current = self._open(header.round)
-        replayed = current.replay(identity.name, header)
-        if replayed is not None and self.audit is not None:
-            self.audit.update_received(identity, header)  # if its ack was lost in a crash
-        if replayed is not None:
+        receipt = current.replay(identity.name, header)
+        if receipt is None:
+            receipt = await current.receive(identity.name, header, chunks)
+            log.info("round %d: accepted update of %s", current.number, identity.name)
+        else:
             log.info(
                 "round %d: %s sent its update again; counted once", current.number, identity.name
             )
-            return replayed
-        receipt = await current.receive(identity.name, header, chunks)
-        if self.audit is not None:
+        if self.audit is not None:  # once per update, also one whose ack a crash cut off
             self.audit.update_received(identity, header)
-        log.info("round %d: accepted update of %s", current.number, identity.name)
         return receipt
 
     def decline(
