@@ -229,8 +229,8 @@ class Round:
             raise
         finally:
             record.upload = None
-        if self.state is None:
-            upload.discard()
+        if self.state is None or restoring:
+            upload.discard()  # (restoring: its kept copy stays where it was)
         else:
             upload.close()  # kept until the round commits: a restart folds it again
         self.aggregate.commit(weight=upload.weight)
