@@ -161,7 +161,6 @@ def test_aggregator_killed_mid_round_resumes_to_the_same_model(tmp_path: Path) -
 
     log = group.log("agg-eu").read_text()
     assert "round 2 re-opened after a restart (attempt 1): 1 acknowledged updates kept" in log
-    assert "round 4 re-opened after a restart (attempt 1)" in log  # stopped mid-round
     db = sqlite3.connect(dep.node_out("agg-eu") / "state" / "fedsov.db")
     per_round = db.execute(
         "SELECT r.number, COUNT(c.site), COUNT(DISTINCT c.site) FROM rounds r "
