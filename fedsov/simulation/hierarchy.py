@@ -338,7 +338,7 @@ def _print(summary: dict[str, Any], out: Path) -> None:
         "sites",
         "max site ε (sample-level)",
         "export ε (site-level)",
-        "budget",
+        "export budget",
     ):
         table.add_column(col, justify="right")
     for j, info in summary["jurisdictions"].items():
