@@ -1,4 +1,4 @@
-"""Helpers for tests and benchmarks: a round engine without config files."""
+"""Helpers for tests and benchmarks: a round engine without config files, a plan."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from fedsov.coordinator.model import GlobalModel, ModelStore
 from fedsov.messages import TrainingPlan
 from fedsov.strategy import FedAvg
 
-__all__ = ["make_engine"]
+__all__ = ["make_engine", "two_jurisdiction_plan"]
 
 DEFAULT_PLAN = TrainingPlan(local_epochs=1, batch_size=8, learning_rate=0.1)
 
@@ -47,4 +47,109 @@ def make_engine(
         strategy=FedAvg(),
         store=ModelStore(tmp_path / "models"),
         work_dir=tmp_path / "work",
+    )
+
+
+_TWO_JURISDICTIONS = """
+[federation]
+name = "{name}"
+seed = {seed}
+
+[model]
+factory = "fedsov.simulation.models:mlp"
+kwargs = {{ in_features = 64, hidden = 16, num_classes = 10 }}
+
+[rounds]
+num_rounds = {rounds}
+timeout_s = {timeout_s}
+
+[training]
+local_epochs = 1
+batch_size = 64
+learning_rate = 0.5
+
+[privacy]
+noise_multiplier = 1.0
+max_grad_norm = 1.0
+delta = 1e-5
+
+[[nodes]]
+name = "coordinator"
+tier = "global"
+jurisdiction = "EU"
+
+[[nodes]]
+name = "agg-eu"
+tier = "regional"
+jurisdiction = "EU"
+upstream = "coordinator"
+
+[[nodes]]
+name = "agg-in"
+tier = "regional"
+jurisdiction = "IN"
+upstream = "coordinator"
+
+[[nodes]]
+name = "paris"
+tier = "edge"
+jurisdiction = "EU"
+upstream = "{paris_upstream}"
+
+[[nodes]]
+name = "berlin"
+tier = "edge"
+jurisdiction = "EU"
+upstream = "agg-eu"
+
+[[nodes]]
+name = "mumbai"
+tier = "edge"
+jurisdiction = "IN"
+upstream = "agg-in"
+
+[[nodes]]
+name = "delhi"
+tier = "edge"
+jurisdiction = "IN"
+upstream = "agg-in"
+
+[policy.residency]
+EU = ["EU"]
+IN = ["IN", "EU"]
+
+[policy.export]
+IN = {{ min_sites = 2, site_dp = true }}
+
+[policy.site_dp]
+clip = 1.0
+noise_multiplier = 0.5
+
+[policy.budgets]
+jurisdiction_epsilon = {{ IN = {in_budget} }}
+
+[simulation]
+dataset = "digits"
+partition = "iid"
+"""
+
+
+def two_jurisdiction_plan(
+    *,
+    name: str,
+    seed: int,
+    rounds: int,
+    timeout_s: float,
+    paris_upstream: str = "agg-eu",
+    in_budget: float = 100.0,
+) -> str:
+    """A plan's TOML: a coordinator, agg-eu and agg-in, paris and berlin (EU), mumbai and
+    delhi (IN); IN exports only aggregates of >= 2 sites with site-level DP."""
+    return _TWO_JURISDICTIONS.format(
+        name=name,
+        seed=seed,
+        rounds=rounds,
+        timeout_s=timeout_s,
+        paris_upstream=paris_upstream,
+        in_budget=in_budget,
     )

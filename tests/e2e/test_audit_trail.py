@@ -24,91 +24,9 @@ from fedsov.audit.reconcile import reconcile
 from fedsov.audit.signing import load_certificates
 from fedsov.audit.verify import verify_ledger
 from fedsov.policy.plan import Plan, load_plan
+from fedsov.testing import two_jurisdiction_plan
 
 pytestmark = pytest.mark.e2e
-
-PLAN = """
-[federation]
-name = "audited"
-seed = 11
-
-[model]
-factory = "fedsov.simulation.models:mlp"
-kwargs = { in_features = 64, hidden = 16, num_classes = 10 }
-
-[rounds]
-num_rounds = 3
-timeout_s = 60
-
-[training]
-local_epochs = 1
-batch_size = 64
-learning_rate = 0.5
-
-[privacy]
-noise_multiplier = 1.0
-max_grad_norm = 1.0
-delta = 1e-5
-
-[[nodes]]
-name = "coordinator"
-tier = "global"
-jurisdiction = "EU"
-
-[[nodes]]
-name = "agg-eu"
-tier = "regional"
-jurisdiction = "EU"
-upstream = "coordinator"
-
-[[nodes]]
-name = "agg-in"
-tier = "regional"
-jurisdiction = "IN"
-upstream = "coordinator"
-
-[[nodes]]
-name = "paris"
-tier = "edge"
-jurisdiction = "EU"
-upstream = "agg-eu"
-
-[[nodes]]
-name = "berlin"
-tier = "edge"
-jurisdiction = "EU"
-upstream = "agg-eu"
-
-[[nodes]]
-name = "mumbai"
-tier = "edge"
-jurisdiction = "IN"
-upstream = "agg-in"
-
-[[nodes]]
-name = "delhi"
-tier = "edge"
-jurisdiction = "IN"
-upstream = "agg-in"
-
-[policy.residency]
-EU = ["EU"]
-IN = ["IN", "EU"]
-
-[policy.export]
-IN = { min_sites = 2, site_dp = true }
-
-[policy.site_dp]
-clip = 1.0
-noise_multiplier = 0.5
-
-[policy.budgets]
-jurisdiction_epsilon = { IN = 1000.0 }
-
-[simulation]
-dataset = "digits"
-partition = "iid"
-"""
 
 
 def ledger_of(out: Path, plan: Plan, node: str) -> Path:
@@ -139,7 +57,8 @@ def fedsov(*args: str) -> subprocess.CompletedProcess[str]:
 @pytest.fixture(scope="module")
 def run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Plan]:
     root = tmp_path_factory.mktemp("audited")
-    (root / "plan.toml").write_text(PLAN)
+    plan = two_jurisdiction_plan(name="audited", seed=11, rounds=3, timeout_s=60, in_budget=1000)
+    (root / "plan.toml").write_text(plan)
     out = root / "run"
     proc = fedsov("simulate", str(root / "plan.toml"), "--out", str(out))
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -16,94 +16,16 @@ from fedsov.pki._keys import load_private_key
 from fedsov.policy.plan import load_plan
 from fedsov.simulation.hierarchy import Deployment, launch, prepare_deployment
 from fedsov.simulation.processes import ProcessGroup
-
-PLAN = """
-[federation]
-name = "guarded"
-seed = 3
-
-[model]
-factory = "fedsov.simulation.models:mlp"
-kwargs = {{ in_features = 64, hidden = 16, num_classes = 10 }}
-
-[rounds]
-num_rounds = 2
-timeout_s = 25
-
-[training]
-local_epochs = 1
-batch_size = 64
-learning_rate = 0.5
-
-[privacy]
-noise_multiplier = 1.0
-max_grad_norm = 1.0
-delta = 1e-5
-
-[[nodes]]
-name = "coordinator"
-tier = "global"
-jurisdiction = "EU"
-
-[[nodes]]
-name = "agg-eu"
-tier = "regional"
-jurisdiction = "EU"
-upstream = "coordinator"
-
-[[nodes]]
-name = "agg-in"
-tier = "regional"
-jurisdiction = "IN"
-upstream = "coordinator"
-
-[[nodes]]
-name = "paris"
-tier = "edge"
-jurisdiction = "EU"
-upstream = "{paris_upstream}"
-
-[[nodes]]
-name = "berlin"
-tier = "edge"
-jurisdiction = "EU"
-upstream = "agg-eu"
-
-[[nodes]]
-name = "mumbai"
-tier = "edge"
-jurisdiction = "IN"
-upstream = "agg-in"
-
-[[nodes]]
-name = "delhi"
-tier = "edge"
-jurisdiction = "IN"
-upstream = "agg-in"
-
-[policy.residency]
-EU = ["EU"]
-IN = ["IN", "EU"]
-
-[policy.export]
-IN = {{ min_sites = 2, site_dp = true }}
-
-[policy.site_dp]
-clip = 1.0
-noise_multiplier = 0.5
-
-[policy.budgets]
-jurisdiction_epsilon = {{ IN = 100.0 }}
-
-[simulation]
-dataset = "digits"
-partition = "iid"
-"""
+from fedsov.testing import two_jurisdiction_plan
 
 
 def deploy(tmp_path: Path, paris_upstream: str = "agg-eu") -> Deployment:
     path = tmp_path / "plan.toml"
-    path.write_text(PLAN.format(paris_upstream=paris_upstream))
+    path.write_text(
+        two_jurisdiction_plan(
+            name="guarded", seed=3, rounds=2, timeout_s=25, paris_upstream=paris_upstream
+        )
+    )
     return prepare_deployment(load_plan(path), tmp_path / "run")
 
 
