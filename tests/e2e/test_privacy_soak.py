@@ -14,6 +14,7 @@ coordinator accepted from the site recorded, ε at most the budget.
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import random
 import signal
@@ -55,6 +56,7 @@ HELPER = "site-helper"  # in-process, never killed, no DP: rounds go on without 
 MODEL = ModelConfig("fedsov.simulation.models:mlp", {"in_features": 64, "hidden": 1024})
 
 BUDGET = 3.0
+EPS_RTOL = 1e-9  # two accountant runs over one history agree to rounding, not bits
 DELTA = 1e-5
 ACCOUNTANT = "prv"  # the site's default
 EXAMPLES = 160
@@ -448,8 +450,10 @@ def check_outcome(soak: Soak, site: SiteProcess, *, wall: float) -> None:
     final = ledger.epsilon(FEDERATION, delta=DELTA, accountant=ACCOUNTANT)
     after = ledger.epsilon(FEDERATION, delta=DELTA, accountant=ACCOUNTANT, extra=[RELEASE])
     assert 2.5 < final <= BUDGET < after
-    assert reported[-1] <= final
-    assert max(soak.epsilons) == final
+    # ε values come from two accountant runs over the same history (the site's and this
+    # ledger's): equal up to floating-point rounding, so compared with a tolerance.
+    assert reported[-1] <= final or math.isclose(reported[-1], final, rel_tol=EPS_RTOL)
+    assert math.isclose(max(soak.epsilons), final, rel_tol=EPS_RTOL)
 
     print(
         f"\nprivacy soak: {RUNS} runs x {ROUNDS_PER_RUN} rounds = {len(rounds)} rounds; "
