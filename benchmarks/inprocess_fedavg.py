@@ -66,7 +66,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--sigma", type=float, default=2.0, help="noise multiplier")
     p.add_argument("--clip", type=float, default=1.0, help="max per-sample gradient norm")
     p.add_argument("--delta", type=float, default=1e-5)
-    p.add_argument("--accountant", default="prv", choices=("prv", "rdp", "gdp"))
+    p.add_argument("--accountant", default="pld", choices=("pld",))
     p.add_argument("--no-dp", action="store_true", help="plain SGD at the sites")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default=None, help="torch device (default: cuda if available)")

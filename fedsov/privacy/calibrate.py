@@ -2,6 +2,11 @@
 
 Accountants (``fedsov.privacy.accountant.ACCOUNTANTS``):
 
+- ``pld``: privacy-loss distributions (dp-accounting), *replace-one* neighbours: what
+  a site reports, since it publishes its example count;
+
+and, for *add/remove-one* neighbours (to compare with papers and Opacus):
+
 - ``rdp``: Rényi DP (Mironov 2017) with Opacus' tight conversion to (ε, δ);
 - ``prv``: privacy random variables (Gopi et al. 2021), Opacus' default, computed
   here with ε error 1e-3;
@@ -21,7 +26,7 @@ PRV_EPS_ERROR = 1e-3
 
 
 def _check(*, sample_rate: float, steps: int, delta: float, accountant: str) -> None:
-    if accountant not in ACCOUNTANTS or accountant == "gdp":
+    if accountant not in ACCOUNTANTS:
         raise ConfigError(f"accountant must be one of {', '.join(ACCOUNTANTS)}, got {accountant!r}")
     if not 0 < sample_rate <= 1:
         raise ConfigError(f"sample rate must be in (0, 1], got {sample_rate}")
@@ -37,7 +42,7 @@ def epsilon(
     noise_multiplier: float,
     steps: int,
     delta: float,
-    accountant: str = "rdp",
+    accountant: str = "pld",
 ) -> float:
     """ε after ``steps`` Poisson-sampled Gaussian steps (inf without noise)."""
     _check(sample_rate=sample_rate, steps=steps, delta=delta, accountant=accountant)
@@ -55,7 +60,7 @@ def calibrate_noise(
     sample_rate: float,
     steps: int,
     delta: float,
-    accountant: str = "rdp",
+    accountant: str = "pld",
     tolerance: float = 1e-3,
 ) -> float:
     """The smallest noise multiplier (within ``tolerance``) whose ε is <= the target."""

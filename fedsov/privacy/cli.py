@@ -10,6 +10,7 @@ import typer
 from rich.console import Console
 
 from fedsov.exceptions import ConfigError
+from fedsov.privacy.accountant import NEIGHBOURS
 
 app = typer.Typer(help="Privacy accounting for DP-SGD.", no_args_is_help=True)
 err = Console(stderr=True, soft_wrap=True)
@@ -18,7 +19,12 @@ Q = Annotated[float, typer.Option("--sample-rate", help="Poisson sampling rate q
 T = Annotated[int, typer.Option("--steps", help="Number of DP-SGD steps.")]
 D = Annotated[float, typer.Option("--delta", help="δ of (ε, δ)-DP.")]
 A = Annotated[
-    str, typer.Option("--accountant", help="rdp, prv or rdp-classic (TF-Privacy's conversion).")
+    str,
+    typer.Option(
+        "--accountant",
+        help="pld (replace-one neighbours: what sites report), or for add/remove-one "
+        "neighbours rdp, prv or rdp-classic (TF-Privacy's conversion).",
+    ),
 ]
 J = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 
@@ -33,7 +39,8 @@ def _emit(result: dict[str, object], as_json: bool, key: str) -> None:
         print(json.dumps(result))
     else:
         value = result[key]
-        print(f"{key} = {value:.4f}" if isinstance(value, float) else f"{key} = {value}")
+        text = f"{key} = {value:.4f}" if isinstance(value, float) else f"{key} = {value}"
+        print(f"{text}  ({result['accountant']}, {result['neighbours']} neighbours)")
 
 
 def _fail(exc: Exception) -> typer.Exit:
@@ -47,7 +54,7 @@ def epsilon_command(
     noise_multiplier: Annotated[float, typer.Option("--noise-multiplier", help="σ.")],
     steps: T,
     delta: D = 1e-5,
-    accountant: A = "rdp",
+    accountant: A = "pld",
     as_json: J = False,
 ) -> None:
     """ε after STEPS Poisson-sampled Gaussian steps."""
@@ -58,7 +65,8 @@ def epsilon_command(
         eps = epsilon(noise_multiplier=noise_multiplier, **setting)  # type: ignore[arg-type]
     except ConfigError as exc:
         raise _fail(exc) from exc
-    _emit({"epsilon": eps, "noise_multiplier": noise_multiplier, **setting}, as_json, "epsilon")
+    result = {"epsilon": eps, "noise_multiplier": noise_multiplier, **setting}
+    _emit(result | {"neighbours": NEIGHBOURS[accountant]}, as_json, "epsilon")
 
 
 @app.command("noise")
@@ -67,7 +75,7 @@ def noise_command(
     sample_rate: Q,
     steps: T,
     delta: D = 1e-5,
-    accountant: A = "rdp",
+    accountant: A = "pld",
     as_json: J = False,
 ) -> None:
     """The noise multiplier σ that keeps ε at or below the target."""
@@ -80,7 +88,7 @@ def noise_command(
     except ConfigError as exc:
         raise _fail(exc) from exc
     result = {"noise_multiplier": sigma, "epsilon": reached, "target_epsilon": target_epsilon}
-    _emit(result | setting, as_json, "noise_multiplier")
+    _emit(result | setting | {"neighbours": NEIGHBOURS[accountant]}, as_json, "noise_multiplier")
 
 
 @app.command("report")

@@ -4,7 +4,10 @@ One JSON object a line, appended with a single write and fsynced. A process kill
 mid-write leaves at most a torn last line: that release never completed (the update
 is sent only after its entry is on disk), so the torn line is cut off when the ledger
 is next opened. A damaged line anywhere else is corruption and stops the site.
-ε composes over every entry of a federation, across rounds, runs and restarts.
+Entries are keyed by a fingerprint of the site's dataset (and the privacy unit, one
+record): ε composes over every release made from the same data, across rounds, runs,
+restarts and federations. Entries written before fingerprints existed are counted
+against every dataset (never under-counted).
 """
 
 from __future__ import annotations
@@ -18,7 +21,10 @@ from fedsov.exceptions import DataError
 from fedsov.fileio import append_record, read_records
 from fedsov.privacy.accountant import MechanismStep, compute_epsilon
 
-__all__ = ["LedgerEntry", "PrivacyLedger"]
+__all__ = ["PRIVACY_UNIT", "LedgerEntry", "PrivacyLedger"]
+
+PRIVACY_UNIT = "record"
+"""What one ε protects: one record of one site (replace-one neighbours, N public)."""
 
 
 @dataclass(frozen=True)
@@ -34,6 +40,12 @@ class LedgerEntry:
     steps: int
     delta: float
     recorded_unix: float
+    dataset: str = ""  # sha256 fingerprint of the data released from ("" = unknown: any)
+    unit: str = PRIVACY_UNIT
+
+    def about(self, dataset: str) -> bool:
+        """Whether this release was made from ``dataset`` (or may have been)."""
+        return self.dataset in ("", dataset)
 
     @property
     def step(self) -> MechanismStep:
@@ -61,30 +73,32 @@ class PrivacyLedger:
                 raise DataError(f"{self.path}, line {number}: corrupt ledger entry: {exc}") from exc
         return entries
 
-    def history(self, federation: str) -> list[MechanismStep]:
-        return [e.step for e in self.entries if e.federation == federation]
+    def history(self, dataset: str) -> list[MechanismStep]:
+        """Every release made from ``dataset``, in any federation."""
+        return [e.step for e in self.entries if e.about(dataset)]
 
     def epsilon(
         self,
-        federation: str,
+        dataset: str,
         *,
         delta: float,
-        accountant: str,
+        accountant: str = "pld",
         extra: Sequence[MechanismStep] = (),
     ) -> float:
         return compute_epsilon(
-            history=[*self.history(federation), *extra], delta=delta, accountant=accountant
+            history=[*self.history(dataset), *extra], delta=delta, accountant=accountant
         )
 
     def record(
         self,
         *,
+        dataset: str,
         federation: str,
         round: int,
         task_id: str,
         step: MechanismStep,
         delta: float,
-        accountant: str = "prv",
+        accountant: str = "pld",
     ) -> LedgerEntry:
         """Append and fsync one release; returns only once it is on disk."""
         entry = LedgerEntry(
@@ -99,6 +113,7 @@ class PrivacyLedger:
             steps=step.steps,
             delta=delta,
             recorded_unix=time.time(),
+            dataset=dataset,
         )
         append_record(self.path, asdict(entry))
         self.entries.append(entry)

@@ -13,13 +13,14 @@ from typing import Any
 
 from fedsov.exceptions import DataError
 from fedsov.fileio import read_records
-from fedsov.privacy.accountant import compute_epsilon
+from fedsov.privacy.accountant import NEIGHBOURS, SITE_ACCOUNTANTS, compute_epsilon
 from fedsov.privacy.ledger import PrivacyLedger
 from fedsov.privacy.site_level import SiteLevelLedger
 
 __all__ = ["privacy_report"]
 
 SITE_LEVEL_ACCOUNTANT = "rdp-replace-one"
+SITE_ACCOUNTANT = SITE_ACCOUNTANTS[0]
 
 
 def _is_site_level(path: Path) -> bool:
@@ -31,30 +32,37 @@ def _is_site_level(path: Path) -> bool:
 
 
 def _site_rows(path: Path) -> list[dict[str, Any]]:
+    """One row per site and dataset: ε composes every release from that data, in any
+    federation, with replace-one accounting (entries of an older fedsov without a
+    fingerprint count against each of the site's datasets)."""
     ledger = PrivacyLedger(path)
+    keys = sorted({(e.site, e.jurisdiction, e.dataset) for e in ledger.entries if e.dataset})
+    if not keys:
+        keys = sorted({(e.site, e.jurisdiction, "") for e in ledger.entries})
     rows = []
-    for federation, site, jurisdiction in sorted(
-        {(e.federation, e.site, e.jurisdiction) for e in ledger.entries}
-    ):
+    for site, jurisdiction, dataset in keys:
         entries = [
             e
             for e in ledger.entries
-            if (e.federation, e.site, e.jurisdiction) == (federation, site, jurisdiction)
+            if (e.site, e.jurisdiction) == (site, jurisdiction) and e.about(dataset)
         ]
         delta = max(e.delta for e in entries)
-        accountant = entries[-1].accountant
+        federations = sorted({e.federation for e in entries})
         rows.append(
             {
-                "federation": federation,
+                "federation": entries[-1].federation,
+                "federations": federations,
                 "site": site,
                 "jurisdiction": jurisdiction,
+                "dataset": dataset,
                 "rounds": len(entries),
                 "steps": sum(e.steps for e in entries),
                 "epsilon": compute_epsilon(
-                    history=[e.step for e in entries], delta=delta, accountant=accountant
+                    history=[e.step for e in entries], delta=delta, accountant=SITE_ACCOUNTANT
                 ),
                 "delta": delta,
-                "accountant": accountant,
+                "accountant": SITE_ACCOUNTANT,
+                "neighbours": NEIGHBOURS[SITE_ACCOUNTANT],
                 "ledger": str(path),
             }
         )
@@ -92,8 +100,8 @@ def _worst(rows: Sequence[dict[str, Any]], key: str, count: str) -> dict[str, di
 def privacy_report(ledgers: Sequence[Path]) -> dict[str, Any]:
     """ε of every site (sample-level) and region (site-level) in the ledgers.
 
-    Each site's ε composes all of its releases in that federation, at the δ and with
-    the accountant the site used (the largest δ if they changed). Each region's ε
+    Each site's ε composes all of its releases from the same data (in any federation),
+    replace-one, at the largest δ it used. Each region's ε
     composes its exports as fixed-size, replace-one site-level releases. Per
     jurisdiction and federation the worst of each is given: regions of one
     jurisdiction hold disjoint sites, so a site's site-level ε is its own region's

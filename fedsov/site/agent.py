@@ -7,11 +7,12 @@ import logging
 import time
 from dataclasses import dataclass, replace
 
+import numpy as np
 import torch
 
 from fedsov.audit.trail import AuditTrail
 from fedsov.codec import decode, encode
-from fedsov.exceptions import CodecError, FedsovError
+from fedsov.exceptions import CodecError, FedsovError, TrainingError
 from fedsov.messages import Finished, PrivacyReport, TrainTask, UpdateHeader
 from fedsov.modelref import build_model, load_weights
 from fedsov.participant import may_send, send_update, serve_upstream
@@ -19,8 +20,10 @@ from fedsov.pki.tls import TlsMaterial, load_tls_material
 from fedsov.policy.runtime import load_node_plan
 from fedsov.privacy.accountant import MechanismStep
 from fedsov.privacy.ledger import PrivacyLedger
+from fedsov.randomness import warn_if_reproducible
 from fedsov.site.config import SiteConfig
 from fedsov.site.data import Dataset, load_local_data
+from fedsov.site.fit import check_data_fits
 from fedsov.site.trainer import DPTrainer, TrainConfig
 from fedsov.transport.client import FederationClient
 
@@ -83,8 +86,16 @@ class SiteAgent:
                 self.budget = plan.policy.budgets.site_epsilon
         else:
             self.audit = self._open_audit(None)
+        warn_if_reproducible(config.name)
         self.device = config.device or ("cuda" if torch.cuda.is_available() else "cpu")
         self.data: Dataset = load_local_data(config.data)
+        check_data_fits(  # before joining: a misfit would fail every round after it
+            build_model(config.model.factory, config.model.kwargs),
+            self.data,
+            source=str(config.data.path or f"data loader {config.data.loader}"),
+            model_ref=config.model.factory,
+        )
+        self.dataset_id = self.data.fingerprint()  # the ledger follows the data
         self.ledger = PrivacyLedger(
             config.ledger or config.source.parent / f"{config.name}.privacy-ledger.jsonl",
             site=config.name,
@@ -147,11 +158,26 @@ class SiteAgent:
                 privacy=self.config.privacy,
                 device=self.device,
                 seed=self.config.seed,
-                prior=self.ledger.history(self.federation),
+                prior=self.ledger.history(self.dataset_id),
             )
         else:
             self._trainer.train = train
         return self._trainer
+
+    async def _decline(
+        self, client: FederationClient, task: TrainTask, code: str, reason: str
+    ) -> None:
+        """Refuse ``task``; the upstream records the code and reason in its round report."""
+        log.warning("round %d: declining: %s", task.round, reason)
+        await client.decline(task_id=task.task_id, round=task.round, code=code, reason=reason)
+        if self.audit is not None:
+            self.audit.declined(
+                round=task.round,
+                peer=client.upstream_name,
+                peer_jurisdiction=client.upstream_jurisdiction,
+                code=code,
+                reason=reason,
+            )
 
     async def _within_budget(self, client: FederationClient, task: TrainTask) -> bool:
         """Refuse the task (the upstream records why) if it would cross the site's budget."""
@@ -166,18 +192,7 @@ class SiteAgent:
             f"round {task.round} would take ε to {after:.3f} > budget {self.budget:g} "
             f"(δ={privacy.delta:g}, {privacy.accountant}); this site trains no more"
         )
-        log.warning("declining: %s", reason)
-        await client.decline(
-            task_id=task.task_id, round=task.round, code="budget-exhausted", reason=reason
-        )
-        if self.audit is not None:
-            self.audit.declined(
-                round=task.round,
-                peer=client.upstream_name,
-                peer_jurisdiction=client.upstream_jurisdiction,
-                code="budget-exhausted",
-                reason=reason,
-            )
+        await self._decline(client, task, "budget-exhausted", reason)
         return False
 
     async def _send(self, client: FederationClient, unsent: _Unsent, task: TrainTask) -> bool:
@@ -235,13 +250,14 @@ class SiteAgent:
         model = build_model(self.config.model.factory, self.config.model.kwargs)
         load_weights(model, global_weights)
         trainer = self._trainer_for(task)
-        result = await asyncio.to_thread(
-            trainer.train_round, model, round_seed=task.round_seed ^ self.config.seed
-        )
-        delta = {
-            k: (result.weights[k] - v).astype(v.dtype, copy=False)
-            for k, v in global_weights.items()
-        }
+        try:
+            result = await asyncio.to_thread(
+                trainer.train_round, model, round_seed=task.round_seed ^ self.config.seed
+            )
+        except TrainingError as exc:  # nothing was released: no ε is spent
+            await self._decline(client, task, "training-failed", str(exc))
+            return
+        delta = _parameter_delta(model, result.weights, global_weights)
         update = encode(delta)
         privacy = self.config.privacy
         header = UpdateHeader(
@@ -263,11 +279,12 @@ class SiteAgent:
                 total_steps=result.total_steps,
                 accountant=privacy.accountant if privacy.enabled else "",
             ),
-            metrics={"train_loss": result.train_loss, "train_seconds": result.seconds},
+            metrics={},  # loss and time depend on the data and carry no noise: kept here
             contributors=(self.config.name,),
         )
         if privacy.enabled:  # on disk before the update leaves
             self.ledger.record(
+                dataset=self.dataset_id,
                 federation=self.federation,
                 round=task.round,
                 task_id=task.task_id,
@@ -290,3 +307,20 @@ class SiteAgent:
             result.delta,
             time.monotonic() - started,
         )
+
+
+def _parameter_delta(
+    model: torch.nn.Module,
+    trained: dict[str, np.ndarray],
+    base: dict[str, np.ndarray],
+) -> dict[str, np.ndarray]:
+    """``trained - base`` for the model's parameters; zero for buffers.
+
+    DP-SGD noises gradients, i.e. parameters only: a buffer (a running statistic, a
+    counter) is computed from the data without noise, so its change never leaves.
+    """
+    params = {name for name, _ in model.named_parameters()}
+    return {
+        k: (trained[k] - v).astype(v.dtype, copy=False) if k in params else np.zeros_like(v)
+        for k, v in base.items()
+    }

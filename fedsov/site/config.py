@@ -50,7 +50,7 @@ def read_privacy(table: Table) -> PrivacyConfig:
         noise_multiplier=table.number("noise_multiplier", 1.0, min=0.0),
         max_grad_norm=table.number("max_grad_norm", 1.0, min=0.0, exclusive_min=True),
         delta=table.number("delta", 1e-5, min=0.0, max=1.0, exclusive_min=True),
-        accountant=table.string("accountant", "prv"),
+        accountant=table.string("accountant", "pld"),
     )
     table.done()
     return privacy

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import math
 import zipfile
 from collections.abc import Mapping, Sequence
@@ -33,6 +34,20 @@ class Dataset:
     def num_classes(self) -> int:
         """Largest label plus one (0 for an empty dataset)."""
         return int(self.y.max()) + 1 if self.y.size else 0
+
+    def fingerprint(self) -> str:
+        """SHA-256 of the examples as loaded (float32 features, int64 labels, in order).
+
+        The same data read from CSV or NPZ has the same fingerprint; a site's privacy
+        ledger keys its releases by it, so ε follows the data.
+        """
+        digest = hashlib.sha256(b"fedsov-dataset-v1\0")
+        x = np.ascontiguousarray(self.x, dtype=np.float32)
+        y = np.ascontiguousarray(self.y, dtype=np.int64)
+        digest.update(repr((x.shape, y.shape)).encode())
+        digest.update(memoryview(x).cast("B"))
+        digest.update(memoryview(y).cast("B"))
+        return digest.hexdigest()
 
     def subset(self, indices: np.ndarray | Sequence[int]) -> Dataset:
         """The examples at ``indices``, in that order."""

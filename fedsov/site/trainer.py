@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import math
 import time
-import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -20,7 +19,12 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from fedsov.exceptions import ConfigError, DataError, FedsovError, TrainingError
-from fedsov.privacy.accountant import ACCOUNTANTS, MechanismStep, compute_epsilon, merge_history
+from fedsov.privacy.accountant import (
+    MechanismStep,
+    check_site_accountant,
+    compute_epsilon,
+    merge_history,
+)
 from fedsov.site.data import Dataset
 
 __all__ = [
@@ -76,7 +80,7 @@ class PrivacyConfig:
     noise_multiplier: float
     max_grad_norm: float
     delta: float
-    accountant: str = "prv"
+    accountant: str = "pld"  # replace-one: the site's example count is public
     enabled: bool = True
 
     def __post_init__(self) -> None:
@@ -90,10 +94,7 @@ class PrivacyConfig:
             )
         if not _is_real(self.delta) or not 0 < self.delta < 1:
             raise ConfigError(f"delta must be in (0, 1), got {self.delta!r}")
-        if self.accountant not in ACCOUNTANTS:
-            raise ConfigError(
-                f"accountant must be one of {', '.join(ACCOUNTANTS)}, got {self.accountant!r}"
-            )
+        check_site_accountant(self.accountant)
         if not isinstance(self.enabled, bool):
             raise ConfigError(f"enabled must be true or false, got {self.enabled!r}")
 
@@ -267,13 +268,6 @@ class DPTrainer:
         sampler_seed, noise_seed, torch_seed = _seeds(self.seed, round_seed, 3)
         sample_rate = self.sample_rate
         sigma = float(self.privacy.noise_multiplier)
-        if self.privacy.enabled and self.privacy.accountant == "gdp" and self._history:
-            last = self._history[-1]
-            if (last.noise_multiplier, last.sample_rate) != (sigma, sample_rate):
-                raise ConfigError(
-                    "accountant: gdp needs the same noise_multiplier and sample rate every "
-                    "round; the batch size changed"
-                )
         try:
             model.to(device)
             model.train()
@@ -323,11 +317,8 @@ class DPTrainer:
             batch_size=self.train.batch_size,
             generator=torch.Generator().manual_seed(sampler_seed),
         )
-        with warnings.catch_warnings():
-            # The gdp accountant warns that it is experimental; PrivacyConfig documents it.
-            warnings.filterwarnings("ignore", "GDP accounting is experimental", UserWarning)
-            # The engine only counts steps; rdp-classic is a conversion of its RDP history.
-            engine = PrivacyEngine(accountant=self.privacy.accountant.removesuffix("-classic"))
+        # Opacus' accountant only counts the steps here; ε is fedsov's (replace-one).
+        engine = PrivacyEngine(accountant="rdp")
         dp_model, optimizer, criterion, dp_loader = engine.make_private(
             module=model,
             optimizer=self._optimizer(model),

@@ -58,15 +58,15 @@ MODEL = ModelConfig("fedsov.simulation.models:mlp", {"in_features": 64, "hidden"
 BUDGET = 3.0
 EPS_RTOL = 1e-9  # two accountant runs over one history agree to rounding, not bits
 DELTA = 1e-5
-ACCOUNTANT = "prv"  # the site's default
+ACCOUNTANT = "pld"  # the site's default (replace-one)
 EXAMPLES = 160
 PLAN = TrainingPlan(local_epochs=1, batch_size=20, learning_rate=0.05)
 RELEASE = MechanismStep(  # one round of the site: q = 1/ceil(160/20), 8 Poisson steps
-    noise_multiplier=5.25, sample_rate=1 / 8, steps=8
+    noise_multiplier=10.3125, sample_rate=1 / 8, steps=8
 )
 # σ for ε=3 after ~110 of the site's rounds (880 steps):
-#   fedsov privacy noise --target-epsilon 3 --sample-rate 0.125 --steps 880 --accountant prv
-#   -> noise_multiplier 5.2539 (ε 2.998); the site's PRV (ε error 0.01) gives 3.007 there.
+#   fedsov privacy noise --target-epsilon 3 --sample-rate 0.125 --steps 880
+#   -> noise_multiplier 10.3125 (PLD, replace-one).
 # The site therefore stops near round 110 of the 240, in the second run.
 
 RUNS = 4
@@ -207,11 +207,17 @@ def check_ledger(path: Path, soak: Soak, when: str, accepted: set[str]) -> None:
     assert {(e.site, e.federation, e.accountant) for e in entries} <= {
         (SITE, FEDERATION, ACCOUNTANT)
     }
-    eps = ledger.epsilon(FEDERATION, delta=DELTA, accountant=ACCOUNTANT)
+    assert len({e.dataset for e in entries}) <= 1, f"{when}: one dataset, one fingerprint"
+    eps = ledger.epsilon(dataset_of(entries), delta=DELTA)
     assert eps <= BUDGET, f"{when}: ledger ε = {eps:.4f} > budget {BUDGET}"
     soak.entries = list(entries)
     soak.epsilons.append(eps)
     soak.checks += 1
+
+
+def dataset_of(entries: list[LedgerEntry]) -> str:
+    """The fingerprint of the site's data, as its ledger entries name it."""
+    return entries[0].dataset if entries else ""
 
 
 def site_declines(engine: Engine) -> int:
@@ -447,8 +453,9 @@ def check_outcome(soak: Soak, site: SiteProcess, *, wall: float) -> None:
     orphans = set(ids) - {s.task_id for s in accepted}  # released, never accepted: killed
     assert orphans <= {s.task_id for s in late}
     assert {e.step for e in ledger.entries} == {RELEASE}
-    final = ledger.epsilon(FEDERATION, delta=DELTA, accountant=ACCOUNTANT)
-    after = ledger.epsilon(FEDERATION, delta=DELTA, accountant=ACCOUNTANT, extra=[RELEASE])
+    data = dataset_of(ledger.entries)
+    final = ledger.epsilon(data, delta=DELTA)
+    after = ledger.epsilon(data, delta=DELTA, extra=[RELEASE])
     assert 2.5 < final <= BUDGET < after
     # ε values come from two accountant runs over the same history (the site's and this
     # ledger's): equal up to floating-point rounding, so compared with a tolerance.

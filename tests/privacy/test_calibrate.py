@@ -40,7 +40,7 @@ def reference(q: float, sigma: float, steps: int, kind: str) -> float:
 def test_rdp_matches_dp_accounting_within_one_percent(
     q: float, sigma: float, steps: int, rdp: float, pld: float
 ) -> None:
-    ours = epsilon(sample_rate=q, noise_multiplier=sigma, steps=steps, delta=1e-5)
+    ours = epsilon(sample_rate=q, noise_multiplier=sigma, steps=steps, delta=1e-5, accountant="rdp")
     assert ours == pytest.approx(rdp, rel=0.01)
     assert ours == pytest.approx(reference(q, sigma, steps, "rdp"), rel=0.01)
 
@@ -115,11 +115,16 @@ def test_cli_epsilon_and_noise() -> None:
         ],
     )
     assert out.exit_code == 0, out.output
-    assert json.loads(out.output)["epsilon"] == pytest.approx(2.1014, rel=1e-3)
+    result = json.loads(out.output)
+    assert result["epsilon"] == pytest.approx(2.8434, rel=1e-3)  # pld: what sites report
+    assert (result["accountant"], result["neighbours"]) == ("pld", "replace-one")
     out = runner.invoke(
-        app, ["noise", "--target-epsilon", "2.1014", "--sample-rate", "0.01", "--steps", "1000"]
+        app,
+        ["noise", "--target-epsilon", "2.1014", "--sample-rate", "0.01", "--steps", "1000"]
+        + ["--accountant", "rdp"],
     )
     assert out.exit_code == 0 and out.output.startswith("noise_multiplier = 1.00")
+    assert "(rdp, add-remove neighbours)" in out.output
     bad = runner.invoke(
         app, ["epsilon", "--sample-rate", "2", "--noise-multiplier", "1", "--steps", "1"]
     )

@@ -17,11 +17,19 @@ from fedsov.privacy.accountant import MechanismStep, compute_epsilon
 from fedsov.privacy.ledger import PrivacyLedger
 
 STEP = MechanismStep(noise_multiplier=1.0, sample_rate=0.1, steps=10)
+DATA = "d" * 64  # a dataset fingerprint
 
 
-def record(ledger: PrivacyLedger, n: int, federation: str = "fed") -> None:
+def record(ledger: PrivacyLedger, n: int, federation: str = "fed", dataset: str = DATA) -> None:
     for i in range(n):
-        ledger.record(federation=federation, round=i + 1, task_id=f"t{i}", step=STEP, delta=1e-5)
+        ledger.record(
+            dataset=dataset,
+            federation=federation,
+            round=i + 1,
+            task_id=f"t{i}",
+            step=STEP,
+            delta=1e-5,
+        )
 
 
 def test_entries_survive_a_restart_and_compose(tmp_path: Path) -> None:
@@ -32,10 +40,10 @@ def test_entries_survive_a_restart_and_compose(tmp_path: Path) -> None:
     again = PrivacyLedger(path)
     assert len(again.entries) == 5
     assert [e.round for e in again.entries] == [1, 2, 3, 1, 2]
-    assert again.epsilon("fed", delta=1e-5, accountant="rdp") == pytest.approx(
-        compute_epsilon(history=[STEP] * 5, delta=1e-5, accountant="rdp")
+    assert again.epsilon(DATA, delta=1e-5) == pytest.approx(
+        compute_epsilon(history=[STEP] * 5, delta=1e-5)
     )
-    assert again.history("other") == []
+    assert again.history("other data") == []
     assert oct(path.stat().st_mode & 0o777) == "0o600"
 
 
@@ -71,7 +79,9 @@ WRITER = textwrap.dedent(
     ledger = PrivacyLedger(Path(sys.argv[1]))
     step = MechanismStep(1.0, 0.1, 10)
     for i in range(100000):
-        ledger.record(federation="fed", round=i, task_id=str(i), step=step, delta=1e-5)
+        ledger.record(
+            dataset="d", federation="fed", round=i, task_id=str(i), step=step, delta=1e-5
+        )
         print(len(ledger.entries), flush=True)  # acknowledged: on disk
     """
 )
@@ -115,7 +125,7 @@ def test_report_per_site_jurisdiction_and_federation(tmp_path: Path) -> None:
     record(mumbai, 1)
     report = privacy_report([tmp_path / "paris.jsonl", tmp_path / "mumbai.jsonl"])
     by_site = {s["site"]: s for s in report["sites"]}
-    expected = compute_epsilon(history=[STEP] * 3, delta=1e-5, accountant="prv")
+    expected = compute_epsilon(history=[STEP] * 3, delta=1e-5)
     assert by_site["paris"]["epsilon"] == pytest.approx(expected)
     assert by_site["paris"]["rounds"] == 3 and by_site["mumbai"]["jurisdiction"] == "IN"
     assert report["jurisdictions"]["EU"]["max_epsilon"] == pytest.approx(expected)
@@ -155,3 +165,39 @@ def test_report_reads_regional_site_level_ledgers(tmp_path: Path) -> None:
     assert out.exit_code == 2 and "notes.jsonl" in out.output
     out = CliRunner().invoke(app, ["report", str(tmp_path / "missing.jsonl")])
     assert out.exit_code == 2 and "no such ledger file" in out.output
+
+
+def test_epsilon_follows_the_data_across_federations(tmp_path: Path) -> None:
+    """Releases from one dataset compose whatever federation they were made for; another
+    dataset in the same ledger does not count; entries without a fingerprint (an older
+    fedsov) count against every dataset."""
+    from fedsov.privacy.report import privacy_report
+
+    path = tmp_path / "site.jsonl"
+    ledger = PrivacyLedger(path, site="paris", jurisdiction="EU")
+    record(ledger, 2, federation="cancer-study")
+    record(ledger, 3, federation="cardio-study")
+    record(ledger, 4, federation="cardio-study", dataset="e" * 64)
+    again = PrivacyLedger(path)
+    assert again.history(DATA) == [STEP] * 5
+    assert again.epsilon(DATA, delta=1e-5) == pytest.approx(
+        compute_epsilon(history=[STEP] * 5, delta=1e-5)
+    )
+    assert {e.unit for e in again.entries} == {"record"}
+    rows = {r["dataset"]: r for r in privacy_report([path])["sites"]}
+    assert rows[DATA]["rounds"] == 5
+    assert rows[DATA]["federations"] == ["cancer-study", "cardio-study"]
+    assert rows["e" * 64]["rounds"] == 4
+    assert rows[DATA]["neighbours"] == "replace-one"
+
+    legacy = tmp_path / "legacy.jsonl"
+    line = (
+        '{"site": "paris", "jurisdiction": "EU", "federation": "old", "accountant": "prv", '
+        '"round": 1, "task_id": "t", "noise_multiplier": 1.0, "sample_rate": 0.1, '
+        '"steps": 10, "delta": 1e-05, "recorded_unix": 0.0}\n'
+    )
+    legacy.write_text(line)
+    old = PrivacyLedger(legacy)
+    record(old, 1)
+    assert PrivacyLedger(legacy).history(DATA) == [STEP] * 2
+    assert PrivacyLedger(legacy).history("any other data") == [STEP]

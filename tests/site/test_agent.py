@@ -120,13 +120,14 @@ def test_certificate_of_another_name_is_refused_before_dialing(
 def test_site_refuses_the_round_that_would_cross_its_budget(
     tmp_path: Path, pki: dict[str, NodePaths]
 ) -> None:
-    # ε after 1, 2, 3 rounds here: 2.86, 3.60, 4.19 (PRV, δ=1e-5). Budget 4: two rounds.
+    # ε after 1, 2, 3 rounds here: 3.43, 4.59, 5.55 (PLD, replace-one, δ=1e-5). Budget 5:
+    # two rounds.
     async def scenario() -> tuple[list[object], SiteAgent]:
         c = pki["coordinator"]
         tls = load_tls_material(cert=c.cert, key=c.key, ca=c.ca)
         eng = engine(tmp_path, rounds=3)
         server = await start_server(FederationService(eng), address="127.0.0.1:0", tls=tls)
-        agent = SiteAgent(replace(site_config(tmp_path, pki, server.port), budget_epsilon=4.0))
+        agent = SiteAgent(replace(site_config(tmp_path, pki, server.port), budget_epsilon=5.0))
         site_run = asyncio.ensure_future(agent.run())
         try:
             with pytest.raises(FedsovError, match="round 3 failed"):
@@ -141,15 +142,15 @@ def test_site_refuses_the_round_that_would_cross_its_budget(
     statuses = [r.sites[0].status for r in reports]  # type: ignore[attr-defined]
     assert statuses == ["accepted", "accepted", "declined"]
     reason = reports[-1].sites[0].reason  # type: ignore[attr-defined]
-    assert reason.startswith("budget-exhausted: round 3 would take ε to 4.189 > budget 4")
+    assert reason.startswith("budget-exhausted: round 3 would take ε to 5.550 > budget 5")
     ledger = PrivacyLedger(tmp_path / "site-1.privacy-ledger.jsonl")
     assert len(ledger.entries) == 2
-    spent = ledger.epsilon("agent-fed", delta=1e-5, accountant="prv")
-    assert spent == pytest.approx(agent.epsilon) and spent <= 4.0
+    spent = ledger.epsilon(agent.dataset_id, delta=1e-5)
+    assert spent == pytest.approx(agent.epsilon) and spent <= 5.0
 
     # A restart composes with the ledger: the site is still out of budget.
     async def restart() -> float:
-        again = SiteAgent(replace(site_config(tmp_path, pki, 1), budget_epsilon=4.0))
+        again = SiteAgent(replace(site_config(tmp_path, pki, 1), budget_epsilon=5.0))
         trainer = again._trainer_for(
             TrainTask("t", 3, "", 0, Manifest(()), TrainingPlan(1, 32, 0.5), 0.0, 0)
         )
