@@ -121,5 +121,6 @@ def test_the_dp_noise_seed_is_secret_unless_reproducible(
     assert dp_noise_seed(config) != dp_noise_seed(config)  # 128 fresh bits each time
     monkeypatch.setenv(REPRODUCIBLE_ENV, "1")
     assert dp_noise_seed(config) == dp_noise_seed(config)
+    assert 64 < dp_noise_seed(config).bit_length() <= 128  # 128 bits there too
     assert dp_noise_seed(config) != dp_noise_seed(replace(config, seed=1))
     assert dp_noise_seed(config) != dp_noise_seed(replace(config, name="agg-b"))
