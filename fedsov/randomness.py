@@ -63,7 +63,11 @@ def secret_seed(public: Sequence[int], *, bits: int = 63) -> int:
     if not reproducible():
         return secrets.randbits(bits)
     state = np.random.SeedSequence([int(v) & _MASK for v in public])
-    return int(state.generate_state(1, dtype=np.uint64)[0]) >> (64 - bits)
+    words = -(-bits // 64)
+    value = 0
+    for word in state.generate_state(words, dtype=np.uint64):  # the first one leads
+        value = (value << 64) | int(word)
+    return value >> (64 * words - bits)
 
 
 def secret_random(public: Sequence[int]) -> random.Random:

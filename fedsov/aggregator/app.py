@@ -11,6 +11,7 @@ declined with the reason, and the upstream goes on without this region.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import math
 import time
@@ -18,18 +19,25 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
-from fedsov.aggregator.config import AggregatorConfig
+from fedsov.aggregator.config import OVER_SELECT_WITH_SITE_DP, AggregatorConfig
 from fedsov.audit.trail import AuditTrail
 from fedsov.codec import EncodedTensors, encode
 from fedsov.coordinator.allocator import tune_allocator
-from fedsov.coordinator.engine import FINISH_GRACE_S, Admission, Engine, EngineSettings, RoundReport
+from fedsov.coordinator.engine import (
+    FINISH_GRACE_S,
+    Admission,
+    Engine,
+    EngineSettings,
+    RoundReport,
+    SiteResult,
+)
 from fedsov.coordinator.evaluation import make_evaluator
 from fedsov.coordinator.model import GlobalModel, ModelStore, state_to_numpy
 from fedsov.coordinator.state_sqlite import STATE_FILE, SqliteStateStore
 from fedsov.coordinator.summary import build_summary
 from fedsov.exceptions import FedsovError
 from fedsov.fileio import write_json_atomic
-from fedsov.messages import PrivacyReport, TrainingPlan, TrainTask, UpdateHeader
+from fedsov.messages import AuditHead, PrivacyReport, TrainingPlan, TrainTask, UpdateHeader
 from fedsov.modelref import build_model
 from fedsov.participant import may_send, send_update, serve_upstream
 from fedsov.pki.identity import Role
@@ -40,17 +48,55 @@ from fedsov.policy.runtime import (
     load_node_plan,
 )
 from fedsov.privacy.site_level import SiteLevelLedger, SiteRound
+from fedsov.randomness import secret_seed, warn_if_reproducible
 from fedsov.strategy import DPFedAvg, FedAvg, Strategy
 from fedsov.transport.client import FederationClient
 from fedsov.transport.server import start_server
 from fedsov.transport.service import FederationService
 
-__all__ = ["RegionalAggregator"]
+__all__ = ["RegionalAggregator", "dp_noise_seed", "export_header"]
 
 log = logging.getLogger("fedsov.aggregator")
 
 # Part of the upstream's time a regional round leaves for the upload itself.
 UPLOAD_MARGIN = 0.15
+
+
+def dp_noise_seed(config: AggregatorConfig) -> int:
+    """DP-FedAvg's noise seed: 128 fresh bits from the OS CSPRNG (a known seed would let
+    anyone regenerate and subtract the noise); from the config's seed and the region's
+    name only in the insecure reproducible mode."""
+    name = int.from_bytes(hashlib.sha256(config.name.encode()).digest()[:8], "big")
+    return secret_seed([config.seed, name], bits=128)
+
+
+def export_header(
+    task: TrainTask,
+    update: EncodedTensors,
+    accepted: list[SiteResult],
+    *,
+    privacy: PrivacyReport,
+    site_dp: bool,
+    audit_head: AuditHead | None,
+) -> UpdateHeader:
+    """What a region's export says of itself: nothing unnoised that depends on a site's
+    data. Under site-level DP the sites weigh equally (``DPFedAvg.fold_weight``), so the
+    example count is the number of contributing sites; without it, the sites' own
+    counts, which they publish (record-level DP, replace-one)."""
+    examples = len(accepted) if site_dp else sum(s.num_examples for s in accepted)
+    return UpdateHeader(
+        task_id=task.task_id,
+        round=task.round,
+        manifest=update.manifest,
+        num_examples=examples,
+        payload_size=update.size,
+        payload_sha256=update.sha256,
+        base_model_sha256=task.model_sha256,
+        privacy=privacy,
+        metrics={"sites": float(len(accepted))},
+        contributors=tuple(sorted({c for s in accepted for c in s.contributors or (s.site,)})),
+        audit_head=audit_head,
+    )
 
 
 def _tls(paths: Any) -> TlsMaterial | None:
@@ -71,10 +117,13 @@ class RegionalAggregator:
         """``budget_epsilon``: site-level ε this region may export in all (default: the
         plan's budget for its jurisdiction)."""
         self.config = config
+        warn_if_reproducible(config.name)
         if strategy is None:
-            # seed=None: the noise seed comes from the OS; a known seed would let anyone
-            # regenerate and subtract the noise.
-            strategy = DPFedAvg(config.site_dp, seed=None) if config.site_dp else FedAvg()
+            strategy = (
+                DPFedAvg(config.site_dp, seed=dp_noise_seed(config)) if config.site_dp else FedAvg()
+            )
+        if config.rounds.over_select and isinstance(strategy, DPFedAvg):
+            raise FedsovError(f"{config.source}: rounds.over_select {OVER_SELECT_WITH_SITE_DP}")
         self.strategy = strategy
         self.server_tls = _tls(config.server.tls)
         self.upstream_tls = _tls(config.upstream.tls)
@@ -126,6 +175,7 @@ class RegionalAggregator:
                 min_sites=r.min_sites,
                 min_updates=r.min_sites,
                 sites_per_round=r.sites_per_round,
+                over_select=r.over_select,
                 round_timeout_s=r.timeout_s,
                 start_timeout_s=r.start_timeout_s,
                 max_attempts=1,
@@ -289,14 +339,10 @@ class RegionalAggregator:
                 f"contributed in round {task.round}; nothing is exported",
             )
             return
-        if isinstance(self.strategy, DPFedAvg) and not self.site_ledger.has_round(task.round):
-            # m of n sites were asked (fixed-size sampling when sites_per_round is set)
-            selected = len(report.sites)
-            release = SiteRound(
-                self.strategy.settings.noise_multiplier,
-                selected,
-                max(selected, len(self.engine.connected_sites)),
-            )
+        if isinstance(self.strategy, DPFedAvg) and not self.site_ledger.has_round(
+            task.round, base.sha256
+        ):
+            release = self._release(report)
             delta = self.strategy.settings.delta
             after = self.site_ledger.fixed_size_epsilon(delta, extra=[release])
             if self.budget is not None and after > self.budget:
@@ -314,25 +360,17 @@ class RegionalAggregator:
                 sites=release.sites,
                 population=release.population,
                 round=task.round,
+                base_sha256=base.sha256,
                 delta=delta,
             )
         new = self.engine.model.arrays()
         update = encode({k: new[k] - v for k, v in base.arrays().items()})
-        epsilons = [s.privacy.epsilon for s in accepted if s.privacy and s.privacy.enabled]
-        header = UpdateHeader(
-            task_id=task.task_id,
-            round=task.round,
-            manifest=update.manifest,
-            num_examples=sum(s.num_examples for s in accepted),
-            payload_size=update.size,
-            payload_sha256=update.sha256,
-            base_model_sha256=task.model_sha256,
+        header = export_header(
+            task,
+            update,
+            accepted,
             privacy=self.privacy_report(),
-            metrics={
-                "sites": float(len(accepted)),
-                "max_site_epsilon": max(epsilons) if epsilons else 0.0,
-            },
-            contributors=tuple(sorted({c for s in accepted for c in s.contributors or (s.site,)})),
+            site_dp=isinstance(self.strategy, DPFedAvg),
             audit_head=self.audit.head() if self.audit else None,
         )
         if not await send_update(client, header, update.payload):
@@ -346,14 +384,27 @@ class RegionalAggregator:
         self.exported.append(task.round)
         log.info("round %d: exported the aggregate of %d sites", task.round, len(accepted))
 
+    def _release(self, report: RoundReport) -> SiteRound:
+        """The round's site-level release: m sites asked of the n connected when it
+        opened (fixed-size sampling when sites_per_round is set; m = n otherwise).
+
+        A report stored without its population (an older fedsov) is accounted with
+        m = n: no amplification claimed.
+        """
+        assert isinstance(self.strategy, DPFedAvg)
+        selected = len(report.sites)
+        population = max(selected, len(report.population)) if report.population else selected
+        return SiteRound(self.strategy.settings.noise_multiplier, selected, population)
+
     def site_level_epsilon(self) -> float | None:
         """Site-level ε of everything this region exported so far (None without DP).
 
-        Every contributing site takes part (no sampling) and the sum is divided by the
-        published count, so each round is accounted as replace-one fixed-size
-        sampling with m = n (the Gaussian mechanism at multiplier z/2: swapping one
-        site moves the clipped sum by up to 2C). With adaptive clipping the clipped
-        count's release is inside z (Theorem 1 of Andrew et al. 2021).
+        Each round asks m of the n sites connected when it opened (a uniform sample
+        drawn with the OS CSPRNG; m = n without sites_per_round) and divides the sum
+        by the published count, so it is accounted as replace-one fixed-size sampling
+        (the Gaussian mechanism at multiplier z/2: swapping one site moves the clipped
+        sum by up to 2C). With adaptive clipping the clipped count's release is inside
+        z (Theorem 1 of Andrew et al. 2021).
         """
         if not isinstance(self.strategy, DPFedAvg):
             return None

@@ -22,7 +22,13 @@ from fedsov.transport.endpoint import (
     read_server_endpoint,
 )
 
-__all__ = ["AggregatorConfig", "RegionRounds", "load", "read_site_dp"]
+__all__ = ["OVER_SELECT_WITH_SITE_DP", "AggregatorConfig", "RegionRounds", "load", "read_site_dp"]
+
+OVER_SELECT_WITH_SITE_DP = (
+    "must be 0 with [site_dp]: over-selection keeps the fastest sites, not a uniform "
+    "sample of sites_per_round of the region's sites, so the site-level ε that "
+    "accounting reports would not hold; set sites_per_round alone"
+)
 
 
 @dataclass(frozen=True)
@@ -31,6 +37,9 @@ class RegionRounds:
     sites_per_round: int  # 0: every connected site
     timeout_s: float  # regional deadline, never past the upstream's
     start_timeout_s: float
+    # Sites asked beyond sites_per_round; the first to answer count. Not with [site_dp]:
+    # keeping the fastest is no uniform sample, which site-level accounting assumes.
+    over_select: int = 0
 
 
 @dataclass(frozen=True)
@@ -78,9 +87,17 @@ def load(path: Path) -> AggregatorConfig:
         sites_per_round=rt.integer("sites_per_round", 0, min=0),
         timeout_s=rt.number("timeout_s", 120.0, min=0.0, exclusive_min=True),
         start_timeout_s=rt.number("start_timeout_s", 300.0, min=0.0, exclusive_min=True),
+        over_select=rt.integer("over_select", 0, min=0),
     )
-    rt.done()
     site_dp = read_site_dp(doc.table("site_dp")) if doc.has("site_dp") else None
+    if rounds.over_select and not rounds.sites_per_round:
+        raise rt.error(
+            "over_select",
+            "needs sites_per_round: it asks that many sites more than sites_per_round",
+        )
+    if rounds.over_select and site_dp is not None:
+        raise rt.error("over_select", OVER_SELECT_WITH_SITE_DP)
+    rt.done()
     out = doc.table("output")
     output_dir = out.path("dir", str(path.parent / f"{name}-out"))
     out.done()

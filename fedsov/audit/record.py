@@ -46,6 +46,7 @@ class AuditEvent(StrEnum):
     policy_refused = "policy-refused"
     export = "export"
     checkpoint = "checkpoint"
+    insecure_reproducible_mode = "insecure-reproducible-mode"
 
 
 def canonical_json(obj: Mapping[str, Any]) -> bytes:

@@ -36,6 +36,7 @@ from fedsov.audit.verify import verify_ledger
 from fedsov.exceptions import AuditError
 from fedsov.policy.plan import Plan, load_plan
 from fedsov.privacy.report import privacy_report
+from fedsov.randomness import REPRODUCIBLE_ENV
 
 __all__ = [
     "REPORT_FORMAT",
@@ -92,6 +93,12 @@ def compliance_report(
     problems = [f"ledger {e['ledger']}: {e['finding']}" for e in ledgers if not e["ok"]]
     plan_info, plan_problems = _plan_section(the_plan, by_node)
     problems += plan_problems
+    insecure = _insecure_nodes(by_node)
+    problems += [
+        f"{node} ran in the insecure reproducible mode ({REPRODUCIBLE_ENV}=1): its DP "
+        "randomness came from public seeds, so its privacy guarantee does not hold"
+        for node in insecure
+    ]
     crossings = _crossings(by_node, jurisdiction_of, the_plan)
     for c in crossings:
         problems += [f"round {c['round']} {c['from']} -> {c['to']}: {v}" for v in c["violations"]]
@@ -112,6 +119,7 @@ def compliance_report(
             n.name for n in (the_plan.nodes if the_plan else ()) if n.name not in by_node
         ),
         "nodes": {n: jurisdiction_of[n] for n in sorted(by_node)},
+        "insecure_reproducible_nodes": insecure,
         "ledgers": ledgers,
         "crossings": crossings,
         "privacy": privacy,
@@ -211,6 +219,15 @@ def _plan_section(
     elif len(used) > 1:
         problems.append(f"the ledgers record {len(used)} different plans")
     return info, problems
+
+
+def _insecure_nodes(by_node: Mapping[str, Sequence[AuditRecord]]) -> list[str]:
+    """Nodes whose ledger records a start in the insecure reproducible mode."""
+    return sorted(
+        node
+        for node, rs in by_node.items()
+        if any(r.event == AuditEvent.insecure_reproducible_mode for r in rs)
+    )
 
 
 def _sites(detail: Mapping[str, Any]) -> tuple[int | None, list[str]]:

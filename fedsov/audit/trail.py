@@ -22,6 +22,7 @@ from fedsov.audit.signing import Signer
 from fedsov.messages import AuditHead, PrivacyReport, UpdateHeader
 from fedsov.pki.identity import NodeIdentity
 from fedsov.pki.tls import TlsMaterial
+from fedsov.randomness import REPRODUCIBLE_ENV, reproducible
 
 __all__ = ["AuditTrail"]
 
@@ -86,6 +87,14 @@ class AuditTrail:
             jurisdiction=tls.identity.jurisdiction,
             plan_sha256=plan_sha256,
         )
+        if reproducible():  # once per start: the compliance report flags this node
+            ledger.append(
+                event=AuditEvent.insecure_reproducible_mode,
+                detail={
+                    "env": REPRODUCIBLE_ENV,
+                    "reason": "DP randomness derived from public seeds; no DP guarantee",
+                },
+            )
         return cls(ledger, checkpoints=checkpoints)
 
     @property

@@ -22,6 +22,7 @@ from fedsov.fileio import write_atomic, write_json_atomic
 from fedsov.modelref import build_model
 from fedsov.pki.tls import TlsMaterial, load_tls_material
 from fedsov.policy.runtime import PlanAdmission, load_node_plan
+from fedsov.randomness import warn_if_reproducible
 from fedsov.signals import Stopped, until_signalled
 from fedsov.strategy import FedAvg
 from fedsov.transport.server import start_server
@@ -48,6 +49,7 @@ async def run_coordinator(
             cert=config.server.tls.cert, key=config.server.tls.key, ca=config.server.tls.ca
         )
     )
+    warn_if_reproducible(tls.identity.name if tls is not None else "coordinator")
     initial = GlobalModel.from_arrays(
         state_to_numpy(build_model(config.model.factory, config.model.kwargs, seed=config.seed)),
         round=0,

@@ -10,12 +10,11 @@ import asyncio
 import contextlib
 import hashlib
 import logging
-import random
 import shutil
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -41,12 +40,18 @@ from fedsov.messages import (
     header_from_json,
 )
 from fedsov.pki.identity import NodeIdentity, Role
+from fedsov.randomness import secret_random
 from fedsov.strategy import Strategy
 
-__all__ = ["FINISH_GRACE_S", "Engine", "EngineSettings", "RoundReport"]
+__all__ = ["FINISH_GRACE_S", "PUBLIC_METRICS", "Engine", "EngineSettings", "RoundReport"]
 
 # How long a finished aggregator waits for its last round's participants to hear it.
 FINISH_GRACE_S = 15.0
+
+PUBLIC_METRICS = frozenset({"sites"})
+"""Update metrics public by construction (a region's count of contributing sites); any
+other a participant sends (a training loss, a duration: unnoised functions of its data)
+is dropped on receipt, so no report, receipt or summary ever stores it."""
 
 log = logging.getLogger("fedsov.coordinator")
 
@@ -139,6 +144,9 @@ class RoundReport:
     seconds: float
     metrics: Mapping[str, float]
     sites: tuple[SiteResult, ...]
+    # The connected sites the round's participants were drawn from (sorted): the n of
+    # an m-of-n sample, as it was when the round opened.
+    population: tuple[str, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -149,6 +157,7 @@ class RoundReport:
             "seconds": round(self.seconds, 3),
             "metrics": dict(self.metrics),
             "sites": [s.to_json() for s in self.sites],
+            "population": list(self.population),
         }
 
     @classmethod
@@ -161,6 +170,7 @@ class RoundReport:
             seconds=data["seconds"],
             metrics=dict(data["metrics"]),
             sites=tuple(SiteResult.from_json(s) for s in data["sites"]),
+            population=tuple(data.get("population", ())),
         )
 
 
@@ -310,6 +320,7 @@ class Engine:
         self, identity: NodeIdentity, header: UpdateHeader, chunks: AsyncIterator[bytes]
     ) -> UploadReceipt:
         self.admit(identity)
+        header = _public_metrics_only(identity.name, header)
         current = self._open(header.round)
         receipt = current.replay(identity.name, header)
         if receipt is None:
@@ -374,15 +385,18 @@ class Engine:
             except TimeoutError:
                 continue
 
-    def _select(self, round_number: int, attempt: int) -> list[str]:
-        sites = self.connected_sites
+    def _select(self, round_number: int, attempt: int, population: list[str]) -> list[str]:
+        """The round's participants: ``sites_per_round`` (+ ``over_select``) of
+        ``population``, drawn with the OS CSPRNG (site-level DP amplification rests on
+        a sample the upstream cannot predict); seeded only in the insecure
+        reproducible mode."""
         k = self.settings.sites_per_round
         if k:
             k += self.settings.over_select
-        if not k or k >= len(sites):
-            return sites
-        rng = random.Random(f"{self.settings.seed}:{round_number}:{attempt}")
-        return sorted(rng.sample(sites, k))
+        if not k or k >= len(population):
+            return list(population)
+        rng = secret_random([self.settings.seed, round_number, attempt])
+        return sorted(rng.sample(population, k))
 
     def _open_round(
         self,
@@ -397,16 +411,25 @@ class Engine:
         if round_seed is None:
             round_seed = (self.settings.seed * 1_000_003 + number) % 2**63
         plan = plan or self.settings.plan
+        population = tuple(self.connected_sites)  # snapshot: what the sample is drawn from
         tasks = {}
-        for site in self._select(number, attempt):
+        for site in self._select(number, attempt, list(population)):
             task = self._task(uuid.uuid4().hex, number, plan, deadline, round_seed)
             tasks[task.task_id] = TaskRecord(task=task, site=site)
         self.state.open_round(
-            RoundRow(number, attempt, self.model.sha256, round_seed, asdict(plan), time.time()),
+            RoundRow(
+                number,
+                attempt,
+                self.model.sha256,
+                round_seed,
+                asdict(plan),
+                time.time(),
+                population=population,
+            ),
             [TaskRow(t, number, attempt, r.site) for t, r in tasks.items()],
         )
         crash_point("round-opened", number)
-        return self._start(number, attempt, tasks, deadline)
+        return self._start(number, attempt, tasks, deadline, population)
 
     def _task(
         self, task_id: str, number: int, plan: TrainingPlan, deadline: float, round_seed: int
@@ -423,7 +446,12 @@ class Engine:
         )
 
     def _start(
-        self, number: int, attempt: int, tasks: dict[str, TaskRecord], deadline: float
+        self,
+        number: int,
+        attempt: int,
+        tasks: dict[str, TaskRecord],
+        deadline: float,
+        population: tuple[str, ...],
     ) -> Round:
         target = self.settings.sites_per_round if self.settings.over_select else 0
         rnd = Round(
@@ -436,6 +464,7 @@ class Engine:
             attempt=attempt,
             state=self.state,
             target_updates=target,
+            population=population,
         )
         self.current = rnd
         return rnd
@@ -465,12 +494,12 @@ class Engine:
             if t.status in (TaskStatus.DECLINED, TaskStatus.REJECTED):
                 record.status, record.reason = TaskStatus(t.status), t.reason
             tasks[t.task_id] = record
-        rnd = self._start(row.number, row.attempt, tasks, deadline)
+        rnd = self._start(row.number, row.attempt, tasks, deadline, row.population)
         receipts = self.state.receipts(row.number, row.attempt)
         for receipt in receipts:
             spool = rnd.spool_dir / receipt.spool
             try:
-                header = header_from_json(receipt.header)
+                header = _public_metrics_only(receipt.site, header_from_json(receipt.header))
             except (KeyError, TypeError, ValueError, FedsovError) as exc:
                 raise StateError(f"receipt of task {receipt.task_id}: bad header: {exc}") from exc
             if not spool.is_file():
@@ -509,6 +538,7 @@ class Engine:
             seconds=time.time() - rnd.opened_at,
             metrics=metrics,
             sites=tuple(sites),
+            population=rnd.population,
         )
         self.state.close_round(
             rnd.number,
@@ -740,6 +770,16 @@ def _site_result(record: TaskRecord) -> SiteResult:
         metrics=dict(header.metrics) if header else {},
         contributors=header.contributors if header else (),
     )
+
+
+def _public_metrics_only(sender: str, header: UpdateHeader) -> UpdateHeader:
+    """``header`` without the metrics outside ``PUBLIC_METRICS``."""
+    dropped = sorted(set(header.metrics) - PUBLIC_METRICS)
+    if not dropped:
+        return header
+    log.debug("update of %s: dropped metrics %s (not public)", sender, ", ".join(dropped))
+    kept = {k: v for k, v in header.metrics.items() if k in PUBLIC_METRICS}
+    return replace(header, metrics=kept)
 
 
 def _fingerprint(settings: EngineSettings, initial: GlobalModel, strategy: Strategy) -> str:

@@ -71,6 +71,7 @@ class Round:
     attempt: int = 1
     state: StateStore | None = None
     target_updates: int = 0  # close as soon as this many are accepted (0: wait for all)
+    population: tuple[str, ...] = ()  # the connected sites the tasks were drawn from
     opened_at: float = field(default_factory=time.time)
     done: asyncio.Event = field(default_factory=asyncio.Event)
     closed: bool = False

@@ -49,6 +49,9 @@ class RoundRow:
     plan: dict[str, Any]  # the TrainingPlan pushed with its tasks
     opened_unix: float
     state: RoundState = RoundState.OPEN
+    # The connected sites (sorted) the round's tasks were drawn from: the n of its
+    # m-of-n sample, for site-level accounting.
+    population: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,7 @@ from fedsov.exceptions import DuplicateUpdate, StateError
 
 __all__ = ["STATE_FILE", "SqliteStateStore"]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 STATE_FILE = "state/fedsov.db"  # in a coordinator's or aggregator's output folder
 
 _SCHEMA = """
@@ -34,7 +34,8 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS rounds (
     number INTEGER NOT NULL, attempt INTEGER NOT NULL, base_sha256 TEXT NOT NULL,
     round_seed INTEGER NOT NULL, plan TEXT NOT NULL, opened_unix REAL NOT NULL,
-    state TEXT NOT NULL, PRIMARY KEY (number, attempt));
+    state TEXT NOT NULL, population TEXT NOT NULL DEFAULT '[]',
+    PRIMARY KEY (number, attempt));
 CREATE TABLE IF NOT EXISTS tasks (
     task_id TEXT PRIMARY KEY, round INTEGER NOT NULL, attempt INTEGER NOT NULL,
     site TEXT NOT NULL, status TEXT NOT NULL, reason TEXT NOT NULL);
@@ -49,6 +50,11 @@ CREATE TABLE IF NOT EXISTS reports (
     seq INTEGER PRIMARY KEY AUTOINCREMENT, round INTEGER NOT NULL, attempt INTEGER NOT NULL,
     report TEXT NOT NULL);
 """
+
+# How to bring a state of version N to N + 1 (a database written by an older fedsov).
+_MIGRATIONS = {
+    1: "ALTER TABLE rounds ADD COLUMN population TEXT NOT NULL DEFAULT '[]'",  # v2: population
+}
 
 
 def _dump(value: Any) -> str:
@@ -67,15 +73,25 @@ class SqliteStateStore(StateStore):
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.execute("PRAGMA foreign_keys=ON")
             self._db.executescript(_SCHEMA)
-            version = self._meta("schema_version")
-            if version is None:
-                self._set_meta("schema_version", str(SCHEMA_VERSION))
-            elif version != str(SCHEMA_VERSION):
-                raise StateError(
-                    f"{path}: state schema version {version}, this fedsov reads {SCHEMA_VERSION}"
-                )
+            self._migrate()
         except sqlite3.DatabaseError as exc:
             raise StateError(f"{path}: cannot open the state database: {exc}") from exc
+
+    def _migrate(self) -> None:
+        """Stamp a new database; bring an older one to ``SCHEMA_VERSION``."""
+        version = self._meta("schema_version")
+        if version is None:
+            self._set_meta("schema_version", str(SCHEMA_VERSION))
+            return
+        if not version.isdigit() or int(version) > SCHEMA_VERSION:
+            raise StateError(
+                f"{self.path}: state schema version {version}, this fedsov reads "
+                f"{SCHEMA_VERSION} and older"
+            )
+        for old in range(int(version), SCHEMA_VERSION):
+            with self._transaction() as db:
+                db.execute(_MIGRATIONS[old])
+                self._set_meta("schema_version", str(old + 1), db)
 
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
@@ -122,7 +138,8 @@ class SqliteStateStore(StateStore):
                 raise StateError(f"round {row.number} cannot open while another round is open")
             try:
                 db.execute(
-                    "INSERT INTO rounds VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    "INSERT INTO rounds (number, attempt, base_sha256, round_seed, plan, "
+                    "opened_unix, state, population) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                     (
                         row.number,
                         row.attempt,
@@ -131,6 +148,7 @@ class SqliteStateStore(StateStore):
                         _dump(row.plan),
                         row.opened_unix,
                         str(RoundState.OPEN),
+                        _dump(list(row.population)),
                     ),
                 )
             except sqlite3.IntegrityError as exc:
@@ -144,14 +162,23 @@ class SqliteStateStore(StateStore):
 
     def _open_round_row(self, db: sqlite3.Connection) -> RoundRow | None:
         row = db.execute(
-            "SELECT number, attempt, base_sha256, round_seed, plan, opened_unix, state "
-            "FROM rounds WHERE state = ?",
+            "SELECT number, attempt, base_sha256, round_seed, plan, opened_unix, state, "
+            "population FROM rounds WHERE state = ?",
             (str(RoundState.OPEN),),
         ).fetchone()
         if row is None:
             return None
-        number, attempt, base, seed, plan, opened, state = row
-        return RoundRow(number, attempt, base, seed, json.loads(plan), opened, RoundState(state))
+        number, attempt, base, seed, plan, opened, state, population = row
+        return RoundRow(
+            number,
+            attempt,
+            base,
+            seed,
+            json.loads(plan),
+            opened,
+            RoundState(state),
+            population=tuple(json.loads(population)),
+        )
 
     def open_round_row(self) -> RoundRow | None:
         return self._open_round_row(self._db)

@@ -287,15 +287,18 @@ class SiteLevelLedger:
         sites: int,
         population: int,
         round: int = 0,
+        base_sha256: str | None = None,
         delta: float | None = None,
     ) -> SiteRound:
-        """Record one exported round (``sites`` of ``population``, multiplier z)."""
+        """Record one exported round (``sites`` of ``population``, multiplier z) of
+        upstream round ``round`` over the upstream's model ``base_sha256``."""
         entry = SiteRound(noise_multiplier, sites, population)
         record: dict[str, Any] = {
             "region": self.region,
             "jurisdiction": self.jurisdiction,
             "federation": self.federation,
             "round": round,
+            "base_sha256": base_sha256,
             "noise_multiplier": noise_multiplier,
             "sites": sites,
             "population": population,
@@ -308,9 +311,15 @@ class SiteLevelLedger:
         self.records.append(record)
         return entry
 
-    def has_round(self, round: int) -> bool:
-        """Whether the export of upstream round ``round`` is already recorded."""
-        return any(r.get("round") == round for r in self.records)
+    def has_round(self, round: int, base_sha256: str) -> bool:
+        """Whether the export of upstream round ``round`` over model ``base_sha256`` is
+        already recorded (the same aggregate, sent again: no new release). Another
+        attempt at the round, over another model, is a new release. A record written
+        before bases were recorded matches on the round alone."""
+        return any(
+            r.get("round") == round and r.get("base_sha256") in (None, base_sha256)
+            for r in self.records
+        )
 
     @property
     def rounds(self) -> tuple[SiteRound, ...]:

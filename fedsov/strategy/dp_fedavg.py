@@ -21,8 +21,10 @@ accounting assumes (m of n sites, replace-one neighbours, the count public:
 
 Noise comes from a numpy Generator seeded with (seed, round, stream): reproducible,
 so the seed must stay secret (anyone who knows it can subtract the noise);
-``seed=None`` draws it from the OS. Memory stays O(model): sums are folded chunk by
-chunk and noise is drawn slice by slice.
+``seed=None`` draws it from the OS (a regional aggregator passes
+``fedsov.aggregator.app.dp_noise_seed``: the OS CSPRNG, or its config seed only in the
+insecure reproducible mode). The adaptive clip's count noise comes from the same seed.
+Memory stays O(model): sums are folded chunk by chunk and noise is drawn slice by slice.
 """
 
 from __future__ import annotations

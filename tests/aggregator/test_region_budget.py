@@ -61,10 +61,16 @@ def test_region_declines_the_export_that_would_cross_its_budget(
     reports, epsilon = asyncio.run(federation(tmp_path, pki))
     statuses = [(r.sites[0].status, r.sites[0].reason) for r in reports]  # type: ignore[attr-defined]
     assert statuses[0] == ("accepted", "")
+    export = reports[0].sites[0]  # type: ignore[attr-defined]
+    assert export.num_examples == 2  # its 2 sites, not their examples (DP-FedAvg)
+    assert dict(export.metrics) == {"sites": 2.0}
     assert statuses[1][0] == "declined"
     assert statuses[1][1].startswith("budget-exhausted: exporting round 2 would take")
     assert epsilon == pytest.approx(10.7255, rel=1e-3) and epsilon <= BUDGET
     # Persisted: a restarted region starts from the export it already made.
     ledger = SiteLevelLedger(tmp_path / "agg-a" / "site-level-ledger.jsonl")
     assert len(ledger.rounds) == 1
+    (record,) = ledger.records  # the export of round 1, over the coordinator's first model
+    assert (record["round"], record["sites"], record["population"]) == (1, 2, 2)
+    assert isinstance(record["base_sha256"], str) and len(record["base_sha256"]) == 64
     assert ledger.fixed_size_epsilon(1e-5) == pytest.approx(epsilon)

@@ -18,15 +18,17 @@ import pytest
 from audit_helpers import digest, edit_byte, lines_of, write_lines
 from typer.testing import CliRunner
 
-from fedsov.audit import AuditLedger, Signer
+from fedsov.audit import AuditLedger, Signer, read_ledger
 from fedsov.audit.cli import app
 from fedsov.audit.report import compliance_report, render_json, render_markdown
+from fedsov.audit.trail import AuditTrail
 from fedsov.cli import app as fedsov_app
-from fedsov.pki import NodeSpec, Role, build_pki
+from fedsov.pki import NodeSpec, Role, build_pki, load_tls_material
 from fedsov.privacy.accountant import MechanismStep
 from fedsov.privacy.ledger import PrivacyLedger
 from fedsov.privacy.report import privacy_report
 from fedsov.privacy.site_level import SiteLevelLedger
+from fedsov.randomness import REPRODUCIBLE_ENV
 
 runner = CliRunner()
 
@@ -669,3 +671,29 @@ def test_bad_input_exits_2(tmp_path: Path, run: Run) -> None:
     assert missing.exit_code == 2 and "not a directory" in missing.output
     no_plan = runner.invoke(app, ["report", str(run.dir), "--plan", str(tmp_path / "x.toml")])
     assert no_plan.exit_code == 2 and "x.toml" in no_plan.output
+
+
+def test_a_node_in_the_insecure_reproducible_mode_makes_the_run_non_compliant(
+    run: Run, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    node = run.pki / "agg-in"
+    tls = load_tls_material(cert=node / "agg-in.pem", key=node / "agg-in.key", ca=node / "ca.pem")
+    path = ledger_path(run.dir, "agg-in")
+    monkeypatch.delenv(REPRODUCIBLE_ENV, raising=False)
+    AuditTrail.open(path, tls, plan_sha256=run.plan_sha256).close()  # a normal start: nothing
+    assert report_of(run)["ok"] is True
+    monkeypatch.setenv(REPRODUCIBLE_ENV, "1")
+    for _ in range(2):  # once per start
+        AuditTrail.open(path, tls, plan_sha256=run.plan_sha256).close()
+    flagged = [r for r in read_ledger(path) if r.event == "insecure-reproducible-mode"]
+    assert len(flagged) == 2 and flagged[0].detail["env"] == REPRODUCIBLE_ENV
+    report = report_of(run)
+    assert report["ok"] is False
+    assert report["insecure_reproducible_nodes"] == ["agg-in"]
+    assert report["problems"] == [
+        f"agg-in ran in the insecure reproducible mode ({REPRODUCIBLE_ENV}=1): its DP "
+        "randomness came from public seeds, so its privacy guarantee does not hold"
+    ]
+    assert "agg-in ran in the insecure reproducible mode" in render_markdown(report)
+    result = runner.invoke(app, ["report", str(run.dir), "--pki", str(run.pki)])
+    assert result.exit_code == 1

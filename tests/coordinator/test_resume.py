@@ -129,6 +129,7 @@ def test_a_round_reopens_with_its_acknowledged_updates(tmp_path: Path) -> None:
     for name, value in model_1.arrays().items():
         np.testing.assert_allclose(value, after_round_1[name], atol=1e-6)
     assert [r.round for r in eng.reports] == [1, 2]
+    assert eng.reports[0].population == SITES  # as stored when round 1 first opened
     receipts = eng.state.receipts(1, 1)
     assert sorted(r.site for r in receipts) == ["site-a", "site-b"]
     assert not (tmp_path / "work" / "spool" / "round-0001-1").exists()  # cleaned after commit

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -49,8 +50,9 @@ def model(sha: str, round: int, parent: str | None = None) -> ModelRow:
 
 
 def open_round(store: StateStore, number: int = 1, attempt: int = 1, sites: int = 2) -> None:
+    population = tuple(f"site-{i}" for i in range(sites + 1))  # one connected, not asked
     store.open_round(
-        RoundRow(number, attempt, "a" * 64, 7, PLAN, 1.0),
+        RoundRow(number, attempt, "a" * 64, 7, PLAN, 1.0, population=population),
         [TaskRow(f"t{number}.{attempt}.{i}", number, attempt, f"site-{i}") for i in range(sites)],
     )
 
@@ -75,6 +77,7 @@ def test_a_round_opens_with_its_tasks_and_only_one_at_a_time(store: StateStore) 
     row = store.open_round_row()
     assert row is not None and (row.number, row.attempt, row.round_seed) == (1, 1, 7)
     assert row.plan == PLAN and row.state is RoundState.OPEN
+    assert row.population == ("site-0", "site-1", "site-2")  # what the sample was drawn from
     assert [(t.task_id, t.site, t.status) for t in store.tasks(1, 1)] == [
         ("t1.1.0", "site-0", "pending"),
         ("t1.1.1", "site-1", "pending"),
@@ -169,8 +172,44 @@ def test_sqlite_state_survives_the_process(tmp_path: Path) -> None:
     assert again.bind("fed", "f" * 64) is True
     row = again.open_round_row()
     assert row is not None and row.number == 1
+    assert row.population == ("site-0", "site-1", "site-2")
     assert [r.site for r in again.receipts(1, 1)] == ["site-0"]
     again.close()
+
+
+def test_sqlite_brings_a_version_1_state_up_to_date(tmp_path: Path) -> None:
+    """A state written before populations were stored: its open round has none."""
+    path = tmp_path / "state" / "fedsov.db"
+    path.parent.mkdir()
+    db = sqlite3.connect(path)
+    db.executescript(
+        """
+        CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+        INSERT INTO meta VALUES ('schema_version', '1');
+        CREATE TABLE rounds (
+            number INTEGER NOT NULL, attempt INTEGER NOT NULL, base_sha256 TEXT NOT NULL,
+            round_seed INTEGER NOT NULL, plan TEXT NOT NULL, opened_unix REAL NOT NULL,
+            state TEXT NOT NULL, PRIMARY KEY (number, attempt));
+        INSERT INTO rounds VALUES (3, 1, 'aa', 7, '{}', 1.0, 'open');
+        """
+    )
+    db.commit()
+    db.close()
+    store = SqliteStateStore(path)
+    row = store.open_round_row()
+    assert row is not None and (row.number, row.population) == (3, ())
+    store.close()
+    again = SqliteStateStore(path)  # migrated once, then read as it is
+    assert again.open_round_row() == row
+    again.close()
+
+
+def test_sqlite_refuses_a_newer_state(tmp_path: Path) -> None:
+    store = sqlite(tmp_path)
+    store._set_meta("schema_version", "99")
+    store.close()
+    with pytest.raises(StateError, match="state schema version 99, this fedsov reads 2 and older"):
+        sqlite(tmp_path)
 
 
 def test_sqlite_refuses_a_damaged_file(tmp_path: Path) -> None:

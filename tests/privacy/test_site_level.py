@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 from dp_accounting import dp_event
@@ -116,3 +117,16 @@ def test_ledger_epsilon_is_compute_epsilon_of_its_history() -> None:
         ledger.record(noise_multiplier=1.0, sites=0, population=10)
     with pytest.raises(ConfigError, match="noise_multiplier"):
         ledger.record(noise_multiplier=-1.0, sites=1, population=10)
+
+
+def test_a_recorded_export_is_known_by_its_round_and_base_model(tmp_path: Path) -> None:
+    path = tmp_path / "site-level-ledger.jsonl"
+    ledger = SiteLevelLedger(path)
+    ledger.record(noise_multiplier=1.0, sites=2, population=4, round=3, base_sha256="a" * 64)
+    for again in (ledger, SiteLevelLedger(path)):  # also after a restart
+        assert again.has_round(3, "a" * 64)
+        assert not again.has_round(3, "b" * 64)  # another attempt upstream: a new release
+        assert not again.has_round(4, "a" * 64)
+    # A record of an older fedsov names no base: its round alone matches.
+    ledger.record(noise_multiplier=1.0, sites=2, population=4, round=5)
+    assert ledger.has_round(5, "c" * 64)
