@@ -20,6 +20,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from fedsov.exceptions import ConfigError
+
 __all__ = [
     "REPRODUCIBLE_ENV",
     "reproducible",
@@ -39,7 +41,7 @@ def reproducible() -> bool:
     """Whether this process runs in the insecure reproducible mode."""
     value = os.environ.get(REPRODUCIBLE_ENV, "")
     if value not in ("", "0", "1"):
-        raise ValueError(f"{REPRODUCIBLE_ENV} must be 0 or 1, got {value!r}")
+        raise ConfigError(f"environment: {REPRODUCIBLE_ENV} must be 0 or 1, got {value!r}")
     return value == "1"
 
 

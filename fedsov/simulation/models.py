@@ -9,7 +9,7 @@ from torch import nn
 
 from fedsov.exceptions import ConfigError
 
-__all__ = ["mlp", "small_cnn"]
+__all__ = ["logistic", "mlp", "small_cnn"]
 
 
 def _positive(**values: int) -> None:
@@ -31,6 +31,16 @@ class _ToImage(nn.Module):
 
     def extra_repr(self) -> str:
         return f"channels={self.channels}, size={self.size}"
+
+
+def logistic(*, in_features: int = 64, num_classes: int = 10) -> nn.Module:
+    """Multinomial logistic regression: Flatten -> Linear(in_features, num_classes).
+
+    Few parameters, so DP-SGD's noise (whose norm grows with the parameter count) costs
+    it least: the quickstart's model.
+    """
+    _positive(in_features=in_features, num_classes=num_classes)
+    return nn.Sequential(nn.Flatten(), nn.Linear(in_features, num_classes))
 
 
 def mlp(*, in_features: int = 64, hidden: int = 128, num_classes: int = 10) -> nn.Module:

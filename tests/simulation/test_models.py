@@ -12,9 +12,10 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from fedsov.exceptions import ConfigError
-from fedsov.simulation.models import mlp, small_cnn
+from fedsov.simulation.models import logistic, mlp, small_cnn
 
 CASES: list[tuple[str, Callable[[], nn.Module], int]] = [
+    ("logistic", lambda: logistic(in_features=64, num_classes=10), 64),
     ("mlp", lambda: mlp(in_features=64, hidden=32, num_classes=10), 64),
     ("cnn28", lambda: small_cnn(image_size=28, channels=8), 784),
     ("cnn8", lambda: small_cnn(image_size=8, channels=4, num_classes=3), 64),
