@@ -154,6 +154,28 @@ def test_dp_rounds_draw_secret_randomness(digits: Dataset) -> None:
     assert (a.steps, a.sample_rate, a.epsilon) == (b.steps, b.sample_rate, b.epsilon)
 
 
+@pytest.mark.parametrize("reproducible", [False, True])
+def test_poisson_sampler_is_secret_too(
+    digits: Dataset, monkeypatch: pytest.MonkeyPatch, reproducible: bool
+) -> None:
+    """With σ = 0 only the Poisson masks vary: they are not replayable either."""
+    if reproducible:
+        monkeypatch.setenv(REPRODUCIBLE_ENV, "1")
+
+    def noiseless_round() -> TrainResult:
+        return DPTrainer(
+            data=digits,
+            train=TrainConfig(local_epochs=1, batch_size=64, learning_rate=1.0),
+            privacy=PrivacyConfig(noise_multiplier=0.0, max_grad_norm=1.0, delta=DELTA),
+            device="cpu",
+            seed=7,
+        ).train_round(mlp(), round_seed=3)
+
+    a, b = noiseless_round(), noiseless_round()
+    same = all(np.array_equal(a.weights[k], b.weights[k]) for k in a.weights)
+    assert same is reproducible
+
+
 def test_insecure_reproducible_mode_repeats_dp_rounds(
     digits: Dataset, monkeypatch: pytest.MonkeyPatch
 ) -> None:
