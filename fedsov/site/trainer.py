@@ -2,12 +2,20 @@
 
 A :class:`DPTrainer` lives as long as the site: it keeps the privacy history of every round
 it trained, so the epsilon it reports composes over all rounds.
+
+The randomness a DP round rests on (Poisson masks, DP-SGD noise, torch's RNG) is seeded
+from the OS CSPRNG every round (:mod:`fedsov.randomness`): the config seed and the round
+seed are public, and an upstream that knew all seeds could replay the round on neighbouring
+datasets and tell which one the site holds. The noise is drawn the floating-point-attack
+resistant way (Opacus' secure-mode noise) without ``torchcsprng``. Rounds without DP claim
+no guarantee and stay reproducible from the config seed and the round seed.
 """
 
 from __future__ import annotations
 
 import math
 import time
+import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -25,6 +33,7 @@ from fedsov.privacy.accountant import (
     compute_epsilon,
     merge_history,
 )
+from fedsov.randomness import secret_seed
 from fedsov.site.data import Dataset
 
 __all__ = [
@@ -138,6 +147,7 @@ def _tensors(data: Dataset) -> TensorDataset:
 
 
 def _seeds(seed: int, round_seed: int, n: int) -> list[int]:
+    """Public, reproducible seeds: for rounds without DP only."""
     state = np.random.SeedSequence([seed & _SEED_MASK, round_seed & _SEED_MASK])
     return [int(s) for s in state.generate_state(n, dtype=np.uint64) >> np.uint64(1)]
 
@@ -265,7 +275,14 @@ class DPTrainer:
             raise ConfigError(f"round_seed must be an integer, got {round_seed!r}")
         started = time.perf_counter()
         device = torch.device(self.device)
-        sampler_seed, noise_seed, torch_seed = _seeds(self.seed, round_seed, 3)
+        if self.privacy.enabled:
+            # Secret every round; derived from the public seeds only in the insecure
+            # reproducible mode (FEDSOV_INSECURE_REPRODUCIBLE=1, tests only).
+            sampler_seed, noise_seed, torch_seed = (
+                secret_seed([self.seed, round_seed, i]) for i in range(3)
+            )
+        else:
+            sampler_seed, noise_seed, torch_seed = _seeds(self.seed, round_seed, 3)
         sample_rate = self.sample_rate
         sigma = float(self.privacy.noise_multiplier)
         try:
@@ -317,8 +334,13 @@ class DPTrainer:
             batch_size=self.train.batch_size,
             generator=torch.Generator().manual_seed(sampler_seed),
         )
-        # Opacus' accountant only counts the steps here; ε is fedsov's (replace-one).
-        engine = PrivacyEngine(accountant="rdp")
+        with warnings.catch_warnings():
+            # The engine keeps secure_mode=False: True imports torchcsprng (unmaintained, does
+            # not build) for its generators. Ours are seeded from the OS CSPRNG and the
+            # optimizer draws secure noise (below), so its "Secure RNG turned off" is moot.
+            warnings.filterwarnings("ignore", "Secure RNG turned off", UserWarning)
+            # Opacus' accountant only counts the steps here; ε is fedsov's (replace-one).
+            engine = PrivacyEngine(accountant="rdp")
         dp_model, optimizer, criterion, dp_loader = engine.make_private(
             module=model,
             optimizer=self._optimizer(model),
@@ -331,6 +353,11 @@ class DPTrainer:
             noise_generator=torch.Generator(device=device).manual_seed(noise_seed),
             grad_sample_mode=GRAD_SAMPLE_MODE,
         )
+        # Opacus' floating-point-attack resistant noise (sum of 4 Gaussians / 2, arXiv:2107.10138
+        # section 5.1), drawn from our generator: DPOptimizer.add_noise (the ghost-clipping
+        # optimizer's too) passes this attribute to _generate_noise. The engine's own
+        # secure_mode only picks torchcsprng generators, which we do not use.
+        optimizer.secure_mode = True
         loss_sum, seen = 0.0, 0
         try:
             for _ in range(self.train.local_epochs):

@@ -120,8 +120,10 @@ def test_cli_epsilon_and_noise() -> None:
     assert (result["accountant"], result["neighbours"]) == ("pld", "replace-one")
     out = runner.invoke(
         app,
-        ["noise", "--target-epsilon", "2.1014", "--sample-rate", "0.01", "--steps", "1000"]
-        + ["--accountant", "rdp"],
+        [
+            *("noise", "--target-epsilon", "2.1014", "--sample-rate", "0.01"),
+            *("--steps", "1000", "--accountant", "rdp"),
+        ],
     )
     assert out.exit_code == 0 and out.output.startswith("noise_multiplier = 1.00")
     assert "(rdp, add-remove neighbours)" in out.output

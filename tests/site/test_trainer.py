@@ -7,14 +7,17 @@ import math
 import numpy as np
 import pytest
 import torch
-from opacus.accountants import PRVAccountant, RDPAccountant
+from opacus.optimizers import optimizer as opacus_optimizer
+from opacus.optimizers import optimizer_fast_gradient_clipping
 from sklearn.datasets import load_digits
 from torch import nn
 
 from fedsov.exceptions import ConfigError, DataError, TrainingError
-from fedsov.privacy.accountant import MechanismStep
+from fedsov.privacy.accountant import MechanismStep, compute_epsilon
+from fedsov.randomness import REPRODUCIBLE_ENV
 from fedsov.site.data import Dataset
 from fedsov.site.trainer import (
+    GRAD_SAMPLE_MODE,
     DPTrainer,
     PrivacyConfig,
     TrainConfig,
@@ -23,6 +26,12 @@ from fedsov.site.trainer import (
 )
 
 DELTA = 1e-5
+
+
+@pytest.fixture(autouse=True)
+def _secret_randomness(monkeypatch: pytest.MonkeyPatch) -> None:
+    """DP randomness is secret unless a test turns the insecure reproducible mode on."""
+    monkeypatch.delenv(REPRODUCIBLE_ENV, raising=False)
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +57,7 @@ def trainer(
     enabled: bool = True,
     seed: int = 0,
     batch_size: int = 64,
-    accountant: str = "prv",
+    accountant: str = "pld",
     epochs: int = 1,
     lr: float = 1.0,
     momentum: float = 0.0,
@@ -88,10 +97,11 @@ def test_epsilon_composes_over_rounds(digits: Dataset) -> None:
     assert [r.total_steps for r in results] == [per_round, 2 * per_round, 3 * per_round]
     last = results[-1]
     assert last.sample_rate == 1 / per_round
-    fresh = PRVAccountant()
-    fresh.history = [(1.0, last.sample_rate, last.total_steps)]
-    assert last.epsilon == pytest.approx(fresh.get_epsilon(DELTA), rel=1e-6)
-    assert t.epsilon() == last.epsilon
+    expected = compute_epsilon(
+        history=[MechanismStep(1.0, last.sample_rate, last.total_steps)], delta=DELTA
+    )
+    assert last.epsilon == pytest.approx(expected, rel=1e-9)
+    assert t.epsilon() == pytest.approx(last.epsilon, rel=1e-9)
     assert t.history == [
         MechanismStep(noise_multiplier=1.0, sample_rate=1 / per_round, steps=3 * per_round)
     ]
@@ -101,17 +111,19 @@ def test_epsilon_composes_over_rounds(digits: Dataset) -> None:
 
 
 def test_changed_batch_size_is_accounted(digits: Dataset) -> None:
-    t = trainer(digits, accountant="rdp")
+    t = trainer(digits)
     t.train_round(mlp(), round_seed=0)
     t.train = TrainConfig(local_epochs=1, batch_size=128, learning_rate=1.0)
     result = t.train_round(mlp(), round_seed=1)
-    fresh = RDPAccountant()
-    fresh.history = [
-        (1.0, 1 / math.ceil(len(digits) / 64), math.ceil(len(digits) / 64)),
-        (1.0, 1 / math.ceil(len(digits) / 128), math.ceil(len(digits) / 128)),
-    ]
+    expected = compute_epsilon(
+        history=[
+            MechanismStep(1.0, 1 / math.ceil(len(digits) / 64), math.ceil(len(digits) / 64)),
+            MechanismStep(1.0, 1 / math.ceil(len(digits) / 128), math.ceil(len(digits) / 128)),
+        ],
+        delta=DELTA,
+    )
     assert len(t.history) == 2
-    assert result.epsilon == pytest.approx(fresh.get_epsilon(DELTA), rel=1e-9)
+    assert result.epsilon == pytest.approx(expected, rel=1e-9)
 
 
 def test_dp_training_learns(digits: Dataset) -> None:
@@ -136,14 +148,76 @@ def test_weights_keys_dtype_and_clean_model(digits: Dataset) -> None:
     assert math.isfinite(result.train_loss) and result.seconds > 0
 
 
-def test_deterministic(digits: Dataset) -> None:
+def test_dp_rounds_draw_secret_randomness(digits: Dataset) -> None:
+    """Same state, config seed and round seed: a DP round cannot be replayed."""
+    a = trainer(digits, seed=7).train_round(mlp(), round_seed=3)
+    b = trainer(digits, seed=7).train_round(mlp(), round_seed=3)
+    assert all(not np.array_equal(a.weights[k], b.weights[k]) for k in a.weights)
+    assert (a.steps, a.sample_rate, a.epsilon) == (b.steps, b.sample_rate, b.epsilon)
+
+
+@pytest.mark.parametrize("reproducible", [False, True])
+def test_poisson_sampler_is_secret_too(
+    digits: Dataset, monkeypatch: pytest.MonkeyPatch, reproducible: bool
+) -> None:
+    """With σ = 0 only the Poisson masks vary: they are not replayable either."""
+    if reproducible:
+        monkeypatch.setenv(REPRODUCIBLE_ENV, "1")
+
+    def noiseless_round() -> TrainResult:
+        return DPTrainer(
+            data=digits,
+            train=TrainConfig(local_epochs=1, batch_size=64, learning_rate=1.0),
+            privacy=PrivacyConfig(noise_multiplier=0.0, max_grad_norm=1.0, delta=DELTA),
+            device="cpu",
+            seed=7,
+        ).train_round(mlp(), round_seed=3)
+
+    a, b = noiseless_round(), noiseless_round()
+    same = all(np.array_equal(a.weights[k], b.weights[k]) for k in a.weights)
+    assert same is reproducible
+
+
+def test_insecure_reproducible_mode_repeats_dp_rounds(
+    digits: Dataset, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(REPRODUCIBLE_ENV, "1")
     a = trainer(digits, seed=7).train_round(mlp(), round_seed=3)
     b = trainer(digits, seed=7).train_round(mlp(), round_seed=3)
     c = trainer(digits, seed=7).train_round(mlp(), round_seed=4)
+    d = trainer(digits, seed=8).train_round(mlp(), round_seed=3)
     for k in a.weights:
         np.testing.assert_array_equal(a.weights[k], b.weights[k])
-    assert any(not np.array_equal(a.weights[k], c.weights[k]) for k in a.weights)
     assert a.train_loss == b.train_loss
+    for other in (c, d):
+        assert any(not np.array_equal(a.weights[k], other.weights[k]) for k in a.weights)
+
+
+def test_dp_noise_is_secure_mode_noise(digits: Dataset, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Opacus' floating-point-attack resistant noise, from a seeded torch generator (no
+    torchcsprng), in the optimizer the trainer uses."""
+    calls: list[tuple[bool, object]] = []
+    original = opacus_optimizer._generate_noise
+
+    def spy(
+        std: float,
+        reference: torch.Tensor,
+        generator: object = None,
+        secure_mode: bool = False,
+    ) -> torch.Tensor:
+        calls.append((secure_mode, generator))
+        return original(std, reference, generator, secure_mode)
+
+    # The ghost-clipping optimizer imports the function by name; patch both references.
+    monkeypatch.setattr(opacus_optimizer, "_generate_noise", spy)
+    monkeypatch.setattr(optimizer_fast_gradient_clipping, "_generate_noise", spy)
+    assert GRAD_SAMPLE_MODE == "ghost"
+    result = trainer(digits).train_round(mlp(), round_seed=0)
+    params = len(list(mlp().parameters()))
+    assert len(calls) == result.steps * params
+    assert all(secure is True for secure, _ in calls)
+    assert all(isinstance(generator, torch.Generator) for _, generator in calls)
+    assert len({id(generator) for _, generator in calls}) == 1
 
 
 def test_dp_disabled(digits: Dataset) -> None:
@@ -177,7 +251,8 @@ def test_evaluate_restores_mode(digits: Dataset) -> None:
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-def test_cuda(digits: Dataset) -> None:
+def test_cuda(digits: Dataset, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(REPRODUCIBLE_ENV, "1")  # so that two rounds can be compared
     t = DPTrainer(
         data=digits,
         train=TrainConfig(local_epochs=1, batch_size=64, learning_rate=1.0),
