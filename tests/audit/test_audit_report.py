@@ -229,12 +229,12 @@ def build_run(
             jurisdiction=NODES[site][1],
         )
         entry.record(
+            dataset=f"data of {site}",
             federation=FEDERATION,
             round=1,
             task_id=f"{upstream}-r1",
             step=MechanismStep(1.5, 0.1, 10),
             delta=1e-5,
-            accountant="rdp",
         )
     run.update("agg-eu", 1, contributors=["paris", "berlin"])
     run.update(
