@@ -24,7 +24,7 @@ if TYPE_CHECKING:  # the plan reads participant settings: imported where used
     from fedsov.audit.trail import AuditTrail
     from fedsov.policy.plan import Plan
 
-__all__ = ["FATAL", "Backoff", "may_send", "send_update", "serve_upstream"]
+__all__ = ["FATAL", "Backoff", "decline_task", "may_send", "send_update", "serve_upstream"]
 
 log = logging.getLogger("fedsov.participant")
 
@@ -116,6 +116,22 @@ async def send_update(
             )
         return False
     return True
+
+
+async def decline_task(
+    client: FederationClient, task: TrainTask, *, code: str, reason: str, audit: AuditTrail | None
+) -> None:
+    """Refuse ``task``: the upstream records code and reason in its round report; so does
+    this node's audit trail."""
+    await client.decline(task_id=task.task_id, round=task.round, code=code, reason=reason)
+    if audit is not None:
+        audit.declined(
+            round=task.round,
+            peer=client.upstream_name,
+            peer_jurisdiction=client.upstream_jurisdiction,
+            code=code,
+            reason=reason,
+        )
 
 
 def may_send(plan: Plan, node: str, audit: AuditTrail | None) -> None:

@@ -39,7 +39,7 @@ from fedsov.exceptions import FedsovError
 from fedsov.fileio import write_json_atomic
 from fedsov.messages import AuditHead, PrivacyReport, TrainingPlan, TrainTask, UpdateHeader
 from fedsov.modelref import build_model
-from fedsov.participant import may_send, send_update, serve_upstream
+from fedsov.participant import decline_task, may_send, send_update, serve_upstream
 from fedsov.pki.identity import Role
 from fedsov.pki.tls import TlsMaterial, load_tls_material
 from fedsov.policy.runtime import (
@@ -433,12 +433,4 @@ class RegionalAggregator:
     ) -> None:
         self.declined[task.round] = f"{code}: {why}"
         log.warning("round %d: declining the task: %s", task.round, why)
-        await client.decline(task_id=task.task_id, round=task.round, code=code, reason=why)
-        if self.audit is not None:
-            self.audit.declined(
-                round=task.round,
-                peer=client.upstream_name,
-                peer_jurisdiction=client.upstream_jurisdiction,
-                code=code,
-                reason=why,
-            )
+        await decline_task(client, task, code=code, reason=why, audit=self.audit)

@@ -15,7 +15,7 @@ from fedsov.codec import decode, encode
 from fedsov.exceptions import CodecError, FedsovError, TrainingError
 from fedsov.messages import Finished, PrivacyReport, TrainTask, UpdateHeader
 from fedsov.modelref import build_model, load_weights
-from fedsov.participant import may_send, send_update, serve_upstream
+from fedsov.participant import decline_task, may_send, send_update, serve_upstream
 from fedsov.pki.tls import TlsMaterial, load_tls_material
 from fedsov.policy.runtime import load_node_plan
 from fedsov.privacy.accountant import MechanismStep
@@ -169,15 +169,7 @@ class SiteAgent:
     ) -> None:
         """Refuse ``task``; the upstream records the code and reason in its round report."""
         log.warning("round %d: declining: %s", task.round, reason)
-        await client.decline(task_id=task.task_id, round=task.round, code=code, reason=reason)
-        if self.audit is not None:
-            self.audit.declined(
-                round=task.round,
-                peer=client.upstream_name,
-                peer_jurisdiction=client.upstream_jurisdiction,
-                code=code,
-                reason=reason,
-            )
+        await decline_task(client, task, code=code, reason=reason, audit=self.audit)
 
     async def _within_budget(self, client: FederationClient, task: TrainTask) -> bool:
         """Refuse the task (the upstream records why) if it would cross the site's budget."""

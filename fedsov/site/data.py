@@ -45,8 +45,8 @@ class Dataset:
         x = np.ascontiguousarray(self.x, dtype=np.float32)
         y = np.ascontiguousarray(self.y, dtype=np.int64)
         digest.update(repr((x.shape, y.shape)).encode())
-        digest.update(memoryview(x).cast("B"))
-        digest.update(memoryview(y).cast("B"))
+        digest.update(x.data)
+        digest.update(y.data)
         return digest.hexdigest()
 
     def subset(self, indices: np.ndarray | Sequence[int]) -> Dataset:

@@ -96,34 +96,11 @@ def test_simulated_federation_trains_over_mtls_with_dp(tmp_path: Path) -> None:
     assert "Traceback" not in coordinator_log
 
 
-ONE_SITE = """
-name = "one-site"
-seed = 7
-
-[data]
-dataset = "digits"
-partition = "iid"
-test_fraction = 0.2
-sites = 1
-
-[model]
-factory = "fedsov.simulation.models:mlp"
-kwargs = { in_features = 64, hidden = 16, num_classes = 10 }
-
-[rounds]
-num_rounds = 2
-timeout_s = 60
-
-[training]
-local_epochs = 1
-batch_size = 256
-learning_rate = 0.5
-
-[privacy]
-noise_multiplier = 1.0
-max_grad_norm = 1.0
-delta = 1e-5
-"""
+ONE_SITE = (
+    SCENARIO.replace("sites = 3", "sites = 1")
+    .replace("num_rounds = 8", "num_rounds = 2")
+    .replace("hidden = 64", "hidden = 16")
+)
 
 
 @pytest.mark.e2e

@@ -157,3 +157,101 @@ def test_site_refuses_the_round_that_would_cross_its_budget(
         return trainer.epsilon()
 
     assert asyncio.run(restart()) == pytest.approx(spent)
+
+
+SITE_TOML = """
+[site]
+name = "site-1"
+[upstream]
+address = "127.0.0.1:1"
+insecure = true
+[data]
+path = "{data}"
+[model]
+factory = "fedsov.simulation.models:mlp"
+kwargs = {{ in_features = 64, hidden = 32, num_classes = 10 }}
+[privacy]
+noise_multiplier = 1.0
+"""
+
+
+@pytest.mark.parametrize(
+    ("shape", "message"),
+    [
+        (
+            "features",
+            r"site\.npz: features of shape \(32,\) do not fit the model "
+            r"fedsov\.simulation\.models:mlp: RuntimeError: mat1 and mat2 shapes",
+        ),
+        (
+            "labels",
+            r"site\.npz: labels run from 1 to 10, but the model fedsov\.simulation\.models:mlp "
+            r"has 10 outputs \(labels 0\.\.9\)",
+        ),
+    ],
+)
+def test_data_that_does_not_fit_the_model_stops_the_site_at_start_up(
+    tmp_path: Path, shape: str, message: str
+) -> None:
+    """Exit 2 naming the file and the mismatch, before the site dials anyone."""
+    import re
+    import subprocess
+    import sys
+
+    digits = load_digits().subset(np.arange(100))
+    if shape == "features":
+        bad = type(digits)(digits.x[:, :32], digits.y)
+    else:
+        bad = type(digits)(digits.x, digits.y + 1)  # labels 1..10
+    save_npz(tmp_path / "site.npz", bad)
+    config = tmp_path / "site.toml"
+    config.write_text(SITE_TOML.format(data=tmp_path / "site.npz"))
+    proc = subprocess.run(
+        [sys.executable, "-m", "fedsov", "site", "--config", str(config), "--insecure"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert re.search(message, " ".join(proc.stderr.split())), proc.stderr[-2000:]
+    assert "joined federation" not in proc.stderr
+
+
+def test_a_round_whose_training_fails_is_declined_and_spends_no_epsilon(
+    tmp_path: Path, pki: dict[str, NodePaths]
+) -> None:
+    """A learning rate that makes training diverge: the site declines with the reason, the
+    coordinator's report shows it, and the ledger records nothing for that round."""
+
+    async def scenario() -> list[object]:
+        c = pki["coordinator"]
+        tls = load_tls_material(cert=c.cert, key=c.key, ca=c.ca)
+        initial = state_to_numpy(build_model(MODEL.factory, MODEL.kwargs, seed=0))
+        eng = make_engine(
+            tmp_path,
+            initial,
+            federation="agent-fed",
+            num_rounds=1,
+            timeout_s=60,
+            plan=TrainingPlan(1, 32, 1e38),  # diverges: the weights overflow
+        )
+        server = await start_server(FederationService(eng), address="127.0.0.1:0", tls=tls)
+        agent = SiteAgent(site_config(tmp_path, pki, server.port))
+        site_run = asyncio.ensure_future(agent.run())
+        try:
+            with pytest.raises(FedsovError, match="round 1 failed"):
+                await asyncio.wait_for(eng.run(), 120)
+        finally:
+            site_run.cancel()
+            await server.stop(0)
+        return list(eng.reports)
+
+    reports = asyncio.run(scenario())
+    assert reports
+    for report in reports:
+        (site,) = report.sites  # type: ignore[attr-defined]
+        assert site.status == "declined"
+        assert site.reason.startswith("training-failed: local training diverged"), site.reason
+    ledger = PrivacyLedger(tmp_path / "site-1.privacy-ledger.jsonl")
+    assert ledger.entries == []
