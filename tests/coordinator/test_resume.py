@@ -7,42 +7,25 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_rounds import BASE, chunks, delta, expected
+from test_rounds import chunks, delta, expected, make_engine
 
 from fedsov.codec import encode
-from fedsov.coordinator.engine import Engine, EngineSettings
-from fedsov.coordinator.model import GlobalModel, ModelStore
+from fedsov.coordinator.engine import Engine
 from fedsov.coordinator.state_sqlite import SqliteStateStore
 from fedsov.exceptions import ConfigError, LateUpdate
-from fedsov.messages import PrivacyReport, TrainingPlan, UpdateHeader
+from fedsov.messages import PrivacyReport, UpdateHeader
 from fedsov.pki import NodeIdentity, Role
-from fedsov.strategy import FedAvg
 
 SITES = ("site-a", "site-b")
 
 
 def engine(tmp_path: Path, *, seed: int = 0) -> Engine:
-    settings = EngineSettings(
-        federation="fed",
+    return make_engine(
+        tmp_path,
         num_rounds=2,
-        min_sites=0,
         min_updates=2,
-        sites_per_round=0,
-        round_timeout_s=30.0,
-        start_timeout_s=5.0,
-        max_attempts=1,
-        plan=TrainingPlan(1, 8, 0.1),
         seed=seed,
-        heartbeat_s=1.0,
-    )
-    return Engine(
-        settings,
-        initial=GlobalModel.from_arrays(BASE, round=0, parent=None),
-        strategy=FedAvg(),
-        store=ModelStore(tmp_path / "models"),
-        work_dir=tmp_path / "work",
         state=SqliteStateStore(tmp_path / "state" / "fedsov.db"),
-        admission=lambda identity: None,
     )
 
 

@@ -11,8 +11,10 @@ import numpy as np
 import pytest
 
 from fedsov.codec import encode, iter_chunks
-from fedsov.coordinator.model import GlobalModel
+from fedsov.coordinator.engine import Engine, EngineSettings
+from fedsov.coordinator.model import GlobalModel, ModelStore
 from fedsov.coordinator.rounds import Round, TaskRecord, TaskStatus
+from fedsov.coordinator.state import StateStore
 from fedsov.exceptions import (
     DuplicateUpdate,
     LateUpdate,
@@ -28,6 +30,40 @@ from fedsov.strategy import FedAvg, FedAvgAggregate
 
 BASE = {"w": np.zeros((3, 4), dtype=np.float32), "b": np.ones(4, dtype=np.float32)}
 SITES = ("site-a", "site-b", "site-c")
+
+
+def make_engine(
+    tmp_path: Path,
+    *,
+    num_rounds: int,
+    min_updates: int,
+    sites_per_round: int = 0,
+    seed: int = 0,
+    state: StateStore | None = None,
+) -> Engine:
+    """An engine over BASE that admits anyone, for the engine tests of this folder."""
+    settings = EngineSettings(
+        federation="fed",
+        num_rounds=num_rounds,
+        min_sites=0,
+        min_updates=min_updates,
+        sites_per_round=sites_per_round,
+        round_timeout_s=30.0,
+        start_timeout_s=5.0,
+        max_attempts=1,
+        plan=TrainingPlan(1, 8, 0.1),
+        seed=seed,
+        heartbeat_s=1.0,
+    )
+    return Engine(
+        settings,
+        initial=GlobalModel.from_arrays(BASE, round=0, parent=None),
+        strategy=FedAvg(),
+        store=ModelStore(tmp_path / "models"),
+        work_dir=tmp_path / "work",
+        state=state,
+        admission=lambda identity: None,
+    )
 
 
 def make_round(tmp_path: Path, deadline_in: float = 60.0) -> Round:

@@ -8,40 +8,20 @@ import json
 from pathlib import Path
 
 import pytest
-from test_rounds import BASE, chunks, delta
+from test_rounds import chunks, delta, make_engine
 
 from fedsov.codec import encode
-from fedsov.coordinator.engine import Engine, EngineSettings, RoundReport
-from fedsov.coordinator.model import GlobalModel, ModelStore
-from fedsov.messages import PrivacyReport, TrainingPlan, UpdateHeader
+from fedsov.coordinator.engine import Engine, RoundReport
+from fedsov.messages import PrivacyReport, UpdateHeader
 from fedsov.pki import NodeIdentity, Role
 from fedsov.randomness import REPRODUCIBLE_ENV
-from fedsov.strategy import FedAvg
 
 POPULATION = [f"site-{i:02d}" for i in range(50)]
 
 
 def engine(tmp_path: Path, *, sites_per_round: int = 0, seed: int = 3) -> Engine:
-    settings = EngineSettings(
-        federation="fed",
-        num_rounds=1,
-        min_sites=0,
-        min_updates=1,
-        sites_per_round=sites_per_round,
-        round_timeout_s=30.0,
-        start_timeout_s=5.0,
-        max_attempts=1,
-        plan=TrainingPlan(1, 8, 0.1),
-        seed=seed,
-        heartbeat_s=1.0,
-    )
-    return Engine(
-        settings,
-        initial=GlobalModel.from_arrays(BASE, round=0, parent=None),
-        strategy=FedAvg(),
-        store=ModelStore(tmp_path / "models"),
-        work_dir=tmp_path / "work",
-        admission=lambda identity: None,
+    return make_engine(
+        tmp_path, num_rounds=1, min_updates=1, sites_per_round=sites_per_round, seed=seed
     )
 
 
