@@ -277,7 +277,8 @@ class Engine:
         try:
             while True:
                 try:
-                    event = await asyncio.wait_for(sub.queue.get(), self.settings.heartbeat_s)
+                    async with asyncio.timeout(self.settings.heartbeat_s):
+                        event = await sub.queue.get()
                 except TimeoutError:
                     event = Heartbeat(time.time())
                 if event is None:
@@ -381,7 +382,8 @@ class Engine:
                 )
             self._site_changed.clear()
             try:
-                await asyncio.wait_for(self._site_changed.wait(), remaining)
+                async with asyncio.timeout(remaining):
+                    await self._site_changed.wait()
             except TimeoutError:
                 continue
 
@@ -514,8 +516,11 @@ class Engine:
         return rnd
 
     async def _close(self, rnd: Round) -> RoundReport:
+        # asyncio.timeout, not wait_for: Python 3.11's wait_for drops a cancellation
+        # (SIGTERM) that lands as the awaited event fires, and the round ran on.
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(rnd.done.wait(), max(0.0, rnd.deadline - time.time()))
+            async with asyncio.timeout(max(0.0, rnd.deadline - time.time())):
+                await rnd.done.wait()
         crash_point("round-closing", rnd.number)
         rnd.close()
         accepted = rnd.by_status(TaskStatus.ACCEPTED)
