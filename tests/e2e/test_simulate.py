@@ -42,11 +42,8 @@ delta = 1e-5
 """
 
 
-@pytest.mark.e2e
-def test_simulated_federation_trains_over_mtls_with_dp(tmp_path: Path) -> None:
-    scenario = tmp_path / "e2e.toml"
-    scenario.write_text(SCENARIO)
-    out = tmp_path / "run"
+def simulate(scenario: Path, out: Path) -> str:
+    """Run ``fedsov simulate`` as a user would; returns its stderr (the round log)."""
     proc = subprocess.run(
         [sys.executable, "-m", "fedsov", "simulate", str(scenario), "--out", str(out)],
         capture_output=True,
@@ -55,7 +52,15 @@ def test_simulated_federation_trains_over_mtls_with_dp(tmp_path: Path) -> None:
         check=False,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "round   8/8" in proc.stderr
+    return proc.stderr
+
+
+@pytest.mark.e2e
+def test_simulated_federation_trains_over_mtls_with_dp(tmp_path: Path) -> None:
+    scenario = tmp_path / "e2e.toml"
+    scenario.write_text(SCENARIO)
+    out = tmp_path / "run"
+    assert "round   8/8" in simulate(scenario, out)
     summary = json.loads((out / "summary.json").read_text())
     assert summary["status"] == "completed"
     assert summary["rounds"] == 8
@@ -112,13 +117,6 @@ def test_two_runs_of_one_scenario_publish_different_models(tmp_path: Path) -> No
     models = []
     for run in ("a", "b"):
         out = tmp_path / run
-        proc = subprocess.run(
-            [sys.executable, "-m", "fedsov", "simulate", str(scenario), "--out", str(out)],
-            capture_output=True,
-            text=True,
-            timeout=300,
-            check=False,
-        )
-        assert proc.returncode == 0, proc.stderr[-3000:]
+        simulate(scenario, out)
         models.append(json.loads((out / "summary.json").read_text())["model_sha256"])
     assert models[0] != models[1]
