@@ -172,3 +172,23 @@ def test_safetensors_file_is_readable_by_the_library_and_holds_the_payload(tmp_p
     assert (8 + header_len) % 8 == 0
     data = raw[8 + header_len :]
     assert _hashlib.sha256(data).hexdigest() == enc.sha256  # the data section is the payload
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
+@pytest.mark.parametrize("chunk_size", [7, 64, 1 << 20])
+def test_non_finite_values_of_every_float_dtype_are_caught_in_any_chunk(
+    dtype: type, chunk_size: int
+) -> None:
+    """Every float dtype is checked, and so is an element far into the payload, whichever
+    chunk it arrives in (not only the first)."""
+    arrays = {
+        "head": np.zeros(40, dtype=np.int64),
+        "w": np.zeros(300, dtype=dtype),
+    }
+    arrays["w"][257] = np.nan
+    enc = encode(arrays)
+    reader = PayloadReader(enc.manifest, size=enc.size, sha256=enc.sha256)
+    with pytest.raises(NonFiniteTensor, match=r"tensor 'w' holds nan at element 257"):
+        for chunk in iter_chunks(enc.payload, chunk_size=chunk_size):
+            list(reader.feed(chunk))
+        reader.finish()
