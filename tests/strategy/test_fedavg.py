@@ -92,3 +92,19 @@ def test_float16_tensors_are_summed_in_float32() -> None:
             agg.fold(seg, weight=n)  # 120000 overflows float16, not float32
         agg.commit(weight=n)
     np.testing.assert_array_equal(agg.result(base)["h"], np.full(4, 60000.0, dtype=np.float16))
+
+
+def test_a_model_mixing_float16_and_float32_sums_its_float16_tensors_in_float32() -> None:
+    base = {"h": np.zeros(4, dtype=np.float16), "w": np.zeros(3, dtype=np.float32)}
+    agg = FedAvg().start_round(Manifest.from_arrays(base))
+    update = {"h": np.full(4, 60000.0, dtype=np.float16), "w": np.full(3, 2.0, dtype=np.float32)}
+    enc = encode(update)
+    for n in (1, 3):
+        reader = PayloadReader(enc.manifest, size=enc.size)
+        for seg in reader.feed(enc.payload):
+            agg.fold(seg, weight=n)  # 4 x 60000 overflows float16, not float32
+        agg.commit(weight=n)
+    result = agg.result(base)
+    np.testing.assert_array_equal(result["h"], np.full(4, 60000.0, dtype=np.float16))
+    np.testing.assert_allclose(result["w"], np.full(3, 2.0, dtype=np.float32))
+    assert (result["h"].dtype, result["w"].dtype) == (np.float16, np.float32)
