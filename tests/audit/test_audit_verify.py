@@ -289,3 +289,17 @@ def test_a_renewed_key_verifies_with_both_certificates(
 def test_a_missing_ledger_is_bad_input(tmp_path: Path) -> None:
     with pytest.raises(AuditError, match=r"ledger .*none\.jsonl: file not found"):
         verify_ledger(tmp_path / "none.jsonl")
+
+
+def test_a_tail_cut_by_exactly_the_checkpointed_record_is_truncated(
+    tmp_path: Path, write_ledger: WriteLedger, cert: x509.Certificate
+) -> None:
+    """The last checkpoint names seq 63; a ledger that ends at seq 62 lost that one."""
+    path = tmp_path / "l.jsonl"
+    held = write_ledger(path, 60, checkpoint_every=16, close=True)
+    assert max(c.seq for c in held) == 63
+    write_lines(path, lines_of(path)[:63])  # seq 0..62 remain
+    finding = verify_ledger(path, certificate=cert, checkpoints=held).finding
+    assert finding is not None
+    assert (finding.reason, finding.line, finding.seq) == (Reason.truncated, 64, 63)
+    assert "at least 1 record(s) were cut off" in finding.message
