@@ -393,3 +393,35 @@ def test_over_selection_closes_once_enough_updates_are_in(tmp_path: Path) -> Non
             await rnd.receive("site-c", h, chunks(p))
 
     run(scenario())
+
+
+def test_a_round_stays_open_while_an_upload_is_still_arriving(tmp_path: Path) -> None:
+    """Every other task answered (declined) while site-a's upload is half in: the round
+    is not done until that upload ends, and then it counts."""
+
+    async def scenario() -> None:
+        rnd = make_round(tmp_path)
+        h, p = header_for(rnd, "site-a", delta(1.0), 10)
+        half_in, go_on = asyncio.Event(), asyncio.Event()
+
+        async def slow() -> AsyncIterator[bytes]:
+            pieces = [bytes(c) for c in iter_chunks(p, 7)]
+            yield pieces[0]
+            half_in.set()
+            await go_on.wait()
+            for piece in pieces[1:]:
+                yield piece
+
+        upload = asyncio.ensure_future(rnd.receive("site-a", h, slow()))
+        await half_in.wait()
+        await asyncio.sleep(0)
+        assert rnd.tasks["t-site-a"].status is TaskStatus.RECEIVING
+        for site in ("site-b", "site-c"):
+            rnd.decline(site, f"t-{site}", round=1, reason="budget-exhausted: no")
+        assert not rnd.done.is_set()
+        go_on.set()
+        await upload
+        assert rnd.done.is_set()
+        assert rnd.tasks["t-site-a"].status is TaskStatus.ACCEPTED
+
+    run(scenario())
