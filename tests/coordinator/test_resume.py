@@ -131,3 +131,48 @@ def test_a_store_of_another_config_is_refused(tmp_path: Path) -> None:
     asyncio.run(life(0))
     with pytest.raises(ConfigError, match="another model, seed or strategy"):
         asyncio.run(life(1))
+
+
+def test_a_decline_survives_a_restart(tmp_path: Path) -> None:
+    """A site declined round 1, then the coordinator died: the re-opened round still
+    holds that refusal with its reason (the site will not answer again)."""
+
+    async def first_life() -> None:
+        eng = engine(tmp_path)
+        await subscribe_all(eng)
+        run = asyncio.ensure_future(eng.run())
+        while eng.current is None:
+            await asyncio.sleep(0.01)
+        task = eng.current.task_for_site("site-b")
+        assert task is not None
+        eng.decline(
+            identity("site-b"),
+            task_id=task.task.task_id,
+            round=1,
+            code="budget-exhausted",
+            reason="round 1 would take ε to 3.2 > budget 3",
+        )
+        run.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await run
+        eng.state.close()
+
+    async def second_life() -> tuple[str, str]:
+        eng = engine(tmp_path)
+        await subscribe_all(eng)
+        run = asyncio.ensure_future(eng.run())
+        while eng.current is None:
+            await asyncio.sleep(0.01)
+        record = eng.current.task_for_site("site-b")
+        assert record is not None
+        outcome = (str(record.status), record.reason)
+        run.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await run
+        eng.state.close()
+        return outcome
+
+    asyncio.run(first_life())
+    status, reason = asyncio.run(second_life())
+    assert status == "declined"
+    assert reason == "budget-exhausted: round 1 would take ε to 3.2 > budget 3"
