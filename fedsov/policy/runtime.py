@@ -90,9 +90,10 @@ def require_may_send(plan: Plan, node: str) -> None:
             f"{entry.jurisdiction} for {upstream.jurisdiction}"
         )
     if entry.tier is Tier.EDGE and (rule.min_sites > 1 or rule.site_dp):
+        dp = " with site-level DP" if rule.site_dp else ""
         raise PolicyViolation(
             f"{node!r} refuses to send to {entry.upstream!r}: only an aggregate of >= "
-            f"{rule.min_sites} sites may leave {entry.jurisdiction}, never one site's update"
+            f"{rule.min_sites} sites{dp} may leave {entry.jurisdiction}, never one site's update"
         )
 
 
