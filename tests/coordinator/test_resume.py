@@ -10,7 +10,7 @@ import pytest
 from test_rounds import chunks, delta, expected, make_engine
 
 from fedsov.codec import encode
-from fedsov.coordinator.engine import Engine
+from fedsov.coordinator.engine import Engine, RoundReport
 from fedsov.coordinator.state_sqlite import SqliteStateStore
 from fedsov.exceptions import ConfigError, LateUpdate
 from fedsov.messages import PrivacyReport, UpdateHeader
@@ -38,6 +38,24 @@ async def subscribe_all(eng: Engine) -> None:
         await eng.subscribe(identity(site))
 
 
+async def started(tmp_path: Path) -> tuple[Engine, asyncio.Future[list[RoundReport]]]:
+    """An engine on the store in ``tmp_path``, every site subscribed, its first round open."""
+    eng = engine(tmp_path)
+    await subscribe_all(eng)
+    run = asyncio.ensure_future(eng.run())
+    while eng.current is None:
+        await asyncio.sleep(0.01)
+    return eng, run
+
+
+async def died(eng: Engine, run: asyncio.Future[list[RoundReport]]) -> None:
+    """The process stops mid-round (as a kill leaves it: committed state only)."""
+    run.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await run
+    eng.state.close()
+
+
 async def upload(eng: Engine, site: str, value: float, n: int) -> None:
     assert eng.current is not None
     task = eng.current.task_for_site(site)
@@ -58,23 +76,12 @@ async def upload(eng: Engine, site: str, value: float, n: int) -> None:
 
 def test_a_round_reopens_with_its_acknowledged_updates(tmp_path: Path) -> None:
     async def first_life() -> None:
-        eng = engine(tmp_path)
-        await subscribe_all(eng)
-        run = asyncio.ensure_future(eng.run())
-        while eng.current is None:
-            await asyncio.sleep(0.01)
+        eng, run = await started(tmp_path)
         await upload(eng, "site-a", 1.0, 10)  # acknowledged, then the process "dies"
-        run.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await run
-        eng.state.close()
+        await died(eng, run)
 
     async def second_life() -> Engine:
-        eng = engine(tmp_path)
-        await subscribe_all(eng)
-        run = asyncio.ensure_future(eng.run())
-        while eng.current is None:
-            await asyncio.sleep(0.01)
+        eng, run = await started(tmp_path)
         rnd = eng.current
         assert rnd.number == 1
         accepted = sorted(r.site for r in rnd.tasks.values() if r.status == "accepted")
@@ -138,11 +145,7 @@ def test_a_decline_survives_a_restart(tmp_path: Path) -> None:
     holds that refusal with its reason (the site will not answer again)."""
 
     async def first_life() -> None:
-        eng = engine(tmp_path)
-        await subscribe_all(eng)
-        run = asyncio.ensure_future(eng.run())
-        while eng.current is None:
-            await asyncio.sleep(0.01)
+        eng, run = await started(tmp_path)
         task = eng.current.task_for_site("site-b")
         assert task is not None
         eng.decline(
@@ -152,24 +155,14 @@ def test_a_decline_survives_a_restart(tmp_path: Path) -> None:
             code="budget-exhausted",
             reason="round 1 would take ε to 3.2 > budget 3",
         )
-        run.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await run
-        eng.state.close()
+        await died(eng, run)
 
     async def second_life() -> tuple[str, str]:
-        eng = engine(tmp_path)
-        await subscribe_all(eng)
-        run = asyncio.ensure_future(eng.run())
-        while eng.current is None:
-            await asyncio.sleep(0.01)
+        eng, run = await started(tmp_path)
         record = eng.current.task_for_site("site-b")
         assert record is not None
         outcome = (str(record.status), record.reason)
-        run.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await run
-        eng.state.close()
+        await died(eng, run)
         return outcome
 
     asyncio.run(first_life())
