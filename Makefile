@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.fedsov-installed
 OUT ?= runs/quickstart
 
-.PHONY: setup quickstart test lint typecheck protos protos-check bench clean
+.PHONY: setup quickstart test lint typecheck protos protos-check bench mutation clean
 
 setup: $(STAMP)
 
@@ -22,8 +22,8 @@ test: setup lint typecheck
 	$(PY) -m pytest
 
 lint: setup
-	$(VENV)/bin/ruff check fedsov tests benchmarks
-	$(VENV)/bin/ruff format --check fedsov tests benchmarks
+	$(VENV)/bin/ruff check fedsov tests benchmarks tools
+	$(VENV)/bin/ruff format --check fedsov tests benchmarks tools
 
 typecheck: setup
 	$(VENV)/bin/mypy
@@ -34,8 +34,14 @@ protos: setup
 protos-check: setup
 	$(PY) -m fedsov.proto.generate --check
 
+# Slow (about an hour on 2 cores), so not in CI. Results are cached in mutants/:
+# a rerun tests only mutants of changed code; `rm -rf mutants` starts afresh.
+mutation: setup
+	$(VENV)/bin/mutmut run --max-children $$(nproc)
+	$(PY) tools/mutation_score.py
+
 bench: setup
 	$(PY) benchmarks/upload_memory.py
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) runs mutants .pytest_cache .mypy_cache .ruff_cache
