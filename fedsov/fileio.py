@@ -108,6 +108,8 @@ def read_records(path: Path) -> list[dict[str, Any]]:
             record = json.loads(line)
         except ValueError as exc:
             raise ValueError(f"line {number}: {exc}") from exc
+        except RecursionError:
+            raise ValueError(f"line {number}: nested too deeply to parse") from None
         if not isinstance(record, dict):
             raise ValueError(f"line {number}: not a JSON object")
         records.append(record)

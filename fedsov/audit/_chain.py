@@ -51,6 +51,8 @@ def parse_line(line: bytes) -> AuditRecord | str:
         obj = json.loads(line)
     except ValueError as exc:
         return f"not JSON ({exc})"
+    except RecursionError:
+        return "not JSON (nested too deeply to parse)"
     try:
         return AuditRecord.from_dict(obj)
     except ValueError as exc:

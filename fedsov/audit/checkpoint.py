@@ -61,7 +61,10 @@ class Checkpoint:
     @classmethod
     def from_json(cls, text: str | bytes) -> Checkpoint:
         """Parse one checkpoint JSON object; ValueError says what is wrong."""
-        obj = json.loads(text)
+        try:
+            obj = json.loads(text)
+        except RecursionError:
+            raise ValueError("nested too deeply to parse") from None
         if not isinstance(obj, dict):
             raise ValueError("not a JSON object")
         return cls.from_dict(obj)
@@ -80,7 +83,7 @@ def read_checkpoints(path: Path) -> list[Checkpoint]:
         try:
             items = json.loads(text)
             return [Checkpoint.from_dict(item) for item in items]
-        except (ValueError, TypeError, AttributeError) as exc:
+        except (ValueError, TypeError, AttributeError, RecursionError) as exc:
             raise AuditError(f"checkpoints file {path}: {exc}") from None
     out = []
     for number, line in enumerate(lines, start=1):

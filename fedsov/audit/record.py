@@ -29,6 +29,7 @@ __all__ = [
 
 FORMAT_VERSION = 1
 GENESIS_PREV = "0" * 64
+_MAX_DETAIL_DEPTH = 32  # how deep ``detail`` may nest objects and arrays (fedsov writes 2)
 
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _EVENT = re.compile(r"[a-z][a-z0-9-]{0,63}")
@@ -142,11 +143,33 @@ class AuditRecord:
                 raise ValueError(f"field {name!r}: {problem}")
         if obj["v"] != FORMAT_VERSION:
             raise ValueError(f"format version {obj['v']} is not supported (expected 1)")
+        if _deeper_than(obj["detail"], _MAX_DETAIL_DEPTH):
+            raise ValueError(f"field 'detail' nests deeper than {_MAX_DETAIL_DEPTH} levels")
         try:
             canonical_json(obj)
+        except UnicodeEncodeError:
+            raise ValueError("a string holds an unpaired surrogate (not Unicode)") from None
         except ValueError:
             raise ValueError("field 'detail' holds NaN or Infinity") from None
         return cls(**obj)
+
+
+def _deeper_than(value: object, limit: int) -> bool:
+    """Whether JSON ``value`` nests objects or arrays more than ``limit`` deep (no recursion:
+    a hostile line must not exhaust the stack of whoever checks it)."""
+    stack: list[tuple[object, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children = list(item.values())
+        elif isinstance(item, list | tuple):
+            children = list(item)
+        else:
+            continue
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in children)
+    return False
 
 
 def _int(value: object, *, nullable: bool = False) -> str:

@@ -25,6 +25,12 @@ DTYPES: dict[str, np.dtype[np.generic]] = {
 }
 FLOAT_DTYPES = frozenset({"float32", "float64", "float16"})
 
+# A manifest read off the wire must describe arrays numpy can make: no more dimensions
+# than numpy 1.x allows (2.x allows 64), and no shape whose nonzero dimensions alone
+# overflow numpy's size (numpy refuses those even when another dimension is 0).
+_MAX_NDIM = 32
+_MAX_NBYTES = int(np.iinfo(np.intp).max)
+
 
 @dataclass(frozen=True)
 class TensorSpec:
@@ -42,6 +48,12 @@ class TensorSpec:
             )
         if any(d < 0 for d in self.shape):
             raise CodecError(f"tensor {self.name!r}: negative dimension in shape {self.shape}")
+        if len(self.shape) > _MAX_NDIM:
+            raise CodecError(
+                f"tensor {self.name!r}: {len(self.shape)} dimensions, at most {_MAX_NDIM} allowed"
+            )
+        if math.prod(d for d in self.shape if d) * self.itemsize > _MAX_NBYTES:
+            raise CodecError(f"tensor {self.name!r}: shape {list(self.shape)} is too large")
 
     @property
     def numpy_dtype(self) -> np.dtype[np.generic]:

@@ -12,12 +12,13 @@ against every dataset (never under-counted).
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
-from fedsov.exceptions import DataError
+from fedsov.exceptions import ConfigError, DataError
 from fedsov.fileio import append_record, read_records
 from fedsov.privacy.accountant import MechanismStep, compute_epsilon
 
@@ -52,6 +53,22 @@ class LedgerEntry:
         return MechanismStep(self.noise_multiplier, self.sample_rate, self.steps)
 
 
+def _check(entry: LedgerEntry) -> None:
+    """TypeError or ConfigError unless every field has its type (numbers finite) and the
+    release is a valid mechanism step: a damaged entry must not be silently left out of ε
+    (a non-string ``dataset`` matches no dataset)."""
+    for f in fields(LedgerEntry):
+        value = getattr(entry, f.name)
+        if isinstance(value, bool) or not isinstance(value, _TYPES[str(f.type)]):
+            raise TypeError(f"field {f.name!r}: expected {f.type}, got {value!r}")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise TypeError(f"field {f.name!r}: expected a finite number, got {value!r}")
+    entry.step  # noqa: B018 - MechanismStep validates the release's parameters
+
+
+_TYPES: dict[str, type | tuple[type, ...]] = {"str": str, "int": int, "float": (int, float)}
+
+
 class PrivacyLedger:
     def __init__(self, path: Path, *, site: str = "", jurisdiction: str = "") -> None:
         self.path = path
@@ -68,9 +85,11 @@ class PrivacyLedger:
         entries = []
         for number, record in enumerate(records, start=1):
             try:
-                entries.append(LedgerEntry(**record))
-            except TypeError as exc:
+                entry = LedgerEntry(**record)
+                _check(entry)
+            except (TypeError, ConfigError) as exc:
                 raise DataError(f"{self.path}, line {number}: corrupt ledger entry: {exc}") from exc
+            entries.append(entry)
         return entries
 
     def history(self, dataset: str) -> list[MechanismStep]:
