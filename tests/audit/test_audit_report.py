@@ -518,11 +518,14 @@ def test_privacy_spent_per_site_region_and_jurisdiction(run: Run) -> None:
             ]
         )
     )
-    assert privacy["jurisdictions"] == expected["jurisdictions"]
+    # ε computed twice (the compliance report's run and this one): equal within rounding.
+    assert privacy["jurisdictions"].keys() == expected["jurisdictions"].keys()
+    for name, row in privacy["jurisdictions"].items():
+        assert row == pytest.approx(expected["jurisdictions"][name], rel=1e-9), name
     sites = {r["site"]: r for r in privacy["sites"]}
     assert set(sites) == {"paris", "berlin", "mumbai", "delhi"}
-    assert sites["delhi"]["epsilon"] == next(
-        r["epsilon"] for r in expected["sites"] if r["site"] == "delhi"
+    assert sites["delhi"]["epsilon"] == pytest.approx(
+        next(r["epsilon"] for r in expected["sites"] if r["site"] == "delhi"), rel=1e-9
     )
     assert sites["delhi"]["budget"] == 15.0 and sites["delhi"]["within_budget"] is True
     assert sites["paris"]["ledger"] == "work/paris/paris.privacy-ledger.jsonl"
