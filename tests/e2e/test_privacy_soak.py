@@ -72,7 +72,9 @@ RELEASE = MechanismStep(  # one round of the site: q = 1/ceil(160/20), 8 Poisson
 RUNS = 4
 ROUNDS_PER_RUN = 60
 KILLS_PER_RUN = 3
-ROUND_TIMEOUT_S = 3.0  # a killed site costs its round at most this
+# Generous: no round waits for its deadline to fire. A killed site's task stays open
+# and is pushed again to the restarted site, which answers it (trains, or declines).
+ROUND_TIMEOUT_S = 30.0
 START_TIMEOUT_S = 90.0  # min_sites = 2: each round waits for the restarted site
 RUN_TIMEOUT_S = 300.0
 SEED = 20240611
@@ -450,8 +452,11 @@ def check_outcome(soak: Soak, site: SiteProcess, *, wall: float) -> None:
     assert ledger.entries == soak.entries
     ids = [e.task_id for e in ledger.entries]
     assert {s.task_id for s in accepted} <= set(ids)
-    orphans = set(ids) - {s.task_id for s in accepted}  # released, never accepted: killed
-    assert orphans <= {s.task_id for s in late}
+    # Released, never accepted: killed before its update arrived; the round then closed
+    # without it (late) or the restarted site found one more release over the budget.
+    orphans = set(ids) - {s.task_id for s in accepted}
+    assert orphans <= {s.task_id for s in [*late, *declined]}
+    assert len(orphans) <= soak.kills
     assert {e.step for e in ledger.entries} == {RELEASE}
     data = dataset_of(ledger.entries)
     final = ledger.epsilon(data, delta=DELTA)

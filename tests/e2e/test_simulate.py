@@ -5,12 +5,18 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
+import grpc
 import pytest
 from dp_accounting import dp_event
 from dp_accounting.pld.pld_privacy_accountant import PLDAccountant
 from dp_accounting.privacy_accountant import NeighboringRelation
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from fedsov.pki import NodePaths, NodeSpec, Role, build_pki
 
 SCENARIO = """
 name = "e2e"
@@ -42,17 +48,88 @@ delta = 1e-5
 """
 
 
-def simulate(scenario: Path, out: Path) -> str:
-    """Run ``fedsov simulate`` as a user would; returns its stderr (the round log)."""
-    proc = subprocess.run(
-        [sys.executable, "-m", "fedsov", "simulate", str(scenario), "--out", str(out)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
+def simulate(scenario: Path, out: Path, while_serving: Callable[[int], None] | None = None) -> str:
+    """Run ``fedsov simulate`` as a user would; returns its stderr (the round log).
+
+    ``while_serving``: called with the coordinator's port once it listens (the rounds
+    cannot all be over by then: they wait for sites that start after it).
+    """
+    log = out.with_name(f"{out.name}.stderr")
+    with open(log, "w+", encoding="utf-8") as stderr:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "fedsov", "simulate", str(scenario), "--out", str(out)],
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+            text=True,
+        )
+        try:
+            if while_serving is not None:
+                while_serving(coordinator_port(out / "coordinator.port", proc))
+            proc.wait(timeout=300)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(30)
+        stderr.seek(0)
+        text = stderr.read()
+    assert proc.returncode == 0, text[-3000:]
+    return text
+
+
+def coordinator_port(port_file: Path, proc: subprocess.Popen[str]) -> int:
+    """The port the simulation's coordinator wrote, once it listens."""
+    deadline = time.monotonic() + 120
+    while not port_file.exists():
+        assert proc.poll() is None, "fedsov simulate ended before its coordinator listened"
+        assert time.monotonic() < deadline, "the coordinator wrote no port file"
+        time.sleep(0.05)
+    return int(port_file.read_text())
+
+
+def health(port: int, credentials: grpc.ChannelCredentials | None) -> grpc.StatusCode:
+    """The status of a health check on the coordinator (``None``: plaintext)."""
+    address = f"127.0.0.1:{port}"
+    channel = (
+        grpc.insecure_channel(address)
+        if credentials is None
+        else grpc.secure_channel(
+            address, credentials, options=[("grpc.ssl_target_name_override", "localhost")]
+        )
     )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return proc.stderr
+    with channel:
+        try:
+            health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=10)
+        except grpc.RpcError as exc:
+            return exc.code()
+    return grpc.StatusCode.OK
+
+
+def only_mtls(out: Path, foreign: NodePaths) -> Callable[[int], None]:
+    """A check that the simulation's coordinator serves mTLS only: a site certificate of
+    the simulation's CA is served; plaintext, TLS without a client certificate and a
+    client certificate of another CA are refused."""
+
+    def check(port: int) -> None:
+        ca = (out / "pki" / "ca.pem").read_bytes()
+        site = out / "pki" / "site-1"
+        own = grpc.ssl_channel_credentials(
+            root_certificates=ca,
+            private_key=(site / "site-1.key").read_bytes(),
+            certificate_chain=(site / "site-1.pem").read_bytes(),
+        )
+        other_ca = grpc.ssl_channel_credentials(
+            root_certificates=ca,
+            private_key=foreign.key.read_bytes(),
+            certificate_chain=foreign.cert.read_bytes(),
+        )
+        no_cert = grpc.ssl_channel_credentials(root_certificates=ca)
+        assert health(port, own) is grpc.StatusCode.OK  # the server is up...
+        assert health(port, None) is grpc.StatusCode.UNAVAILABLE
+        assert health(port, no_cert) is grpc.StatusCode.UNAVAILABLE
+        assert health(port, other_ca) is grpc.StatusCode.UNAVAILABLE
+        assert health(port, own) is grpc.StatusCode.OK  # ...and still was: refused by mTLS
+
+    return check
 
 
 @pytest.mark.e2e
@@ -60,7 +137,11 @@ def test_simulated_federation_trains_over_mtls_with_dp(tmp_path: Path) -> None:
     scenario = tmp_path / "e2e.toml"
     scenario.write_text(SCENARIO)
     out = tmp_path / "run"
-    assert "round   8/8" in simulate(scenario, out)
+    # The same name and federation as the simulation's site-1, from another CA.
+    foreign = build_pki(
+        tmp_path / "foreign", federation="e2e", nodes=[NodeSpec("site-1", Role.site, "SIM")]
+    )["site-1"]
+    assert "round   8/8" in simulate(scenario, out, only_mtls(out, foreign))
     summary = json.loads((out / "summary.json").read_text())
     assert summary["status"] == "completed"
     assert summary["rounds"] == 8
@@ -95,8 +176,6 @@ def test_simulated_federation_trains_over_mtls_with_dp(tmp_path: Path) -> None:
     text = (out / "rounds.jsonl").read_text()
     assert "train_loss" not in text and "train_seconds" not in text
 
-    # Every process logged through mTLS; the certificates are the simulation's own.
-    assert (out / "pki" / "ca.pem").exists()
     coordinator_log = (out / "logs" / "coordinator.log").read_text()
     assert "Traceback" not in coordinator_log
 

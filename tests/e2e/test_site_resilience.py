@@ -12,7 +12,9 @@ import json
 import signal
 import time
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pytest
 from crashkit import CuttableLink, Federation
 
@@ -21,19 +23,25 @@ pytestmark = pytest.mark.e2e
 ROUNDS = 6
 
 
+def rounds(fed: Federation) -> list[dict[str, Any]]:
+    """The coordinator's record of every round attempt, in order."""
+    lines = (fed.coordinator_out / "rounds.jsonl").read_text().splitlines()
+    return [json.loads(line) for line in lines]
+
+
 def statuses(fed: Federation) -> dict[int, dict[str, tuple[str, str]]]:
     """round -> site -> (status, reason), from the completed attempts."""
-    out = {}
-    for line in (fed.coordinator_out / "rounds.jsonl").read_text().splitlines():
-        r = json.loads(line)
-        if r["completed"]:
-            out[r["round"]] = {s["site"]: (s["status"], s["reason"]) for s in r["sites"]}
-    return out
+    return {
+        r["round"]: {s["site"]: (s["status"], s["reason"]) for s in r["sites"]}
+        for r in rounds(fed)
+        if r["completed"]
+    }
 
 
 def test_sites_rejoin_after_a_crash_and_a_network_drop(tmp_path: Path) -> None:
     # A round opens once all 3 sites are connected and closes with >= 2 updates.
-    fed = Federation(tmp_path, rounds=ROUNDS, timeout_s=6.0)
+    # The deadline fires in round 3 (site-3 is cut off): short, but ample for a round.
+    fed = Federation(tmp_path, rounds=ROUNDS, timeout_s=10.0)
     fed.min_updates = 2
     link: CuttableLink | None = None
     try:
@@ -66,12 +74,18 @@ def test_sites_rejoin_after_a_crash_and_a_network_drop(tmp_path: Path) -> None:
     assert site_codes == {name: 0 for name in fed.names}  # all heard the federation finish
     done = statuses(fed)
     assert sorted(done) == list(range(1, ROUNDS + 1))  # the federation never stopped
+    for sites in done.values():  # each round closed on >= 2 updates, none refused
+        assert sum(status == "accepted" for status, _ in sites.values()) >= 2, sites
+        assert "rejected" not in {status for status, _ in sites.values()}, sites
     # site-1 died mid-upload in round 2: the round went on; restarted, site-1 trains
-    # round 2 again and is in time, or is told its update came late.
-    assert done[2]["site-1"][0] in ("accepted", "late")
+    # round 2 again and is in time, or is told its update came late. How the kill
+    # reached the coordinator (a stream that ended short, a cancelled call) is the
+    # kernel's and gRPC's business: any of those reasons, never a refusal.
     assert done[2]["site-2"][0] == done[2]["site-3"][0] == "accepted"
-    log = "".join(p.read_text() for p in sorted(tmp_path.glob("coordinator-*.log")))
-    assert "upload from site-1 refused" in log and "truncated payload" in log
+    status, reason = done[2]["site-1"]
+    assert status in ("accepted", "late"), done[2]
+    if status == "late":
+        assert reason.startswith(("no update before", "upload still arriving")), reason
     # site-3 lost its network for round 3: told it was late, not silently dropped.
     assert done[3]["site-3"][0] == "late"
     assert "no update before the deadline" in done[3]["site-3"][1]
@@ -79,6 +93,12 @@ def test_sites_rejoin_after_a_crash_and_a_network_drop(tmp_path: Path) -> None:
         assert done[later]["site-1"][0] == done[later]["site-3"][0] == "accepted", done[later]
     summary = json.loads((fed.coordinator_out / "summary.json").read_text())
     assert summary["status"] == "completed" and summary["rounds"] == ROUNDS
+    # Every round published a new model; the last is whole and finite (an aborted
+    # upload left in the running sum would show as a corrupt or diverged aggregate).
+    shas = [r["model_sha256"] for r in rounds(fed) if r["completed"]]
+    assert len(set(shas)) == ROUNDS and shas[-1] == summary["model_sha256"]
+    final = fed.final_model()
+    assert final and all(np.isfinite(w).all() for w in final.values())
 
 
 def test_a_site_stops_cleanly_on_sigterm(tmp_path: Path) -> None:

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import pwd
 import re
+import shutil
+import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -49,11 +53,61 @@ def test_missing_file_is_named(node: NodePaths, which: str) -> None:
         _load(node)
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root reads any file")
+def _unprivileged(check: Callable[[], object]) -> str:
+    """Run ``check`` in a forked child that is not root (root reads any file: as root,
+    the child drops to nobody first); return what it raised, as ``Type: message``."""
+    try:
+        nobody = pwd.getpwnam("nobody")
+        uid, gid = nobody.pw_uid, nobody.pw_gid
+    except KeyError:
+        uid = gid = 65534
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report through the pipe, never return into pytest
+        code = 1
+        try:
+            os.close(read)
+            if os.geteuid() == 0:
+                os.setgroups([])
+                os.setgid(gid)
+                os.setuid(uid)
+            if os.geteuid() != 0:
+                try:
+                    check()
+                    outcome = "nothing raised"
+                except Exception as exc:
+                    outcome = f"{type(exc).__name__}: {exc}"
+                os.write(write, outcome.encode())
+                code = 0
+        finally:
+            os._exit(code)
+    os.close(write)
+    with os.fdopen(read, "rb") as pipe:
+        outcome = pipe.read().decode()
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0, "the child could not drop root"
+    return outcome
+
+
 def test_unreadable_key_is_named(node: NodePaths) -> None:
-    node.key.chmod(0)
-    with pytest.raises(PKIError, match=re.escape(f"{node.key}: permission denied")):
-        _load(node)
+    # Copies in a folder of their own that anyone may traverse (tmp_path's parents may
+    # not be); the key readable by its owner only, then by nobody at all.
+    home = Path(tempfile.mkdtemp(prefix="fedsov-unreadable-key-"))
+    try:
+        home.chmod(0o755)
+        copies = NodePaths(cert=home / "node.pem", key=home / "node.key", ca=home / "ca.pem")
+        for which in ("cert", "key", "ca"):
+            source, copy = getattr(node, which), getattr(copies, which)
+            shutil.copyfile(source, copy)
+            copy.chmod(0o644)
+        copies.key.chmod(0)
+        outcome = _unprivileged(lambda: _load(copies))
+        # The same files, readable, load in the same child: only the key's mode differs.
+        copies.key.chmod(0o644)
+        assert _unprivileged(lambda: _load(copies)) == "nothing raised"
+    finally:
+        shutil.rmtree(home)
+    assert re.fullmatch(f"PKIError: .*{re.escape(str(copies.key))}: permission denied", outcome)
 
 
 @pytest.mark.parametrize("which", ["cert", "key", "ca"])

@@ -63,7 +63,7 @@ def test_classic_conversion_reproduces_tf_privacy() -> None:
         delta=1e-5,
         accountant="rdp-classic",
     )
-    assert round(eps, 2) == 2.92
+    assert eps == pytest.approx(2.92, abs=5e-3)  # TF-Privacy prints it to 2 places
 
 
 @settings(max_examples=25, deadline=None)
@@ -76,10 +76,13 @@ def test_epsilon_is_monotone(q: float, sigma: float, steps: int) -> None:
     def eps(q: float = q, sigma: float = sigma, steps: int = steps) -> float:
         return epsilon(sample_rate=q, noise_multiplier=sigma, steps=steps, delta=1e-5)
 
+    # Monotone up to the accountant's numerical error (pessimistic discretisation,
+    # ~0.02% on usual settings): far below what 100 more steps, 1.5 q or 1.5 σ change.
     base = eps()
-    assert eps(steps=steps + 100) >= base
-    assert eps(q=min(1.0, q * 1.5)) >= base
-    assert eps(sigma=sigma * 1.5) <= base
+    slack = 1e-3 * base
+    assert eps(steps=steps + 100) >= base - slack
+    assert eps(q=min(1.0, q * 1.5)) >= base - slack
+    assert eps(sigma=sigma * 1.5) <= base + slack
 
 
 def test_noise_calibration_reaches_the_target() -> None:

@@ -37,20 +37,38 @@ def test_iid_is_exact_cover_with_near_equal_sizes(n: int, sites: int, seed: int)
     n=st.integers(50, 600),
     classes=st.integers(1, 10),
     sites=st.integers(1, 5),
-    alpha=st.floats(0.1, 100.0),
+    alpha=st.floats(1.0, 100.0),
     seed=st.integers(0, 2**32 - 1),
 )
 def test_dirichlet_is_exact_cover_with_min_size(
     n: int, classes: int, sites: int, alpha: float, seed: int
 ) -> None:
+    """Inputs where a valid split is drawn: n >= 2 x sites x min_size and alpha >= 1. The
+    hardest of them (one class, 50 examples, 5 sites, alpha 1) gives every site 5 in
+    ~9% of the draws: all 1000 tries fail with probability 0.91^1000 < 1e-40."""
     labels = np.random.default_rng(seed).integers(0, classes, n)
-    try:
-        parts = dirichlet_partition(labels, num_sites=sites, alpha=alpha, seed=seed, min_size=5)
-    except ConfigError:
-        return  # allowed only when no valid draw exists in max_tries
+    parts = dirichlet_partition(labels, num_sites=sites, alpha=alpha, seed=seed, min_size=5)
     assert len(parts) == sites
     _assert_exact_cover(parts, n)
     assert min(len(p) for p in parts) >= 5
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    sites=st.integers(1, 20),
+    min_size=st.integers(2, 30),  # n in [sites, sites x min_size): never empty
+    alpha=st.floats(0.01, 100.0),
+    seed=st.integers(0, 2**32 - 1),
+    data=st.data(),
+)
+def test_dirichlet_refuses_too_few_examples_for_min_size(
+    sites: int, min_size: int, alpha: float, seed: int, data: st.DataObject
+) -> None:
+    """Fewer than sites x min_size examples: no split can exist, whatever the draw."""
+    n = data.draw(st.integers(sites, sites * min_size - 1))
+    labels = np.arange(n) % 3
+    with pytest.raises(ConfigError, match=f"{n} examples cannot give {sites} sites {min_size}"):
+        dirichlet_partition(labels, num_sites=sites, alpha=alpha, seed=seed, min_size=min_size)
 
 
 def test_iid_is_deterministic_and_seed_dependent() -> None:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -26,7 +28,7 @@ from fedsov.site.data import DataSpec, save_npz
 from fedsov.site.trainer import PrivacyConfig
 from fedsov.testing import make_engine
 from fedsov.transport.endpoint import ClientEndpoint, TlsPaths
-from fedsov.transport.server import start_server
+from fedsov.transport.server import RunningServer, start_server
 from fedsov.transport.service import FederationService
 
 MODEL = ModelConfig("fedsov.simulation.models:mlp", {"in_features": 64, "hidden": 32})
@@ -77,25 +79,38 @@ def engine(tmp_path: Path, rounds: int) -> Engine:
 def test_site_waits_for_a_late_coordinator_then_trains_every_round(
     tmp_path: Path, pki: dict[str, NodePaths], caplog: pytest.LogCaptureFixture
 ) -> None:
+    async def refused(site_run: asyncio.Future[Any]) -> None:
+        """Until the site was refused at least once (it backs off, still running)."""
+        while not any("upstream unreachable" in r.message for r in caplog.records):
+            assert not site_run.done(), site_run
+            await asyncio.sleep(0.01)
+        assert not site_run.done()
+
     async def scenario() -> None:
         c = pki["coordinator"]
         tls = load_tls_material(cert=c.cert, key=c.key, ca=c.ca)
         eng = engine(tmp_path, rounds=2)
-        placeholder = await start_server(FederationService(eng), address="127.0.0.1:0", tls=tls)
-        port = placeholder.port
-        await placeholder.stop(0)  # nothing listens yet: the site must back off and retry
-
-        agent = SiteAgent(site_config(tmp_path, pki, port))
-        site_run = asyncio.ensure_future(agent.run())
-        await asyncio.sleep(1.0)
-        assert not site_run.done()
-        server = await start_server(FederationService(eng), address=f"127.0.0.1:{port}", tls=tls)
-        try:
-            reports = await asyncio.wait_for(eng.run(), 120)
-            outcome = await asyncio.wait_for(site_run, 30)
-        finally:
-            site_run.cancel()
-            await server.stop(0)
+        # The port stays ours throughout: bound (SO_REUSEPORT, as gRPC binds) but not
+        # listening, so the site is refused until the server listens on it too.
+        with socket.socket() as reserved:
+            reserved.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            reserved.bind(("127.0.0.1", 0))
+            port = reserved.getsockname()[1]
+            agent = SiteAgent(site_config(tmp_path, pki, port))
+            site_run = asyncio.ensure_future(agent.run())
+            server: RunningServer | None = None
+            try:
+                await asyncio.wait_for(refused(site_run), 60)
+                server = await start_server(
+                    FederationService(eng), address=f"127.0.0.1:{port}", tls=tls
+                )
+                reports = await asyncio.wait_for(eng.run(), 120)
+                outcome = await asyncio.wait_for(site_run, 30)
+            finally:
+                site_run.cancel()
+                await asyncio.gather(site_run, return_exceptions=True)
+                if server is not None:
+                    await server.stop(0)
         assert [r.completed for r in reports] == [True, True]
         assert outcome.rounds_trained == 2
         assert outcome.finished is not None and outcome.finished.rounds == 2
