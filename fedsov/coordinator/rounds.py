@@ -224,7 +224,7 @@ class Round:
             raise
         except BaseException:
             # Aborted by the peer or the network, not refused: the site may upload again.
-            upload.rollback(self.aggregate)
+            upload.rollback(self._aggregate)
             if record.status is TaskStatus.RECEIVING:
                 record.status, record.reason = TaskStatus.PENDING, "upload aborted by the peer"
             raise
@@ -242,7 +242,7 @@ class Round:
         )
 
     def _refuse(self, record: TaskRecord, upload: _Upload, exc: FedsovError) -> None:
-        upload.rollback(self.aggregate)
+        upload.rollback(self._aggregate)
         if record.status is not TaskStatus.RECEIVING:
             return
         if isinstance(exc, PayloadSizeError) and upload.ended and upload.short:
@@ -349,10 +349,16 @@ class _Upload:
         self.close()
         self.spool.unlink(missing_ok=True)
 
-    def rollback(self, aggregate: RoundAggregate) -> None:
-        """Unfold everything folded so far (exactly the spooled bytes); idempotent."""
+    def rollback(self, aggregate: RoundAggregate | None) -> None:
+        """Unfold everything folded so far (exactly the spooled bytes); idempotent.
+
+        ``aggregate`` is None once the round produced its model: ``Round.close`` rolled
+        back every upload still arriving before that, so an upload that ends later
+        (late, or cut off) has nothing left to unfold.
+        """
         if self._file is None:
             return
+        assert aggregate is not None, "an upload outlived the aggregate it was folded into"
         self._file.flush()
         if self._folded:
             self._fold_spool(aggregate, -self._folded)

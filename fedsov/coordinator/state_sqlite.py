@@ -24,7 +24,7 @@ from fedsov.coordinator.state import (
 )
 from fedsov.exceptions import DuplicateUpdate, StateError
 
-__all__ = ["STATE_FILE", "SqliteStateStore"]
+__all__ = ["STATE_FILE", "SqliteStateStore", "check_schema_version"]
 
 SCHEMA_VERSION = 2
 STATE_FILE = "state/fedsov.db"  # in a coordinator's or aggregator's output folder
@@ -57,6 +57,24 @@ _MIGRATIONS = {
 }
 
 
+def check_schema_version(path: Path, version: str) -> int:
+    """The schema version ``path`` is stamped with, if this fedsov reads it (1 to
+    ``SCHEMA_VERSION``); StateError naming the version and what to do if not."""
+    known = version.isascii() and version.isdigit()
+    if known and int(version) > SCHEMA_VERSION:
+        raise StateError(
+            f"{path}: state schema version {version}, this fedsov reads {SCHEMA_VERSION} "
+            "and older: it was written by a newer fedsov; use that version (or a later one)"
+        )
+    if not known or int(version) < 1:
+        raise StateError(
+            f"{path}: unknown state schema version {version!r} (this fedsov reads 1 to "
+            f"{SCHEMA_VERSION}): fedsov did not write this state; give the output folder "
+            "of a coordinator or regional aggregator"
+        )
+    return int(version)
+
+
 def _dump(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), allow_nan=False)
 
@@ -83,12 +101,7 @@ class SqliteStateStore(StateStore):
         if version is None:
             self._set_meta("schema_version", str(SCHEMA_VERSION))
             return
-        if not version.isdigit() or int(version) > SCHEMA_VERSION:
-            raise StateError(
-                f"{self.path}: state schema version {version}, this fedsov reads "
-                f"{SCHEMA_VERSION} and older"
-            )
-        for old in range(int(version), SCHEMA_VERSION):
+        for old in range(check_schema_version(self.path, version), SCHEMA_VERSION):
             with self._transaction() as db:
                 db.execute(_MIGRATIONS[old])
                 self._set_meta("schema_version", str(old + 1), db)

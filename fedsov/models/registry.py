@@ -20,7 +20,7 @@ import safetensors.numpy
 
 from fedsov.coordinator.model import GlobalModel
 from fedsov.coordinator.state import ModelRow
-from fedsov.coordinator.state_sqlite import SCHEMA_VERSION, STATE_FILE
+from fedsov.coordinator.state_sqlite import STATE_FILE, check_schema_version
 from fedsov.exceptions import CodecError, ConfigError, StateError
 from fedsov.models.version import ModelVersion
 
@@ -169,11 +169,8 @@ def _read_rows(db_path: Path) -> list[ModelRow]:
             if not {"meta", "models"} <= tables:
                 raise StateError(f"{db_path}: not a fedsov state database (no models table)")
             version = db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
-            if version is not None and version[0] != str(SCHEMA_VERSION):
-                raise StateError(
-                    f"{db_path}: state schema version {version[0]}, this fedsov reads "
-                    f"{SCHEMA_VERSION}"
-                )
+            if version is not None:  # the models table is the same in every version so far
+                check_schema_version(db_path, str(version[0]))
             rows = db.execute(
                 "SELECT sha256, round, parent, file, metadata FROM models ORDER BY round, rowid"
             ).fetchall()
