@@ -108,6 +108,14 @@ def test_count_noise_must_exceed_half_the_noise_multiplier_when_adaptive() -> No
             adaptive=True,
             count_noise_multiplier=sigma_b,
         )
+    for z, sigma_b in ((0.8, 0.3), (1.0, 0.5), (1e-3, 5e-4)):  # small z too
+        refused(
+            "site_dp.count_noise_multiplier must exceed noise_multiplier / 2 "
+            f"({z / 2}) for the sum's share z_Δ to exist, got {sigma_b}",
+            noise_multiplier=z,
+            adaptive=True,
+            count_noise_multiplier=sigma_b,
+        )
     ok = make(noise_multiplier=2.0, adaptive=True, count_noise_multiplier=1.0001)
     assert ok.noise(3)[1] == 1.0001
     # without adaptive clipping there is no count to noise: any σ_b >= 0 is accepted
