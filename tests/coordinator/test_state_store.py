@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 
 from fedsov.coordinator.state import (
-    MemoryStateStore,
     ModelRow,
     Receipt,
     RoundRow,
@@ -21,20 +20,6 @@ from fedsov.coordinator.state_sqlite import SqliteStateStore
 from fedsov.exceptions import ConfigError, DuplicateUpdate, StateError
 
 PLAN = {"local_epochs": 1, "batch_size": 8, "learning_rate": 0.1, "momentum": 0.0}
-
-
-def sqlite(tmp_path: Path) -> StateStore:
-    return SqliteStateStore(tmp_path / "state" / "fedsov.db")
-
-
-def memory(tmp_path: Path) -> StateStore:
-    return MemoryStateStore()
-
-
-@pytest.fixture(params=[sqlite, memory], ids=["sqlite", "memory"])
-def make(request: pytest.FixtureRequest) -> Callable[[Path], StateStore]:
-    factory: Callable[[Path], StateStore] = request.param
-    return factory
 
 
 @pytest.fixture
@@ -161,14 +146,14 @@ def test_stored_data_are_copies(store: StateStore) -> None:
 
 
 def test_sqlite_state_survives_the_process(tmp_path: Path) -> None:
-    first = sqlite(tmp_path)
+    first = SqliteStateStore(tmp_path / "state" / "fedsov.db")
     first.bind("fed", "f" * 64)
     first.add_model(model("0" * 64, 0))
     open_round(first)
     first.accept(receipt("t1.1.0", "site-0"))
     first.close()  # what a crash leaves: every call that returned is committed
 
-    again = sqlite(tmp_path)
+    again = SqliteStateStore(tmp_path / "state" / "fedsov.db")
     assert again.bind("fed", "f" * 64) is True
     row = again.open_round_row()
     assert row is not None and row.number == 1
@@ -205,11 +190,11 @@ def test_sqlite_brings_a_version_1_state_up_to_date(tmp_path: Path) -> None:
 
 
 def test_sqlite_refuses_a_newer_state(tmp_path: Path) -> None:
-    store = sqlite(tmp_path)
+    store = SqliteStateStore(tmp_path / "state" / "fedsov.db")
     store._set_meta("schema_version", "99")
     store.close()
     with pytest.raises(StateError, match="state schema version 99, this fedsov reads 2 and older"):
-        sqlite(tmp_path)
+        SqliteStateStore(tmp_path / "state" / "fedsov.db")
 
 
 def test_sqlite_refuses_a_damaged_file(tmp_path: Path) -> None:

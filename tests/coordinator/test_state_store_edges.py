@@ -15,7 +15,6 @@ from typing import Any
 import pytest
 
 from fedsov.coordinator.state import (
-    MemoryStateStore,
     ModelRow,
     Receipt,
     RoundRow,
@@ -28,20 +27,6 @@ from fedsov.exceptions import ConfigError, StateError
 
 PLAN = {"local_epochs": 1, "batch_size": 8, "learning_rate": 0.1}
 FED, PRINT = "fed", "0123456789abcdef" + "f" * 48
-
-
-def _sqlite(tmp_path: Path) -> StateStore:
-    return SqliteStateStore(tmp_path / "state" / "fedsov.db")
-
-
-def _memory(tmp_path: Path) -> StateStore:
-    return MemoryStateStore()
-
-
-@pytest.fixture(params=[_sqlite, _memory], ids=["sqlite", "memory"])
-def make(request: pytest.FixtureRequest) -> Callable[[Path], StateStore]:
-    factory: Callable[[Path], StateStore] = request.param
-    return factory
 
 
 @pytest.fixture
