@@ -22,7 +22,7 @@ from fedsov.coordinator.state import (
     StateStore,
     TaskRow,
 )
-from fedsov.coordinator.state_sqlite import SCHEMA_VERSION, SqliteStateStore
+from fedsov.coordinator.state_sqlite import SCHEMA_VERSION, SqliteStateStore, check_schema_version
 from fedsov.exceptions import ConfigError, StateError
 
 PLAN = {"local_epochs": 1, "batch_size": 8, "learning_rate": 0.1}
@@ -226,3 +226,20 @@ def test_sqlite_refuses_a_non_finite_report_and_stores_nothing_of_it(tmp_path: P
     s.close_round(1, 1, report={"metrics": {}}, model=None, strategy_state={"k": 1})
     assert s.reports() == [{"metrics": {}}]
     s.close()
+
+
+@pytest.mark.parametrize("version", ["1", str(SCHEMA_VERSION)])
+def test_a_schema_version_this_fedsov_reads_is_returned(version: str) -> None:
+    assert check_schema_version(Path("state.sqlite"), version) == int(version)
+
+
+@pytest.mark.parametrize("version", ["0", "-1", "abc", "2.0", "²", "\u0661", ""])
+def test_a_schema_version_fedsov_never_wrote_is_named_with_what_to_give(version: str) -> None:
+    """Not ASCII digits (a superscript or Arabic-Indic digit passes str.isdigit) or < 1."""
+    with pytest.raises(StateError) as caught:
+        check_schema_version(Path("/x/state.sqlite"), version)
+    assert str(caught.value) == (
+        f"/x/state.sqlite: unknown state schema version {version!r} (this fedsov reads 1 to "
+        f"{SCHEMA_VERSION}): fedsov did not write this state; give the output folder of a "
+        "coordinator or regional aggregator"
+    )
