@@ -185,6 +185,19 @@ def test_sqlite_stamps_a_new_state_with_its_schema_version(tmp_path: Path) -> No
     assert meta == {"schema_version": str(SCHEMA_VERSION)}
 
 
+def test_sqlite_refuses_a_state_stamped_with_a_version_it_never_wrote_by_its_path(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "state" / "fedsov.db"
+    SqliteStateStore(path).close()
+    db = sqlite3.connect(path)
+    with db:
+        db.execute("UPDATE meta SET value = '0' WHERE key = 'schema_version'")
+    db.close()
+    with pytest.raises(StateError, match=rf"^{re.escape(str(path))}: unknown state schema"):
+        SqliteStateStore(path)
+
+
 def test_sqlite_creates_the_folders_above_its_file(tmp_path: Path) -> None:
     path = tmp_path / "out" / "run-1" / "state" / "fedsov.db"
     s = SqliteStateStore(path)
