@@ -532,3 +532,7 @@ def test_other_events_may_carry_any_detail(k1: Signer) -> None:
     lines = [then(k1, [], detail={"head_seq": 5})]
     lines.append(then(k1, lines, event="export", detail={"head_seq": 0, "head_sha256": "x"}))
     assert scan_lines(lines, trusted=None).finding is None
+
+
+def test_a_line_nested_past_the_parsers_depth_is_named_as_such() -> None:
+    assert parse_line(b"[" * 100_000) == "not JSON (nested too deeply to parse)"

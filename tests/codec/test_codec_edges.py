@@ -108,3 +108,17 @@ def test_safetensors_data_starts_8_byte_aligned_whatever_the_header_length(
     assert (8 + len(header)) % 8 == 0
     assert len(header) - len(header.rstrip(b" ")) < 8  # padding, never a whole spare word
     assert path.read_bytes()[8 + len(header) :] == enc.payload
+
+
+def test_a_spec_may_have_32_dimensions_and_no_more() -> None:
+    assert TensorSpec("t", "float32", (1,) * 32).numel == 1
+    with pytest.raises(CodecError, match=r"^tensor 't': 33 dimensions, at most 32 allowed$"):
+        TensorSpec("t", "float32", (1,) * 33)
+
+
+def test_a_spec_may_describe_up_to_the_largest_buffer_numpy_can_index() -> None:
+    """intp's max bytes is the limit itself (shape only: nothing is allocated)."""
+    largest = int(np.iinfo(np.intp).max)
+    assert TensorSpec("t", "uint8", (largest,)).nbytes == largest
+    with pytest.raises(CodecError, match=r"^tensor 't': shape \[4611686018427387904, 2\] is too"):
+        TensorSpec("t", "uint8", (2**62, 2))
