@@ -184,7 +184,10 @@ def _pld_epsilon(history: tuple[tuple[float, float, int], ...], delta: float) ->
     )
     for sigma, q, steps in history:
         acct.compose(dp_event.PoissonSampledDpEvent(q, dp_event.GaussianDpEvent(sigma)), steps)
-    eps = float(acct.get_epsilon(delta))
+    # Its search for ε divides by a lower mass that can vanish (large q, many steps):
+    # the inf this overflows to is what its comparison means, not an error.
+    with np.errstate(over="ignore"):
+        eps = float(acct.get_epsilon(delta))
     if math.isnan(eps):
         return math.inf
     return max(eps, 0.0)

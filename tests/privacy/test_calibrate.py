@@ -8,7 +8,7 @@ import pytest
 from dp_accounting import dp_event
 from dp_accounting.pld import pld_privacy_accountant
 from dp_accounting.rdp import rdp_privacy_accountant
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
@@ -79,6 +79,9 @@ def test_epsilon_is_monotone(q: float, sigma: float, steps: int) -> None:
     # Monotone up to the accountant's numerical error (pessimistic discretisation,
     # ~0.02% on usual settings): far below what 100 more steps, 1.5 q or 1.5 σ change.
     base = eps()
+    # Past ε 100 (settings no one deploys) dp-accounting's PLD may return inf, a safe
+    # upper bound that is not monotone (q 0.45, σ 0.6 -> 0.9, 1456 steps: 1284 -> inf).
+    assume(base <= 100)
     slack = 1e-3 * base
     assert eps(steps=steps + 100) >= base - slack
     assert eps(q=min(1.0, q * 1.5)) >= base - slack
