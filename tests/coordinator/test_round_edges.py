@@ -20,6 +20,7 @@ from fedsov.coordinator.rounds import Round, TaskStatus
 from fedsov.coordinator.state import MemoryStateStore, Receipt, RoundRow, TaskRow
 from fedsov.exceptions import DuplicateUpdate, LateUpdate, ProtocolError, StateError
 from fedsov.faults import POINTS
+from fedsov.messages import UpdateHeader, UploadReceipt
 from fedsov.strategy import FedAvgAggregate
 
 
@@ -49,6 +50,18 @@ class _Gate:
             yield piece
 
 
+async def half_in(
+    rnd: Round, site: str, value: float, n: int
+) -> tuple[_Gate, asyncio.Task[UploadReceipt], UpdateHeader, bytes]:
+    """Start ``site``'s upload of ``delta(value)`` (weight ``n``) through a ``_Gate``;
+    return once its first chunk is in."""
+    header, payload = header_for(rnd, site, delta(value), n)
+    gate = _Gate(payload)
+    upload = asyncio.ensure_future(rnd.receive(site, header, gate.stream()))
+    await gate.half_in.wait()
+    return gate, upload, header, payload
+
+
 def moved(rnd: Round) -> np.ndarray:
     out = rnd.aggregate.result(rnd.model.arrays())
     return np.concatenate([(out[k] - rnd.model.arrays()[k]).ravel() for k in out])
@@ -64,10 +77,7 @@ def test_task_for_site_is_that_site_task_or_none(tmp_path: Path) -> None:
 def test_a_task_accepted_after_an_aborted_try_carries_no_reason(tmp_path: Path) -> None:
     async def scenario() -> None:
         rnd = make_round(tmp_path)
-        h, p = header_for(rnd, "site-a", delta(1.0), 10)
-        gate = _Gate(p)
-        upload = asyncio.ensure_future(rnd.receive("site-a", h, gate.stream()))
-        await gate.half_in.wait()
+        _, upload, h, p = await half_in(rnd, "site-a", 1.0, 10)
         upload.cancel()
         with pytest.raises(asyncio.CancelledError):
             await upload
@@ -88,10 +98,7 @@ def test_closing_at_the_deadline_says_so_for_each_unfinished_task(tmp_path: Path
         rnd = make_round(tmp_path)
         h, p = header_for(rnd, "site-a", delta(1.0), 10)
         await rnd.receive("site-a", h, chunks(p))
-        h, p = header_for(rnd, "site-b", delta(5.0), 10)
-        gate = _Gate(p)
-        in_flight = asyncio.ensure_future(rnd.receive("site-b", h, gate.stream()))
-        await gate.half_in.wait()
+        gate, in_flight, h, p = await half_in(rnd, "site-b", 5.0, 10)
         rnd.tasks["t-site-c"].reason = "upload cut short: truncated payload"
         rnd.close()
         gate.go.set()
@@ -122,10 +129,7 @@ def test_closing_again_after_the_model_was_produced_changes_nothing(tmp_path: Pa
         rnd = make_round(tmp_path)
         h, p = header_for(rnd, "site-a", delta(2.0), 4)
         await rnd.receive("site-a", h, chunks(p))
-        h, p = header_for(rnd, "site-b", delta(9.0), 4)
-        gate = _Gate(p)
-        in_flight = asyncio.ensure_future(rnd.receive("site-b", h, gate.stream()))
-        await gate.half_in.wait()
+        gate, in_flight, h, p = await half_in(rnd, "site-b", 9.0, 4)
         rnd.close()
         late = rnd.tasks["t-site-b"]
         before = (late.status, late.reason, late.finished_at)
@@ -143,10 +147,7 @@ def test_closing_again_after_the_model_was_produced_changes_nothing(tmp_path: Pa
 def test_a_second_upload_for_a_task_in_progress_is_refused(tmp_path: Path) -> None:
     async def scenario() -> None:
         rnd = make_round(tmp_path)
-        h, p = header_for(rnd, "site-a", delta(1.0), 10)
-        gate = _Gate(p)
-        first = asyncio.ensure_future(rnd.receive("site-a", h, gate.stream()))
-        await gate.half_in.wait()
+        gate, first, h, p = await half_in(rnd, "site-a", 1.0, 10)
         with pytest.raises(
             DuplicateUpdate, match=r"^an upload for task 't-site-a' is already in progress$"
         ):
@@ -297,10 +298,7 @@ def test_without_a_store_an_upload_does_not_need_its_spool_to_count(tmp_path: Pa
 
     async def scenario() -> None:
         rnd = make_round(tmp_path)
-        h, p = header_for(rnd, "site-a", delta(1.0), 10)
-        gate = _Gate(p)
-        upload = asyncio.ensure_future(rnd.receive("site-a", h, gate.stream()))
-        await gate.half_in.wait()
+        gate, upload, _, p = await half_in(rnd, "site-a", 1.0, 10)
         (rnd.spool_dir / "t-site-a.part").unlink()
         gate.go.set()
         receipt = await upload
