@@ -7,9 +7,10 @@ from pathlib import Path
 
 import numpy as np
 
-from fedsov.coordinator.engine import Engine, EngineSettings
-from fedsov.coordinator.model import GlobalModel, ModelStore
+from fedsov.coordinator.schedule import Schedule, ScheduledEngine
 from fedsov.messages import TrainingPlan
+from fedsov.node.engine import EngineSettings
+from fedsov.node.model import GlobalModel, ModelStore
 from fedsov.strategy import FedAvg
 
 __all__ = ["make_engine", "two_jurisdiction_plan"]
@@ -27,22 +28,20 @@ def make_engine(
     min_updates: int = 1,
     timeout_s: float = 30.0,
     plan: TrainingPlan = DEFAULT_PLAN,
-) -> Engine:
+) -> ScheduledEngine:
     """A FedAvg round engine over ``initial``, storing models under ``tmp_path``."""
-    return Engine(
+    return ScheduledEngine(
         EngineSettings(
             federation=federation,
-            num_rounds=num_rounds,
             min_sites=min_sites,
             min_updates=min_updates,
             sites_per_round=0,
             round_timeout_s=timeout_s,
             start_timeout_s=timeout_s,
-            max_attempts=1,
-            plan=plan,
             seed=0,
             heartbeat_s=1.0,
         ),
+        Schedule(num_rounds=num_rounds, max_attempts=1, training=plan),
         initial=GlobalModel.from_arrays(initial, round=0, parent=None),
         strategy=FedAvg(),
         store=ModelStore(tmp_path / "models"),

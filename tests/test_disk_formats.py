@@ -28,14 +28,15 @@ from fedsov.audit import (
     read_ledger,
     verify_ledger,
 )
-from fedsov.coordinator.engine import Engine, EngineSettings, RoundReport
-from fedsov.coordinator.model import GlobalModel, ModelStore, state_to_numpy
-from fedsov.coordinator.state_sqlite import STATE_FILE, SqliteStateStore
+from fedsov.coordinator.schedule import Schedule, ScheduledEngine
 from fedsov.exceptions import StateError
 from fedsov.messages import TrainingPlan
 from fedsov.modelref import build_model
 from fedsov.models.cli import app as models_app
 from fedsov.models.registry import ModelRegistry
+from fedsov.node.engine import EngineSettings, RoundReport
+from fedsov.node.model import GlobalModel, ModelStore, state_to_numpy
+from fedsov.node.state_sqlite import STATE_FILE, SqliteStateStore
 from fedsov.policy.plan import load_plan
 from fedsov.privacy.accountant import MechanismStep, compute_epsilon
 from fedsov.privacy.ledger import PrivacyLedger
@@ -159,19 +160,17 @@ def test_a_resumed_engine_takes_up_the_v2_state(run: Path, tmp_path: Path) -> No
     module = build_model(plan.model.factory, plan.model.kwargs, seed=plan.seed)
     out = coordinator(run)
     state = SqliteStateStore(out / STATE_FILE)
-    eng = Engine(
+    eng = ScheduledEngine(
         EngineSettings(
             federation=FEDERATION,
-            num_rounds=2,
             min_sites=3,
             min_updates=1,
             sites_per_round=0,
             round_timeout_s=60.0,
             start_timeout_s=30.0,
-            max_attempts=1,
-            plan=TrainingPlan(1, 8, 0.5),
             seed=plan.seed,
         ),
+        Schedule(num_rounds=2, max_attempts=1, training=TrainingPlan(1, 8, 0.5)),
         initial=GlobalModel.from_arrays(state_to_numpy(module), round=0, parent=None),
         strategy=FedAvg(),
         store=ModelStore(out / "models"),

@@ -22,8 +22,12 @@ from typing import Any
 from fedsov.aggregator.config import OVER_SELECT_WITH_SITE_DP, AggregatorConfig
 from fedsov.audit.trail import AuditTrail
 from fedsov.codec import EncodedTensors, encode
-from fedsov.coordinator.allocator import tune_allocator
-from fedsov.coordinator.engine import (
+from fedsov.exceptions import FedsovError
+from fedsov.fileio import write_json_atomic
+from fedsov.messages import AuditHead, PrivacyReport, TrainTask, UpdateHeader
+from fedsov.modelref import build_model
+from fedsov.node.allocator import tune_allocator
+from fedsov.node.engine import (
     FINISH_GRACE_S,
     Admission,
     Engine,
@@ -31,14 +35,10 @@ from fedsov.coordinator.engine import (
     RoundReport,
     SiteResult,
 )
-from fedsov.coordinator.evaluation import make_evaluator
-from fedsov.coordinator.model import GlobalModel, ModelStore, state_to_numpy
-from fedsov.coordinator.state_sqlite import STATE_FILE, SqliteStateStore
-from fedsov.coordinator.summary import build_summary
-from fedsov.exceptions import FedsovError
-from fedsov.fileio import write_json_atomic
-from fedsov.messages import AuditHead, PrivacyReport, TrainingPlan, TrainTask, UpdateHeader
-from fedsov.modelref import build_model
+from fedsov.node.evaluation import make_evaluator
+from fedsov.node.model import GlobalModel, ModelStore, state_to_numpy
+from fedsov.node.state_sqlite import STATE_FILE, SqliteStateStore
+from fedsov.node.summary import build_summary
 from fedsov.participant import decline_task, may_send, send_update, serve_upstream
 from fedsov.pki.identity import Role
 from fedsov.pki.tls import TlsMaterial, load_tls_material
@@ -171,15 +171,12 @@ class RegionalAggregator:
         self.engine = Engine(
             EngineSettings(
                 federation=config.federation,
-                num_rounds=0,  # rounds are driven by the upstream's tasks
                 min_sites=r.min_sites,
                 min_updates=r.min_sites,
                 sites_per_round=r.sites_per_round,
                 over_select=r.over_select,
                 round_timeout_s=r.timeout_s,
                 start_timeout_s=r.start_timeout_s,
-                max_attempts=1,
-                plan=TrainingPlan(1, 32, 0.1),  # replaced by the upstream's plan each round
                 seed=config.seed,
                 plan_sha256=plan_sha256,
             ),
@@ -323,7 +320,7 @@ class RegionalAggregator:
                     task.round,
                     base=base,
                     deadline=deadline,
-                    plan=task.plan,
+                    training=task.plan,
                     round_seed=task.round_seed,
                 )
         except FedsovError as exc:

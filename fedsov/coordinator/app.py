@@ -9,17 +9,18 @@ from collections.abc import Callable
 from pathlib import Path
 
 from fedsov.audit.trail import AuditTrail
-from fedsov.coordinator.allocator import tune_allocator
 from fedsov.coordinator.config import CoordinatorConfig
-from fedsov.coordinator.engine import FINISH_GRACE_S, Engine, EngineSettings, RoundReport
-from fedsov.coordinator.evaluation import make_evaluator
-from fedsov.coordinator.model import GlobalModel, ModelStore, state_to_numpy
-from fedsov.coordinator.state import StateStore
-from fedsov.coordinator.state_sqlite import STATE_FILE, SqliteStateStore
-from fedsov.coordinator.summary import build_summary
+from fedsov.coordinator.schedule import Schedule, ScheduledEngine
 from fedsov.exceptions import FedsovError
 from fedsov.fileio import write_atomic, write_json_atomic
 from fedsov.modelref import build_model
+from fedsov.node.allocator import tune_allocator
+from fedsov.node.engine import FINISH_GRACE_S, EngineSettings, RoundReport
+from fedsov.node.evaluation import make_evaluator
+from fedsov.node.model import GlobalModel, ModelStore, state_to_numpy
+from fedsov.node.state import StateStore
+from fedsov.node.state_sqlite import STATE_FILE, SqliteStateStore
+from fedsov.node.summary import build_summary
 from fedsov.pki.tls import TlsMaterial, load_tls_material
 from fedsov.policy.runtime import PlanAdmission, load_node_plan
 from fedsov.randomness import warn_if_reproducible
@@ -79,22 +80,24 @@ async def run_coordinator(
         if on_round is not None:
             on_round(report)
 
-    engine = Engine(
+    engine = ScheduledEngine(
         EngineSettings(
             federation=config.federation,
-            num_rounds=config.rounds.num_rounds,
             min_sites=config.rounds.min_sites,
             min_updates=config.rounds.min_updates,
             sites_per_round=config.rounds.sites_per_round,
             round_timeout_s=config.rounds.timeout_s,
             start_timeout_s=config.rounds.start_timeout_s,
-            max_attempts=config.rounds.max_attempts,
             over_select=config.rounds.over_select,
             plan_sha256=plan.sha256 if plan else None,
-            plan=config.training,
             seed=config.seed,
             heartbeat_s=config.heartbeat_s,
             allowed_sites=config.allowed_sites,
+        ),
+        Schedule(
+            num_rounds=config.rounds.num_rounds,
+            max_attempts=config.rounds.max_attempts,
+            training=config.training,
         ),
         initial=initial,
         strategy=FedAvg(),

@@ -18,11 +18,11 @@ import numpy as np
 import safetensors
 import safetensors.numpy
 
-from fedsov.coordinator.model import GlobalModel
-from fedsov.coordinator.state import ModelRow
-from fedsov.coordinator.state_sqlite import STATE_FILE, check_schema_version
 from fedsov.exceptions import CodecError, ConfigError, StateError
 from fedsov.models.version import ModelVersion
+from fedsov.node.model import GlobalModel
+from fedsov.node.state import ModelRow
+from fedsov.node.state_sqlite import STATE_FILE, check_schema_version
 
 __all__ = ["MIN_PREFIX", "ModelRegistry"]
 

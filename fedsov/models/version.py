@@ -6,8 +6,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from fedsov.coordinator.state import ModelRow
 from fedsov.exceptions import StateError
+from fedsov.node.state import ModelRow
 
 __all__ = ["ModelVersion"]
 

@@ -10,8 +10,8 @@ from typing import Any, NoReturn
 import grpc
 
 from fedsov.codec import DEFAULT_CHUNK_SIZE, iter_chunks
-from fedsov.coordinator.engine import Engine
 from fedsov.exceptions import AccessDenied, FedsovError, PKIError, PolicyViolation, ProtocolError
+from fedsov.node.engine import Engine
 from fedsov.pki.identity import NodeIdentity, Role, identity_from_pem
 from fedsov.proto.v1 import federation_pb2 as pb
 from fedsov.proto.v1 import federation_pb2_grpc as pb_grpc

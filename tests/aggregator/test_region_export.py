@@ -13,9 +13,9 @@ from test_two_tier import pki, region_config
 from fedsov.aggregator import config as aggregator_config
 from fedsov.aggregator.app import RegionalAggregator, dp_noise_seed, export_header
 from fedsov.codec import encode
-from fedsov.coordinator.engine import RoundReport, SiteResult
 from fedsov.exceptions import ConfigError, FedsovError
 from fedsov.messages import PrivacyReport, TrainingPlan, TrainTask
+from fedsov.node.engine import RoundReport, SiteResult
 from fedsov.pki import NodePaths
 from fedsov.randomness import REPRODUCIBLE_ENV
 from fedsov.strategy import SiteDPSettings

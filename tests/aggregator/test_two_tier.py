@@ -11,10 +11,10 @@ import pytest
 from fedsov.aggregator.app import RegionalAggregator
 from fedsov.aggregator.config import AggregatorConfig, RegionRounds
 from fedsov.coordinator.config import EvaluationConfig
-from fedsov.coordinator.engine import Engine
-from fedsov.coordinator.model import state_to_numpy
 from fedsov.messages import TrainingPlan
 from fedsov.modelref import build_model
+from fedsov.node.engine import Engine
+from fedsov.node.model import state_to_numpy
 from fedsov.participant import Backoff
 from fedsov.pki import NodePaths, NodeSpec, Role, build_pki, load_tls_material
 from fedsov.pki.identity import NodeIdentity

@@ -29,11 +29,12 @@ from typing import Any
 import numpy as np
 import pytest
 
-from fedsov.coordinator.engine import Engine, EngineSettings, SiteResult
-from fedsov.coordinator.model import GlobalModel, ModelStore, state_to_numpy
-from fedsov.coordinator.rounds import TaskStatus
+from fedsov.coordinator.schedule import Schedule, ScheduledEngine
 from fedsov.messages import TrainingPlan
 from fedsov.modelref import build_model
+from fedsov.node.engine import Engine, EngineSettings, SiteResult
+from fedsov.node.model import GlobalModel, ModelStore, state_to_numpy
+from fedsov.node.rounds import TaskStatus
 from fedsov.participant import Backoff
 from fedsov.pki import NodePaths, NodeSpec, Role, build_pki, load_tls_material
 from fedsov.privacy.accountant import MechanismStep
@@ -290,22 +291,20 @@ async def chaos(
         site.start(config)
 
 
-def make_engine(tmp_path: Path, run: int) -> Engine:
+def make_engine(tmp_path: Path, run: int) -> ScheduledEngine:
     initial = state_to_numpy(build_model(MODEL.factory, MODEL.kwargs, seed=run))
-    return Engine(
+    return ScheduledEngine(
         EngineSettings(
             federation=FEDERATION,  # the same federation every run: ε composes
-            num_rounds=ROUNDS_PER_RUN,
             min_sites=2,  # a round opens only once the (restarted) site is connected
             min_updates=1,  # the helper alone completes a round
             sites_per_round=0,
             round_timeout_s=ROUND_TIMEOUT_S,
             start_timeout_s=START_TIMEOUT_S,
-            max_attempts=1,
-            plan=PLAN,
             seed=run,
             heartbeat_s=1.0,
         ),
+        Schedule(num_rounds=ROUNDS_PER_RUN, max_attempts=1, training=PLAN),
         initial=GlobalModel.from_arrays(initial, round=0, parent=None),
         strategy=FedAvg(),
         store=ModelStore(tmp_path / f"run-{run}" / "models"),

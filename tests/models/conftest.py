@@ -16,10 +16,10 @@ import numpy as np
 import pytest
 import torch
 
-from fedsov.coordinator.model import GlobalModel, ModelStore, state_to_numpy
-from fedsov.coordinator.state import ModelRow, RoundRow, TaskRow
-from fedsov.coordinator.state_sqlite import STATE_FILE, SqliteStateStore
 from fedsov.modelref import build_model
+from fedsov.node.model import GlobalModel, ModelStore, state_to_numpy
+from fedsov.node.state import ModelRow, RoundRow, TaskRow
+from fedsov.node.state_sqlite import STATE_FILE, SqliteStateStore
 
 FACTORY = "fedsov.simulation.models:mlp"
 KWARGS = {"in_features": 64, "hidden": 16}

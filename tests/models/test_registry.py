@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 from conftest import PLAN_SHA, Federation, write_federation
 
-from fedsov.coordinator.state import ModelRow
-from fedsov.coordinator.state_sqlite import STATE_FILE, SqliteStateStore
 from fedsov.exceptions import ConfigError, StateError
 from fedsov.models import ModelRegistry
+from fedsov.node.state import ModelRow
+from fedsov.node.state_sqlite import STATE_FILE, SqliteStateStore
 
 
 def test_versions_are_ordered_by_round_with_their_metadata(federation: Federation) -> None:

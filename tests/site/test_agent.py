@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 
 from fedsov.codec import Manifest
-from fedsov.coordinator.engine import Engine
-from fedsov.coordinator.model import state_to_numpy
 from fedsov.exceptions import FedsovError
 from fedsov.messages import TrainingPlan, TrainTask
 from fedsov.modelref import build_model
+from fedsov.node.engine import Engine
+from fedsov.node.model import state_to_numpy
 from fedsov.participant import Backoff
 from fedsov.pki import NodePaths, NodeSpec, Role, build_pki, load_tls_material
 from fedsov.privacy.ledger import PrivacyLedger

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 from fedsov.codec import encode
-from fedsov.coordinator.engine import Engine
 from fedsov.messages import PrivacyReport, TrainTask, UpdateHeader
+from fedsov.node.engine import Engine
 from fedsov.pki import NodePaths, NodeSpec, Role, build_pki, load_tls_material
 from fedsov.testing import make_engine
 from fedsov.transport.client import FederationClient
@@ -311,7 +311,7 @@ def test_upload_cut_off_by_its_peer_leaves_the_task_to_try_again(
 ) -> None:
     # A site that dies (or loses its connection) mid-upload is not refused: its task
     # stays pending, and it may upload again before the deadline.
-    from fedsov.coordinator.rounds import TaskStatus
+    from fedsov.node.rounds import TaskStatus
     from fedsov.proto.v1 import federation_pb2 as pb
     from fedsov.transport import serde
 

@@ -10,10 +10,10 @@ import pytest
 from test_rounds import chunks, delta, expected, make_engine
 
 from fedsov.codec import encode
-from fedsov.coordinator.engine import Engine, RoundReport
-from fedsov.coordinator.state_sqlite import SqliteStateStore
 from fedsov.exceptions import ConfigError, LateUpdate
 from fedsov.messages import PrivacyReport, UpdateHeader
+from fedsov.node.engine import Engine, RoundReport
+from fedsov.node.state_sqlite import SqliteStateStore
 from fedsov.pki import NodeIdentity, Role
 
 SITES = ("site-a", "site-b")

@@ -19,7 +19,7 @@ def test_a_stop_that_lands_as_the_round_completes_stops_the_round(tmp_path: Path
     async def scenario() -> None:
         eng = make_engine(tmp_path, num_rounds=1, min_updates=1)
         await eng.subscribe(NodeIdentity("site-a", Role.site, "EU", "fed"))
-        run = asyncio.ensure_future(eng.run_round(1))
+        run = asyncio.ensure_future(eng.run_round(1, training=eng.schedule.training))
         while eng.current is None:
             await asyncio.sleep(0.01)
         await asyncio.sleep(0.05)  # the round now waits for its updates

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from fedsov.coordinator.state import MemoryStateStore, StateStore
-from fedsov.coordinator.state_sqlite import SqliteStateStore
+from fedsov.node.state import MemoryStateStore, StateStore
+from fedsov.node.state_sqlite import SqliteStateStore
 
 
 def sqlite_store(tmp_path: Path) -> StateStore:

@@ -15,8 +15,6 @@ from typing import BinaryIO
 import numpy as np
 
 from fedsov.codec import DEFAULT_CHUNK_SIZE, PayloadReader
-from fedsov.coordinator.model import GlobalModel
-from fedsov.coordinator.state import Receipt, StateStore
 from fedsov.exceptions import (
     DuplicateUpdate,
     FedsovError,
@@ -28,6 +26,8 @@ from fedsov.exceptions import (
 from fedsov.faults import crash_point
 from fedsov.fileio import fsync_dir
 from fedsov.messages import TrainTask, UpdateHeader, UploadReceipt, header_to_json
+from fedsov.node.model import GlobalModel
+from fedsov.node.state import Receipt, StateStore
 from fedsov.strategy import RoundAggregate
 
 __all__ = ["Round", "TaskRecord", "TaskStatus"]

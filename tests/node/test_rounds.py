@@ -11,10 +11,7 @@ import numpy as np
 import pytest
 
 from fedsov.codec import encode, iter_chunks
-from fedsov.coordinator.engine import Engine, EngineSettings
-from fedsov.coordinator.model import GlobalModel, ModelStore
-from fedsov.coordinator.rounds import Round, TaskRecord, TaskStatus
-from fedsov.coordinator.state import StateStore
+from fedsov.coordinator.schedule import Schedule, ScheduledEngine
 from fedsov.exceptions import (
     DuplicateUpdate,
     LateUpdate,
@@ -26,6 +23,10 @@ from fedsov.exceptions import (
     UnknownTask,
 )
 from fedsov.messages import PrivacyReport, TrainingPlan, TrainTask, UpdateHeader
+from fedsov.node.engine import EngineSettings
+from fedsov.node.model import GlobalModel, ModelStore
+from fedsov.node.rounds import Round, TaskRecord, TaskStatus
+from fedsov.node.state import StateStore
 from fedsov.strategy import FedAvg, FedAvgAggregate
 
 BASE = {"w": np.zeros((3, 4), dtype=np.float32), "b": np.ones(4, dtype=np.float32)}
@@ -40,23 +41,21 @@ def make_engine(
     sites_per_round: int = 0,
     seed: int = 0,
     state: StateStore | None = None,
-) -> Engine:
+) -> ScheduledEngine:
     """An engine over BASE that admits anyone, for the engine tests of this folder."""
     settings = EngineSettings(
         federation="fed",
-        num_rounds=num_rounds,
         min_sites=0,
         min_updates=min_updates,
         sites_per_round=sites_per_round,
         round_timeout_s=30.0,
         start_timeout_s=5.0,
-        max_attempts=1,
-        plan=TrainingPlan(1, 8, 0.1),
         seed=seed,
         heartbeat_s=1.0,
     )
-    return Engine(
+    return ScheduledEngine(
         settings,
+        Schedule(num_rounds=num_rounds, max_attempts=1, training=TrainingPlan(1, 8, 0.1)),
         initial=GlobalModel.from_arrays(BASE, round=0, parent=None),
         strategy=FedAvg(),
         store=ModelStore(tmp_path / "models"),

@@ -13,7 +13,8 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from fedsov.coordinator.state import (
+from fedsov.exceptions import DuplicateUpdate, StateError
+from fedsov.node.state import (
     ModelRow,
     Receipt,
     RoundRow,
@@ -22,7 +23,6 @@ from fedsov.coordinator.state import (
     TaskRow,
     check_binding,
 )
-from fedsov.exceptions import DuplicateUpdate, StateError
 
 __all__ = ["STATE_FILE", "SqliteStateStore", "check_schema_version"]
 

@@ -20,12 +20,11 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from fedsov.audit.trail import AuditTrail
 from fedsov.codec import DEFAULT_CHUNK_SIZE
-from fedsov.coordinator.model import GlobalModel, ModelStore
-from fedsov.coordinator.state import MemoryStateStore, ModelRow, RoundRow, StateStore, TaskRow
+from fedsov.node.model import GlobalModel, ModelStore
+from fedsov.node.state import MemoryStateStore, ModelRow, RoundRow, StateStore, TaskRow
 
 if TYPE_CHECKING:
-    from fedsov.coordinator.evaluation import Evaluator
-from fedsov.coordinator.rounds import Round, TaskRecord, TaskStatus
+    from fedsov.node.evaluation import Evaluator
 from fedsov.exceptions import AccessDenied, FedsovError, LateUpdate, StateError, UnknownTask
 from fedsov.faults import crash_point
 from fedsov.messages import (
@@ -39,6 +38,7 @@ from fedsov.messages import (
     UploadReceipt,
     header_from_json,
 )
+from fedsov.node.rounds import Round, TaskRecord, TaskStatus
 from fedsov.pki.identity import NodeIdentity, Role
 from fedsov.randomness import secret_random
 from fedsov.strategy import Strategy
@@ -53,20 +53,20 @@ PUBLIC_METRICS = frozenset({"sites"})
 other a participant sends (a training loss, a duration: unnoised functions of its data)
 is dropped on receipt, so no report, receipt or summary ever stores it."""
 
-log = logging.getLogger("fedsov.coordinator")
+log = logging.getLogger("fedsov.node")
 
 
 @dataclass(frozen=True)
 class EngineSettings:
+    """How a node runs each round; which rounds run is its driver's (a coordinator's
+    schedule, or a regional aggregator's upstream)."""
+
     federation: str
-    num_rounds: int
     min_sites: int  # connected sites needed before a round opens
     min_updates: int  # accepted updates needed for a round to produce a model
     sites_per_round: int  # 0: all connected sites
     round_timeout_s: float
     start_timeout_s: float
-    max_attempts: int
-    plan: TrainingPlan
     seed: int
     heartbeat_s: float = 10.0
     allowed_sites: frozenset[str] | None = None
@@ -371,7 +371,7 @@ class Engine:
 
     # ----- the round loop -----------------------------------------------------------
 
-    async def _wait_for_sites(self, needed: int, timeout: float) -> None:
+    async def wait_for_sites(self, needed: int, timeout: float) -> None:
         deadline = time.monotonic() + timeout
         while len(self._subscribers) < needed:
             remaining = deadline - time.monotonic()
@@ -404,19 +404,18 @@ class Engine:
         self,
         number: int,
         attempt: int,
-        deadline: float | None = None,
-        plan: TrainingPlan | None = None,
+        deadline: float | None,
+        training: TrainingPlan,
         round_seed: int | None = None,
     ) -> Round:
         """A new round, stored with its tasks before any task is pushed."""
         deadline = deadline or time.time() + self.settings.round_timeout_s
         if round_seed is None:
             round_seed = (self.settings.seed * 1_000_003 + number) % 2**63
-        plan = plan or self.settings.plan
         population = tuple(self.connected_sites)  # snapshot: what the sample is drawn from
         tasks = {}
         for site in self._select(number, attempt, list(population)):
-            task = self._task(uuid.uuid4().hex, number, plan, deadline, round_seed)
+            task = self._task(uuid.uuid4().hex, number, training, deadline, round_seed)
             tasks[task.task_id] = TaskRecord(task=task, site=site)
         self.state.open_round(
             RoundRow(
@@ -424,7 +423,7 @@ class Engine:
                 attempt,
                 self.model.sha256,
                 round_seed,
-                asdict(plan),
+                asdict(training),
                 time.time(),
                 population=population,
             ),
@@ -588,13 +587,14 @@ class Engine:
         self,
         number: int,
         *,
+        training: TrainingPlan,
         attempt: int = 1,
         base: GlobalModel | None = None,
         deadline: float | None = None,
-        plan: TrainingPlan | None = None,
         round_seed: int | None = None,
     ) -> RoundReport:
-        """Run one round now, over ``base`` (default: the current model) until ``deadline``.
+        """Run one round now, over ``base`` (default: the current model) until ``deadline``,
+        asking each site to train with ``training``.
 
         A regional aggregator calls this for each task its upstream pushes, passing on
         the upstream's model, deadline, training plan and round seed. The round that
@@ -620,8 +620,8 @@ class Engine:
             wait = self.settings.start_timeout_s
             if deadline is not None:
                 wait = min(wait, deadline - time.time())
-            await self._wait_for_sites(self.settings.min_sites, max(0.0, wait))
-            rnd = self._open_round(number, attempt, deadline, plan, round_seed)
+            await self.wait_for_sites(self.settings.min_sites, max(0.0, wait))
+            rnd = self._open_round(number, attempt, deadline, training, round_seed)
         self._push(rnd)
         report = await self._close(rnd)
         self.reports.append(report)
@@ -679,40 +679,6 @@ class Engine:
         if report is None or self.model.parent != base_sha256 or self.model.round != number:
             return None
         return report
-
-    async def run(self) -> list[RoundReport]:
-        """Run every round, resuming stored state; returns the reports.
-
-        Raises FedsovError if the federation stalls.
-        """
-        s = self.settings
-        resumed = self.resume()
-        if not resumed:
-            initial_metrics: dict[str, float] = {}
-            if self.evaluator is not None:
-                initial_metrics = dict(await asyncio.to_thread(self.evaluator, self.model.arrays()))
-            await asyncio.to_thread(self.store.save, self.model, {"metrics": initial_metrics})
-        if self.model.round < s.num_rounds and self.state.open_round_row() is None:
-            log.info("waiting for %d sites", s.min_sites)
-            await self._wait_for_sites(s.min_sites, s.start_timeout_s)
-        try:
-            for number in range(self.model.round + 1, s.num_rounds + 1):
-                failed = sum(1 for r in self.reports if r.round == number and not r.completed)
-                for attempt in range(failed + 1, s.max_attempts + 1):
-                    if (await self.run_round(number, attempt=attempt)).completed:
-                        break
-                else:
-                    raise FedsovError(
-                        f"round {number} failed {s.max_attempts} times: fewer than "
-                        f"min_updates = {s.min_updates} updates were accepted"
-                    )
-            self.finish(f"completed {s.num_rounds} rounds")
-        except FedsovError as exc:
-            self.finish(f"stopped: {exc}")
-            raise
-        # Cancelled (SIGTERM): sites are not told the federation finished; they
-        # reconnect with backoff to the restarted coordinator, which resumes.
-        return self.reports
 
     async def linger(self, timeout: float) -> None:
         """After finishing, wait (up to ``timeout``) until every participant of the last

@@ -24,12 +24,13 @@ from fedsov.audit import AuditLedger, Signer
 from fedsov.audit.record import AuditEvent
 from fedsov.audit.trail import AuditTrail
 from fedsov.codec import encode, iter_chunks
-from fedsov.coordinator.engine import Engine, EngineSettings, RoundReport
-from fedsov.coordinator.model import GlobalModel, ModelStore
-from fedsov.coordinator.rounds import Round, TaskRecord, TaskStatus
-from fedsov.coordinator.state_sqlite import SqliteStateStore
+from fedsov.coordinator.schedule import Schedule, ScheduledEngine
 from fedsov.exceptions import DuplicateUpdate, LateUpdate
 from fedsov.messages import PrivacyReport, TrainingPlan, TrainTask, UpdateHeader, UploadReceipt
+from fedsov.node.engine import Engine, EngineSettings, RoundReport
+from fedsov.node.model import GlobalModel, ModelStore
+from fedsov.node.rounds import Round, TaskRecord, TaskStatus
+from fedsov.node.state_sqlite import SqliteStateStore
 from fedsov.pki import NodeIdentity, Role
 from fedsov.pki._keys import generate_key
 from fedsov.strategy import FedAvg
@@ -99,17 +100,14 @@ def population() -> list[Participant]:
     ]
 
 
-def engine(tmp_path: Path) -> Engine:
+def engine(tmp_path: Path) -> ScheduledEngine:
     settings = EngineSettings(
         federation="stress",
-        num_rounds=1,
         min_sites=0,
         min_updates=1,
         sites_per_round=0,  # every connected site gets a task
         round_timeout_s=TIMEOUT_S,
         start_timeout_s=5.0,
-        max_attempts=1,
-        plan=TrainingPlan(1, 8, 0.1),
         seed=0,
         heartbeat_s=TIMEOUT_S,
     )
@@ -119,8 +117,9 @@ def engine(tmp_path: Path) -> Engine:
         node="coordinator",
         jurisdiction="EU",
     )
-    return Engine(
+    return ScheduledEngine(
         settings,
+        Schedule(num_rounds=1, max_attempts=1, training=TrainingPlan(1, 8, 0.1)),
         initial=GlobalModel.from_arrays(BASE, round=0, parent=None),
         strategy=FedAvg(),
         store=ModelStore(tmp_path / "models"),
@@ -219,7 +218,7 @@ async def open_round(eng: Engine) -> Crowd:
     everyone = population()
     for p in everyone:
         p.events = await eng.subscribe(p.identity)
-    run = asyncio.ensure_future(eng.run_round(1))
+    run = asyncio.ensure_future(eng.run_round(1, training=eng.schedule.training))
     for p in everyone:  # each site learns its task from its own task stream
         assert p.events is not None
         event = await anext(p.events)

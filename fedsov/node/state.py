@@ -6,8 +6,8 @@ is stored; a round closes in one call that stores its report, the new model's ro
 and the strategy's state together. Model blobs live on disk (``ModelStore``), written
 and fsynced before the row that names them.
 
-Two backends share one contract (``tests/coordinator/test_state_store.py``):
-``SqliteStateStore`` (fedsov.coordinator.state_sqlite), what coordinators and
+Two backends share one contract (``tests/node/test_state_store.py``):
+``SqliteStateStore`` (fedsov.node.state_sqlite), what coordinators and
 aggregators use, and ``MemoryStateStore``, for in-process engines that need not
 survive their process.
 """

@@ -14,7 +14,8 @@ from typing import Any
 
 import pytest
 
-from fedsov.coordinator.state import (
+from fedsov.exceptions import ConfigError, StateError
+from fedsov.node.state import (
     ModelRow,
     Receipt,
     RoundRow,
@@ -22,8 +23,7 @@ from fedsov.coordinator.state import (
     StateStore,
     TaskRow,
 )
-from fedsov.coordinator.state_sqlite import SCHEMA_VERSION, SqliteStateStore, check_schema_version
-from fedsov.exceptions import ConfigError, StateError
+from fedsov.node.state_sqlite import SCHEMA_VERSION, SqliteStateStore, check_schema_version
 
 PLAN = {"local_epochs": 1, "batch_size": 8, "learning_rate": 0.1}
 FED, PRINT = "fed", "0123456789abcdef" + "f" * 48

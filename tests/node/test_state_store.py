@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from fedsov.coordinator.state import (
+from fedsov.exceptions import ConfigError, DuplicateUpdate, StateError
+from fedsov.node.state import (
     ModelRow,
     Receipt,
     RoundRow,
@@ -16,8 +17,7 @@ from fedsov.coordinator.state import (
     StateStore,
     TaskRow,
 )
-from fedsov.coordinator.state_sqlite import SqliteStateStore
-from fedsov.exceptions import ConfigError, DuplicateUpdate, StateError
+from fedsov.node.state_sqlite import SqliteStateStore
 
 PLAN = {"local_epochs": 1, "batch_size": 8, "learning_rate": 0.1, "momentum": 0.0}
 

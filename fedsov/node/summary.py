@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from fedsov.coordinator.engine import RoundReport
+from fedsov.node.engine import RoundReport
 
 __all__ = ["build_summary"]
 

@@ -11,8 +11,8 @@ import pytest
 from test_rounds import chunks, delta, make_engine
 
 from fedsov.codec import encode
-from fedsov.coordinator.engine import Engine, RoundReport
 from fedsov.messages import PrivacyReport, UpdateHeader
+from fedsov.node.engine import Engine, RoundReport
 from fedsov.pki import NodeIdentity, Role
 from fedsov.randomness import REPRODUCIBLE_ENV
 
@@ -57,7 +57,7 @@ def identity(site: str) -> NodeIdentity:
 async def one_round(eng: Engine, metrics: dict[str, float]) -> RoundReport:
     for site in POPULATION[:4]:
         await eng.subscribe(identity(site))
-    run = asyncio.ensure_future(eng.run_round(1))
+    run = asyncio.ensure_future(eng.run_round(1, training=eng.schedule.training))
     while eng.current is None:
         await asyncio.sleep(0.01)
     for record in list(eng.current.tasks.values()):

@@ -16,7 +16,7 @@ import logging
 
 __all__ = ["tune_allocator"]
 
-log = logging.getLogger("fedsov.coordinator")
+log = logging.getLogger("fedsov.node")
 
 _M_MMAP_THRESHOLD = -3
 _M_ARENA_MAX = -8

@@ -15,12 +15,12 @@ import pytest
 from test_rounds import _ClipToUnitNorm, chunks, delta, expected, header_for, make_round
 
 from fedsov.codec import Segment, iter_chunks
-from fedsov.coordinator import rounds as rounds_module
-from fedsov.coordinator.rounds import Round, TaskStatus
-from fedsov.coordinator.state import MemoryStateStore, Receipt, RoundRow, TaskRow
 from fedsov.exceptions import DuplicateUpdate, LateUpdate, ProtocolError, StateError
 from fedsov.faults import POINTS
 from fedsov.messages import UpdateHeader, UploadReceipt
+from fedsov.node import rounds as rounds_module
+from fedsov.node.rounds import Round, TaskStatus
+from fedsov.node.state import MemoryStateStore, Receipt, RoundRow, TaskRow
 from fedsov.strategy import FedAvgAggregate
 
 
