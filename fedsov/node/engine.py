@@ -252,6 +252,14 @@ class Engine:
     # ----- participants -------------------------------------------------------------
 
     @property
+    def federation(self) -> str:
+        return self.settings.federation
+
+    @property
+    def current_round(self) -> int:
+        return self.current.number if self.current else 0
+
+    @property
     def connected_sites(self) -> list[str]:
         return sorted(self._subscribers)
 

@@ -17,8 +17,7 @@ from fedsov.pki.tls import TlsMaterial
 from fedsov.proto.v1 import federation_pb2 as pb
 from fedsov.proto.v1 import federation_pb2_grpc as pb_grpc
 from fedsov.transport import serde
-from fedsov.transport.options import CLIENT_OPTIONS
-from fedsov.transport.service import INSECURE_NAME_HEADER, PLAN_HEADER
+from fedsov.transport.options import CLIENT_OPTIONS, INSECURE_NAME_HEADER, PLAN_HEADER
 
 __all__ = ["FederationClient"]
 

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-__all__ = ["CLIENT_OPTIONS", "MAX_MESSAGE_BYTES", "SERVER_OPTIONS"]
+__all__ = [
+    "CLIENT_OPTIONS",
+    "INSECURE_NAME_HEADER",
+    "MAX_MESSAGE_BYTES",
+    "PLAN_HEADER",
+    "SERVER_OPTIONS",
+]
 
 # Chunks are 1 MiB by default; a message may carry at most 4 MiB plus framing.
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024 + 64 * 1024
@@ -34,3 +40,8 @@ SERVER_OPTIONS: list[tuple[str, int | str]] = [
     ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
     ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
 ]
+
+# Only read with --insecure (local development): there is no certificate then.
+INSECURE_NAME_HEADER = "fedsov-insecure-node-name"
+# Every call of a node started with a federation plan carries the plan's SHA-256.
+PLAN_HEADER = "fedsov-plan-sha256"

@@ -1,4 +1,4 @@
-"""The Federation gRPC servicer: thin; all logic lives in the round engine."""
+"""The Federation gRPC servicer: thin; all logic lives in its handler (a node's engine)."""
 
 from __future__ import annotations
 
@@ -11,21 +11,18 @@ import grpc
 
 from fedsov.codec import DEFAULT_CHUNK_SIZE, iter_chunks
 from fedsov.exceptions import AccessDenied, FedsovError, PKIError, PolicyViolation, ProtocolError
-from fedsov.node.engine import Engine
 from fedsov.pki.identity import NodeIdentity, Role, identity_from_pem
 from fedsov.proto.v1 import federation_pb2 as pb
 from fedsov.proto.v1 import federation_pb2_grpc as pb_grpc
 from fedsov.transport import serde
 from fedsov.transport.errors import status_for
+from fedsov.transport.handler import FederationHandler
+from fedsov.transport.options import INSECURE_NAME_HEADER, PLAN_HEADER
 
-__all__ = ["INSECURE_NAME_HEADER", "FederationService"]
+__all__ = ["FederationService"]
 
 log = logging.getLogger("fedsov.transport")
 
-# Only read with --insecure (local development): there is no certificate then.
-INSECURE_NAME_HEADER = "fedsov-insecure-node-name"
-# Every call of a node started with a federation plan carries the plan's SHA-256.
-PLAN_HEADER = "fedsov-plan-sha256"
 
 Context = grpc.aio.ServicerContext[Any, Any]
 
@@ -40,7 +37,7 @@ class FederationService(pb_grpc.FederationServicer):
 
     def __init__(
         self,
-        engine: Engine,
+        handler: FederationHandler,
         *,
         insecure: bool = False,
         max_transfers: int = 4,
@@ -48,7 +45,7 @@ class FederationService(pb_grpc.FederationServicer):
         node: NodeIdentity | None = None,
     ) -> None:
         """``node``: this server's own identity (its certificate's), told to who joins."""
-        self.engine = engine
+        self.handler = handler
         self.node = node
         self.insecure = insecure
         self.plan_sha256 = plan_sha256
@@ -61,7 +58,7 @@ class FederationService(pb_grpc.FederationServicer):
         code = status_for(exc)
         log.warning("%s refused (%s): %s", what, code.name, exc)
         if who is not None and isinstance(exc, AccessDenied | PolicyViolation):
-            self.engine.refused(who, "admission", str(exc))
+            self.handler.refused(who, "admission", str(exc))
         await context.abort(code, str(exc))
         raise AssertionError("unreachable")  # context.abort raises
 
@@ -74,7 +71,7 @@ class FederationService(pb_grpc.FederationServicer):
                 f"plan mismatch: this node runs plan {self.plan_sha256[:16]}, "
                 f"the caller {str(theirs)[:16]}"
             )
-            self.engine.refused(identity, "plan-mismatch", why)
+            self.handler.refused(identity, "plan-mismatch", why)
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION, why)
         return identity
 
@@ -87,7 +84,7 @@ class FederationService(pb_grpc.FederationServicer):
                     grpc.StatusCode.UNAUTHENTICATED,
                     f"insecure mode: send your node name in the {INSECURE_NAME_HEADER!r} header",
                 )
-            return NodeIdentity(str(name), Role.site, "DEV", self.engine.settings.federation)
+            return NodeIdentity(str(name), Role.site, "DEV", self.handler.federation)
         pems = list(context.auth_context().get("x509_pem_cert") or ())
         if not pems:
             await context.abort(grpc.StatusCode.UNAUTHENTICATED, "no client certificate")
@@ -99,16 +96,15 @@ class FederationService(pb_grpc.FederationServicer):
     async def Join(self, request: pb.JoinRequest, context: Context) -> pb.JoinResponse:  # noqa: N802
         identity = await self._identity(context)
         try:
-            self.engine.admit(identity)
+            self.handler.admit(identity)
         except FedsovError as exc:
             await self._abort(context, exc, f"join of {identity.name}", identity)
-        current = self.engine.current
         return pb.JoinResponse(
-            federation=self.engine.settings.federation,
+            federation=self.handler.federation,
             node_name=identity.name,
             role=str(identity.role),
             jurisdiction=identity.jurisdiction,
-            current_round=current.number if current else 0,
+            current_round=self.handler.current_round,
             upstream_name=self.node.name if self.node else "",
             upstream_jurisdiction=self.node.jurisdiction if self.node else "",
         )
@@ -118,7 +114,7 @@ class FederationService(pb_grpc.FederationServicer):
     ) -> AsyncIterator[pb.TaskEvent]:
         identity = await self._identity(context)
         try:
-            events = await self.engine.subscribe(identity)
+            events = await self.handler.subscribe(identity)
         except FedsovError as exc:
             await self._abort(context, exc, f"subscription of {identity.name}")
         async for event in events:
@@ -129,8 +125,8 @@ class FederationService(pb_grpc.FederationServicer):
     ) -> AsyncIterator[pb.ModelChunk]:
         identity = await self._identity(context)
         try:
-            self.engine.admit(identity)
-            payload = self.engine.model_payload(request.model_sha256)
+            self.handler.admit(identity)
+            payload = self.handler.model_payload(request.model_sha256)
         except FedsovError as exc:
             await self._abort(context, exc, f"download by {identity.name}")
         total = len(payload)
@@ -144,7 +140,7 @@ class FederationService(pb_grpc.FederationServicer):
             for chunk in iter_chunks(payload, DEFAULT_CHUNK_SIZE, offset=offset):
                 yield pb.ModelChunk(offset=offset, total_size=total, data=bytes(chunk))
                 offset += len(chunk)
-        self.engine.model_sent(identity, request.model_sha256)  # the last byte left
+        self.handler.model_sent(identity, request.model_sha256)  # the last byte left
 
     async def UploadUpdate(  # noqa: N802
         self, request_iterator: AsyncIterator[pb.UpdateChunk], context: Context
@@ -157,7 +153,7 @@ class FederationService(pb_grpc.FederationServicer):
                 if first is None or first.WhichOneof("part") != "header":
                     raise ProtocolError("the first message of an upload must be its header")
                 header = serde.update_header_from_proto(first.header)
-                receipt = await self.engine.receive_update(
+                receipt = await self.handler.receive_update(
                     identity, header, _data_chunks(request_iterator)
                 )
         except FedsovError as exc:
@@ -169,7 +165,7 @@ class FederationService(pb_grpc.FederationServicer):
     ) -> pb.DeclineReceipt:
         identity = await self._identity(context)
         try:
-            self.engine.decline(
+            self.handler.decline(
                 identity,
                 task_id=request.task_id,
                 round=request.round,

@@ -1,0 +1,46 @@
+"""What the gRPC servicer hands each call to: a node's logic, which knows nothing of gRPC.
+
+``fedsov.node.engine.Engine`` is the one implementation; tests may pass a fake. The
+servicer checks identity (certificate, plan header) and maps errors; the handler
+admits, allocates and records.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Protocol
+
+from fedsov.messages import TaskEvent, UpdateHeader, UploadReceipt
+from fedsov.pki.identity import NodeIdentity
+
+__all__ = ["FederationHandler"]
+
+
+class FederationHandler(Protocol):
+    @property
+    def federation(self) -> str: ...
+
+    @property
+    def current_round(self) -> int:
+        """The open round's number; 0 when none is open."""
+        ...
+
+    def admit(self, identity: NodeIdentity) -> None:
+        """Raise AccessDenied / PolicyViolation unless ``identity`` may take part."""
+
+    def refused(self, identity: NodeIdentity, decision: str, reason: str) -> None:
+        """Record that ``identity`` was refused (admission, plan mismatch)."""
+
+    async def subscribe(self, identity: NodeIdentity) -> AsyncIterator[TaskEvent]: ...
+
+    def model_payload(self, sha256: str) -> bytes | bytearray: ...
+
+    def model_sent(self, identity: NodeIdentity, sha256: str) -> None: ...
+
+    async def receive_update(
+        self, identity: NodeIdentity, header: UpdateHeader, chunks: AsyncIterator[bytes]
+    ) -> UploadReceipt: ...
+
+    def decline(
+        self, identity: NodeIdentity, *, task_id: str, round: int, code: str, reason: str
+    ) -> None: ...
