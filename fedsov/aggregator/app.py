@@ -20,11 +20,11 @@ from dataclasses import replace
 from typing import Any
 
 from fedsov.aggregator.config import OVER_SELECT_WITH_SITE_DP, AggregatorConfig
-from fedsov.audit.trail import AuditTrail
+from fedsov.audit.trail import AuditTrail, open_audit_trail
 from fedsov.codec import EncodedTensors, encode
 from fedsov.exceptions import FedsovError
 from fedsov.fileio import write_json_atomic
-from fedsov.messages import AuditHead, PrivacyReport, TrainTask, UpdateHeader
+from fedsov.messages import PrivacyReport, TrainTask, UpdateHeader
 from fedsov.modelref import build_model
 from fedsov.node.allocator import tune_allocator
 from fedsov.node.engine import (
@@ -39,7 +39,7 @@ from fedsov.node.evaluation import make_evaluator
 from fedsov.node.model import GlobalModel, ModelStore, state_to_numpy
 from fedsov.node.state_sqlite import STATE_FILE, SqliteStateStore
 from fedsov.node.summary import build_summary
-from fedsov.participant import decline_task, may_send, send_update, serve_upstream
+from fedsov.participant import Upstream, may_send, serve_upstream
 from fedsov.pki.identity import Role
 from fedsov.pki.tls import TlsMaterial, load_tls_material
 from fedsov.policy.runtime import (
@@ -47,9 +47,10 @@ from fedsov.policy.runtime import (
     export_requirement,
     load_node_plan,
 )
+from fedsov.privacy.region import RegionBudget, site_level_report
 from fedsov.privacy.site_level import SiteLevelLedger, SiteRound
 from fedsov.randomness import secret_seed, warn_if_reproducible
-from fedsov.strategy import DPFedAvg, FedAvg, Strategy
+from fedsov.strategy import Strategy, create_strategy
 from fedsov.transport.client import FederationClient
 from fedsov.transport.server import start_server
 from fedsov.transport.service import FederationService
@@ -77,12 +78,12 @@ def export_header(
     *,
     privacy: PrivacyReport,
     site_dp: bool,
-    audit_head: AuditHead | None,
 ) -> UpdateHeader:
     """What a region's export says of itself: nothing unnoised that depends on a site's
     data. Under site-level DP the sites weigh equally (``DPFedAvg.fold_weight``), so the
     example count is the number of contributing sites; without it, the sites' own
-    counts, which they publish (record-level DP, replace-one)."""
+    counts, which they publish (record-level DP, replace-one). The ledger head is the
+    participant side's to add when it sends."""
     examples = len(accepted) if site_dp else sum(s.num_examples for s in accepted)
     return UpdateHeader(
         task_id=task.task_id,
@@ -95,7 +96,6 @@ def export_header(
         privacy=privacy,
         metrics={"sites": float(len(accepted))},
         contributors=tuple(sorted({c for s in accepted for c in s.contributors or (s.site,)})),
-        audit_head=audit_head,
     )
 
 
@@ -120,9 +120,12 @@ class RegionalAggregator:
         warn_if_reproducible(config.name)
         if strategy is None:
             strategy = (
-                DPFedAvg(config.site_dp, seed=dp_noise_seed(config)) if config.site_dp else FedAvg()
+                create_strategy("dp-fedavg", settings=config.site_dp, seed=dp_noise_seed(config))
+                if config.site_dp
+                else create_strategy("fedavg")
             )
-        if config.rounds.over_select and isinstance(strategy, DPFedAvg):
+        site_dp = strategy.site_level_dp()
+        if config.rounds.over_select and site_dp is not None:
             raise FedsovError(f"{config.source}: rounds.over_select {OVER_SELECT_WITH_SITE_DP}")
         self.strategy = strategy
         self.server_tls = _tls(config.server.tls)
@@ -151,7 +154,7 @@ class RegionalAggregator:
                     f"{config.source}: rounds.min_sites is {r.min_sites}, but the plan lets "
                     f"{config.name!r} export only aggregates of >= {need.min_sites} sites"
                 )
-            if need.site_dp and not isinstance(strategy, DPFedAvg):
+            if need.site_dp and site_dp is None:
                 raise FedsovError(
                     f"{config.source}: the plan requires site-level DP on what "
                     f"{config.name!r} exports; configure [site_dp]"
@@ -194,23 +197,23 @@ class RegionalAggregator:
         self.exported: list[int] = []
         # Site-level releases of this region, persisted: ε composes across restarts.
         identity = self.server_tls.identity if self.server_tls else None
-        self.site_ledger = SiteLevelLedger(
-            config.output_dir / "site-level-ledger.jsonl",
-            region=config.name,
-            jurisdiction=identity.jurisdiction if identity else "DEV",
-            federation=config.federation,
+        self.region_budget = RegionBudget(
+            SiteLevelLedger(
+                config.output_dir / "site-level-ledger.jsonl",
+                region=config.name,
+                jurisdiction=identity.jurisdiction if identity else "DEV",
+                federation=config.federation,
+            ),
+            budget=budget_epsilon,
         )
-        self.budget = budget_epsilon
         self.declined: dict[int, str] = {}
         self.port: int | None = None
         self.listening = asyncio.Event()
 
-    def _open_audit(self, plan_sha256: str | None) -> AuditTrail | None:
+    def _open_audit(self, plan_sha256: str | None) -> AuditTrail:
         """The region's signed audit trail (both tiers), with its sites' checkpoints."""
-        if self.server_tls is None:
-            return None
         audit = self.config.output_dir / "audit"
-        return AuditTrail.open(
+        return open_audit_trail(
             audit / "ledger.jsonl",
             self.server_tls,
             plan_sha256=plan_sha256,
@@ -252,6 +255,7 @@ class RegionalAggregator:
                 device="cpu",
                 backoff=self.config.backoff,
                 handle=self._handle,
+                audit=self.audit,
             )
             self.engine.finish(finished.reason)
         except FedsovError as exc:
@@ -269,8 +273,7 @@ class RegionalAggregator:
             summary = self.summary(status, time.time() - started)
             write_json_atomic(self.config.output_dir / "summary.json", summary)
             self.engine.state.close()
-            if self.audit is not None:
-                self.audit.close()
+            self.audit.close()
         return summary
 
     def summary(self, status: str, seconds: float) -> dict[str, Any]:
@@ -288,22 +291,13 @@ class RegionalAggregator:
             "role": "aggregator",
             "exported_rounds": self.exported,
             "site_level_epsilon": self.site_level_epsilon(),
-            "site_level_delta": (
-                self.strategy.settings.delta if isinstance(self.strategy, DPFedAvg) else None
-            ),
+            "site_level_delta": dp.delta if (dp := self.strategy.site_level_dp()) else None,
             "declined_rounds": {str(k): v for k, v in self.declined.items()},
         }
         return summary
 
-    async def _handle(self, client: FederationClient, task: TrainTask) -> None:
-        payload = await client.download(task.model_sha256, size=task.model_size)
-        if self.audit is not None:
-            self.audit.model_received(
-                round=task.round,
-                upstream=client.upstream_name,
-                upstream_jurisdiction=client.upstream_jurisdiction,
-                sha256=task.model_sha256,
-            )
+    async def _handle(self, upstream: Upstream, task: TrainTask) -> None:
+        payload = await upstream.download(task)
         base = GlobalModel(
             round=task.round,
             encoded=EncodedTensors(task.manifest, payload, task.model_sha256),
@@ -324,110 +318,74 @@ class RegionalAggregator:
                     round_seed=task.round_seed,
                 )
         except FedsovError as exc:
-            await self._decline(client, task, "below-k", str(exc))
+            await self._decline(upstream, task, "below-k", str(exc))
             return
         accepted = [s for s in report.sites if s.status == "accepted"]
         if not report.completed:
             await self._decline(
-                client,
+                upstream,
                 task,
                 "below-k",
                 f"only {len(accepted)} of the {self.config.rounds.min_sites} sites needed "
                 f"contributed in round {task.round}; nothing is exported",
             )
             return
-        if isinstance(self.strategy, DPFedAvg) and not self.site_ledger.has_round(
-            task.round, base.sha256
-        ):
-            release = self._release(report)
-            delta = self.strategy.settings.delta
-            after = self.site_ledger.fixed_size_epsilon(delta, extra=[release])
-            if self.budget is not None and after > self.budget:
-                await self._decline(
-                    client,
-                    task,
-                    "budget-exhausted",
-                    f"exporting round {task.round} would take the site-level ε of "
-                    f"{self.config.name} to {after:.3f} > its budget {self.budget:g} "
-                    f"(δ={delta:g}); nothing more leaves",
-                )
-                return
-            self.site_ledger.record(  # on disk before the export leaves
-                noise_multiplier=release.noise_multiplier,
-                sites=release.sites,
-                population=release.population,
+        site_dp = self.strategy.site_level_dp()
+        if site_dp is not None:  # charged, on disk, before the export leaves
+            release = self._release(report, site_dp.noise_multiplier)
+            refusal = self.region_budget.charge(
                 round=task.round,
                 base_sha256=base.sha256,
-                delta=delta,
+                noise_multiplier=release.noise_multiplier,
+                selected=release.sites,
+                population=release.population,
+                delta=site_dp.delta,
             )
+            if refusal is not None:
+                await self._decline(upstream, task, "budget-exhausted", refusal)
+                return
         new = self.engine.model.arrays()
         update = encode({k: new[k] - v for k, v in base.arrays().items()})
         header = export_header(
-            task,
-            update,
-            accepted,
-            privacy=self.privacy_report(),
-            site_dp=isinstance(self.strategy, DPFedAvg),
-            audit_head=self.audit.head() if self.audit else None,
+            task, update, accepted, privacy=self.privacy_report(), site_dp=site_dp is not None
         )
-        if not await send_update(client, header, update.payload):
+        if not await upstream.send(header, update.payload):
             return
-        if self.audit is not None:
-            self.audit.update_sent(
-                upstream=client.upstream_name,
-                upstream_jurisdiction=client.upstream_jurisdiction,
-                header=header,
-            )
         self.exported.append(task.round)
         log.info("round %d: exported the aggregate of %d sites", task.round, len(accepted))
 
-    def _release(self, report: RoundReport) -> SiteRound:
+    def _release(self, report: RoundReport, noise_multiplier: float) -> SiteRound:
         """The round's site-level release: m sites asked of the n connected when it
         opened (fixed-size sampling when sites_per_round is set; m = n otherwise).
 
         A report stored without its population (an older fedsov) is accounted with
         m = n: no amplification claimed.
         """
-        assert isinstance(self.strategy, DPFedAvg)
         selected = len(report.sites)
         population = max(selected, len(report.population)) if report.population else selected
-        return SiteRound(self.strategy.settings.noise_multiplier, selected, population)
+        return SiteRound(noise_multiplier, selected, population)
 
     def site_level_epsilon(self) -> float | None:
-        """Site-level ε of everything this region exported so far (None without DP).
-
-        Each round asks m of the n sites connected when it opened (a uniform sample
-        drawn with the OS CSPRNG; m = n without sites_per_round) and divides the sum
-        by the published count, so it is accounted as replace-one fixed-size sampling
-        (the Gaussian mechanism at multiplier z/2: swapping one site moves the clipped
-        sum by up to 2C). With adaptive clipping the clipped count's release is inside
-        z (Theorem 1 of Andrew et al. 2021).
-        """
-        if not isinstance(self.strategy, DPFedAvg):
-            return None
-        return self.site_ledger.fixed_size_epsilon(self.strategy.settings.delta)
+        """Site-level ε of everything this region exported so far (None without DP);
+        see ``fedsov.privacy.region`` for how it is accounted."""
+        site_dp = self.strategy.site_level_dp()
+        return None if site_dp is None else self.region_budget.epsilon(site_dp.delta)
 
     def privacy_report(self) -> PrivacyReport:
         """Site-level DP of what this region exports (none with plain FedAvg)."""
+        site_dp = self.strategy.site_level_dp()
         epsilon = self.site_level_epsilon()
-        if epsilon is None or not math.isfinite(epsilon) or not isinstance(self.strategy, DPFedAvg):
+        if site_dp is None or epsilon is None or not math.isfinite(epsilon):
             return PrivacyReport(enabled=False, epsilon=0.0, delta=0.0)  # no noise: no DP
-        s = self.strategy.settings
-        return PrivacyReport(
-            enabled=True,
-            epsilon=epsilon,
-            delta=s.delta,
-            noise_multiplier=s.noise_multiplier,
-            max_grad_norm=self.strategy.last_round.clip if self.strategy.last_round else s.clip,
-            sample_rate=1.0,
-            steps=1,
-            total_steps=self.strategy.rounds,
-            accountant="rdp-replace-one",
+        return site_level_report(
+            epsilon,
+            delta=site_dp.delta,
+            noise_multiplier=site_dp.noise_multiplier,
+            clip=site_dp.clip,
+            rounds=site_dp.rounds,
         )
 
-    async def _decline(
-        self, client: FederationClient, task: TrainTask, code: str, why: str
-    ) -> None:
+    async def _decline(self, upstream: Upstream, task: TrainTask, code: str, why: str) -> None:
         self.declined[task.round] = f"{code}: {why}"
         log.warning("round %d: declining the task: %s", task.round, why)
-        await decline_task(client, task, code=code, reason=why, audit=self.audit)
+        await upstream.decline(task, code=code, reason=why)

@@ -24,7 +24,7 @@ from fedsov.pki.identity import NodeIdentity
 from fedsov.pki.tls import TlsMaterial
 from fedsov.randomness import REPRODUCIBLE_ENV, reproducible
 
-__all__ = ["AuditTrail"]
+__all__ = ["AuditTrail", "NullAuditTrail", "open_audit_trail"]
 
 log = logging.getLogger("fedsov.audit")
 
@@ -106,7 +106,7 @@ class AuditTrail:
 
     # ----- as a participant (site, or a region towards its upstream) ----------------
 
-    def head(self) -> AuditHead:
+    def head(self) -> AuditHead | None:
         """Checkpoint the ledger now; the upstream keeps it with the next update."""
         checkpoint = self.ledger.checkpoint() if len(self.ledger) else None
         if checkpoint is None:  # an empty ledger: record that nothing came before
@@ -238,3 +238,74 @@ class AuditTrail:
 
     def close(self) -> None:
         self.ledger.close()
+
+
+class NullAuditTrail(AuditTrail):
+    """The trail of a node without a certificate (``--insecure``, local development):
+    every event is accepted and recorded nowhere, so callers never test for a trail."""
+
+    def __init__(self) -> None:  # no ledger, no checkpoints
+        pass
+
+    @property
+    def node(self) -> str:
+        return ""
+
+    def head(self) -> AuditHead | None:
+        return None
+
+    def model_received(
+        self, *, round: int, upstream: str, upstream_jurisdiction: str | None, sha256: str
+    ) -> None:
+        pass
+
+    def update_sent(
+        self, *, upstream: str, upstream_jurisdiction: str | None, header: UpdateHeader
+    ) -> None:
+        pass
+
+    def declined(
+        self, *, round: int, peer: str, peer_jurisdiction: str | None, code: str, reason: str
+    ) -> None:
+        pass
+
+    def refused(
+        self, *, peer: str, peer_jurisdiction: str | None, decision: str, reason: str
+    ) -> None:
+        pass
+
+    def update_received(self, peer: NodeIdentity, header: UpdateHeader) -> None:
+        pass
+
+    def model_sent(self, *, round: int | None, peer: NodeIdentity, sha256: str) -> None:
+        pass
+
+    def model_published(
+        self,
+        *,
+        round: int,
+        sha256: str,
+        parent: str | None,
+        contributors: Sequence[str],
+        sites: Sequence[str],
+        regions: Sequence[str],
+        metrics: Mapping[str, float],
+    ) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def open_audit_trail(
+    ledger: Path | None,
+    tls: TlsMaterial | None,
+    *,
+    plan_sha256: str | None = None,
+    checkpoints: Path | None = None,
+) -> AuditTrail:
+    """The signed trail in ``ledger`` (keeping its participants' ledger heads under
+    ``checkpoints``); a NullAuditTrail without a ledger or a key to sign with."""
+    if ledger is None or tls is None:
+        return NullAuditTrail()
+    return AuditTrail.open(ledger, tls, plan_sha256=plan_sha256, checkpoints=checkpoints)

@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from fedsov.audit.trail import AuditTrail
+from fedsov.audit.trail import AuditTrail, open_audit_trail
 from fedsov.coordinator.config import CoordinatorConfig
 from fedsov.coordinator.schedule import Schedule, ScheduledEngine
 from fedsov.exceptions import FedsovError
@@ -135,8 +135,7 @@ async def run_coordinator(
         await engine.linger(FINISH_GRACE_S)  # every site hears Finished, even one reconnecting
         await server.stop(grace=2.0)
         state.close()
-        if audit is not None:
-            audit.close()
+        audit.close()
     summary = build_summary(
         federation=config.federation,
         reports=engine.reports,
@@ -149,11 +148,9 @@ async def run_coordinator(
     return summary
 
 
-def _audit_trail(out: Path, tls: TlsMaterial | None, plan_sha256: str | None) -> AuditTrail | None:
+def _audit_trail(out: Path, tls: TlsMaterial | None, plan_sha256: str | None) -> AuditTrail:
     """The coordinator's signed audit trail, with its participants' checkpoints."""
-    if tls is None:
-        return None
-    return AuditTrail.open(
+    return open_audit_trail(
         out / "audit" / "ledger.jsonl",
         tls,
         plan_sha256=plan_sha256,
@@ -161,11 +158,11 @@ def _audit_trail(out: Path, tls: TlsMaterial | None, plan_sha256: str | None) ->
     )
 
 
-def _model_publisher(audit: AuditTrail | None, state: StateStore) -> Callable[[RoundReport], None]:
+def _model_publisher(audit: AuditTrail, state: StateStore) -> Callable[[RoundReport], None]:
     def publish(report: RoundReport) -> None:
         """A new global model version in the audit trail, with what went into it."""
         row = state.model(report.model_sha256) if report.completed else None
-        if audit is None or row is None:
+        if row is None:
             return
         audit.model_published(
             round=report.round,

@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from fedsov.audit.trail import AuditTrail
+from fedsov.audit.trail import AuditTrail, NullAuditTrail
 from fedsov.codec import DEFAULT_CHUNK_SIZE
 from fedsov.node.model import GlobalModel, ModelStore
 from fedsov.node.state import MemoryStateStore, ModelRow, RoundRow, StateStore, TaskRow
@@ -231,7 +231,7 @@ class Engine:
         self.settings = settings
         self.state: StateStore = state or MemoryStateStore()
         self.fingerprint = fingerprint or _fingerprint(settings, initial, strategy)
-        self.audit = audit
+        self.audit: AuditTrail = audit or NullAuditTrail()
         self.admit: Admission = admission or SiteAdmission(
             settings.federation, settings.allowed_sites
         )
@@ -339,8 +339,8 @@ class Engine:
             log.info(
                 "round %d: %s sent its update again; counted once", current.number, identity.name
             )
-        if self.audit is not None:  # once per update, also one whose ack a crash cut off
-            self.audit.update_received(identity, header)
+        # Once per update, also one whose ack a crash cut off.
+        self.audit.update_received(identity, header)
         return receipt
 
     def decline(
@@ -350,32 +350,29 @@ class Engine:
         why = f"{code}: {reason}" if code else reason
         self._open(round).decline(identity.name, task_id, round=round, reason=why)
         log.warning("round %d: %s declined its task: %s", round, identity.name, why)
-        if self.audit is not None:
-            self.audit.declined(
-                round=round,
-                peer=identity.name,
-                peer_jurisdiction=identity.jurisdiction,
-                code=code,
-                reason=reason,
-            )
+        self.audit.declined(
+            round=round,
+            peer=identity.name,
+            peer_jurisdiction=identity.jurisdiction,
+            code=code,
+            reason=reason,
+        )
 
     def model_sent(self, identity: NodeIdentity, sha256: str) -> None:
         """A participant downloaded the whole of model ``sha256``."""
-        if self.audit is not None:
-            current = self.current
-            self.audit.model_sent(
-                round=current.number if current else None, peer=identity, sha256=sha256
-            )
+        current = self.current
+        self.audit.model_sent(
+            round=current.number if current else None, peer=identity, sha256=sha256
+        )
 
     def refused(self, identity: NodeIdentity, decision: str, reason: str) -> None:
         """The policy refused ``identity`` (admission, plan): recorded for the auditors."""
-        if self.audit is not None:
-            self.audit.refused(
-                peer=identity.name,
-                peer_jurisdiction=identity.jurisdiction,
-                decision=decision,
-                reason=reason,
-            )
+        self.audit.refused(
+            peer=identity.name,
+            peer_jurisdiction=identity.jurisdiction,
+            decision=decision,
+            reason=reason,
+        )
 
     # ----- the round loop -----------------------------------------------------------
 

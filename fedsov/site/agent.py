@@ -10,12 +10,12 @@ from dataclasses import dataclass, replace
 import numpy as np
 import torch
 
-from fedsov.audit.trail import AuditTrail
+from fedsov.audit.trail import AuditTrail, open_audit_trail
 from fedsov.codec import decode, encode
 from fedsov.exceptions import CodecError, FedsovError, TrainingError
 from fedsov.messages import Finished, PrivacyReport, TrainTask, UpdateHeader
 from fedsov.modelref import build_model, load_weights
-from fedsov.participant import decline_task, may_send, send_update, serve_upstream
+from fedsov.participant import Upstream, may_send, serve_upstream
 from fedsov.pki.tls import TlsMaterial, load_tls_material
 from fedsov.policy.runtime import load_node_plan
 from fedsov.privacy.accountant import MechanismStep
@@ -75,17 +75,17 @@ class SiteAgent:
         # With a plan, TLS must prove the server is the plan's upstream: its certificate
         # has to name that node (sign server CSRs with --host <node name>).
         self.server_name = config.upstream.server_name
-        self.audit: AuditTrail | None = None
-        if config.plan is not None:
-            plan = load_node_plan(config.plan, config.name)
-            self.audit = self._open_audit(plan.sha256)
+        plan = load_node_plan(config.plan, config.name) if config.plan is not None else None
+        # The site's signed audit trail; a null one without TLS (no key to sign with).
+        self.audit: AuditTrail = open_audit_trail(
+            config.audit_ledger, self.tls, plan_sha256=plan.sha256 if plan else None
+        )
+        if plan is not None:
             may_send(plan, config.name, self.audit)  # before any byte leaves
             self.plan_sha256 = plan.sha256
             self.server_name = self.server_name or plan.node(config.name).upstream
             if self.budget is None:
                 self.budget = plan.policy.budgets.site_epsilon
-        else:
-            self.audit = self._open_audit(None)
         warn_if_reproducible(config.name)
         self.device = config.device or ("cuda" if torch.cuda.is_available() else "cpu")
         self.data: Dataset = load_local_data(config.data)
@@ -107,12 +107,6 @@ class SiteAgent:
         self._unsent: _Unsent | None = None
         self.rounds_trained = 0
         self.epsilon = 0.0
-
-    def _open_audit(self, plan_sha256: str | None) -> AuditTrail | None:
-        """The site's signed audit trail; none without TLS (no key to sign with)."""
-        if self.tls is None or self.config.audit_ledger is None:
-            return None
-        return AuditTrail.open(self.config.audit_ledger, self.tls, plan_sha256=plan_sha256)
 
     def _client(self) -> FederationClient:
         return FederationClient(
@@ -138,10 +132,10 @@ class SiteAgent:
                 device=self.device,
                 backoff=self.config.backoff,
                 handle=self._handle,
+                audit=self.audit,
             )
         finally:
-            if self.audit is not None:
-                self.audit.close()  # a last checkpoint
+            self.audit.close()  # a last checkpoint
         return SiteOutcome(self.rounds_trained, self.epsilon, finished)
 
     def _trainer_for(self, task: TrainTask) -> DPTrainer:
@@ -164,14 +158,12 @@ class SiteAgent:
             self._trainer.train = train
         return self._trainer
 
-    async def _decline(
-        self, client: FederationClient, task: TrainTask, code: str, reason: str
-    ) -> None:
+    async def _decline(self, upstream: Upstream, task: TrainTask, code: str, reason: str) -> None:
         """Refuse ``task``; the upstream records the code and reason in its round report."""
         log.warning("round %d: declining: %s", task.round, reason)
-        await decline_task(client, task, code=code, reason=reason, audit=self.audit)
+        await upstream.decline(task, code=code, reason=reason)
 
-    async def _within_budget(self, client: FederationClient, task: TrainTask) -> bool:
+    async def _within_budget(self, upstream: Upstream, task: TrainTask) -> bool:
         """Refuse the task (the upstream records why) if it would cross the site's budget."""
         trainer = self._trainer_for(task)
         privacy = self.config.privacy
@@ -184,28 +176,18 @@ class SiteAgent:
             f"round {task.round} would take ε to {after:.3f} > budget {self.budget:g} "
             f"(δ={privacy.delta:g}, {privacy.accountant}); this site trains no more"
         )
-        await self._decline(client, task, "budget-exhausted", reason)
+        await self._decline(upstream, task, "budget-exhausted", reason)
         return False
 
-    async def _send(self, client: FederationClient, unsent: _Unsent, task: TrainTask) -> bool:
+    async def _send(self, upstream: Upstream, unsent: _Unsent, task: TrainTask) -> bool:
         """Upload; kept for a retry only while the connection, not the update, failed."""
         self._unsent = unsent
-        header = replace(
-            unsent.header,
-            task_id=task.task_id,
-            audit_head=self.audit.head() if self.audit else None,
-        )
-        sent = await send_update(client, header, unsent.payload)  # raises if cut off
+        header = replace(unsent.header, task_id=task.task_id)
+        sent = await upstream.send(header, unsent.payload)  # raises if cut off
         self._unsent = None
-        if sent and self.audit is not None:
-            self.audit.update_sent(
-                upstream=client.upstream_name,
-                upstream_jurisdiction=client.upstream_jurisdiction,
-                header=header,
-            )
         return sent
 
-    async def _handle(self, client: FederationClient, task: TrainTask) -> None:
+    async def _handle(self, upstream: Upstream, task: TrainTask) -> None:
         started = time.monotonic()
         unsent = self._unsent
         if unsent is not None and unsent.answers(task):
@@ -213,31 +195,22 @@ class SiteAgent:
             # an upstream restart: send the update already trained. Its ε is in the
             # ledger; training again would spend it twice.
             log.info("round %d: sending the update trained before the interruption", task.round)
-            await self._send(client, unsent, task)
+            await self._send(upstream, unsent, task)
             return
         self._unsent = None
-        if not await self._within_budget(client, task):
+        if not await self._within_budget(upstream, task):
             return
         payload = self._models.get(task.model_sha256)
         if payload is None:
             partial = self._partial.setdefault(task.model_sha256, bytearray())
             self._partial = {task.model_sha256: partial}  # older models are not resumed
             try:
-                payload = await client.download(
-                    task.model_sha256, size=task.model_size, buffer=partial
-                )
+                payload = await upstream.download(task, buffer=partial)
             except CodecError:
                 self._partial = {}  # bytes that do not add up: start again next time
                 raise
             self._partial = {}
             self._models = {task.model_sha256: payload}
-            if self.audit is not None:
-                self.audit.model_received(
-                    round=task.round,
-                    upstream=client.upstream_name,
-                    upstream_jurisdiction=client.upstream_jurisdiction,
-                    sha256=task.model_sha256,
-                )
         global_weights = decode(task.manifest, payload, sha256=task.model_sha256)
         model = build_model(self.config.model.factory, self.config.model.kwargs)
         load_weights(model, global_weights)
@@ -247,7 +220,7 @@ class SiteAgent:
                 trainer.train_round, model, round_seed=task.round_seed ^ self.config.seed
             )
         except TrainingError as exc:  # nothing was released: no ε is spent
-            await self._decline(client, task, "training-failed", str(exc))
+            await self._decline(upstream, task, "training-failed", str(exc))
             return
         delta = _parameter_delta(model, result.weights, global_weights)
         update = encode(delta)
@@ -287,7 +260,7 @@ class SiteAgent:
         self.rounds_trained += 1
         self.epsilon = result.epsilon
         unsent = _Unsent(task.round, task.model_sha256, task.round_seed, header, update.payload)
-        if not await self._send(client, unsent, task):
+        if not await self._send(upstream, unsent, task):
             return
         log.info(
             "round %d: %d examples, %d steps, loss %.4f, ε=%.3f (δ=%g), %.1f s",

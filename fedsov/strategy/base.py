@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from fedsov.codec import Manifest, Segment
 
-__all__ = ["RoundAggregate", "Strategy"]
+__all__ = ["RoundAggregate", "SiteLevelDP", "Strategy"]
 
 
 class RoundAggregate(ABC):
@@ -74,6 +75,16 @@ class RoundAggregate(ABC):
         return out
 
 
+@dataclass(frozen=True)
+class SiteLevelDP:
+    """What a site-level DP strategy adds to each aggregate it releases."""
+
+    noise_multiplier: float  # z: noise std over the clip norm
+    delta: float
+    clip: float  # the clip norm of the last round released (adaptive), else the configured one
+    rounds: int  # rounds released so far
+
+
 class Strategy(ABC):
     name: str
 
@@ -91,3 +102,7 @@ class Strategy(ABC):
 
     def restore(self, state: Mapping[str, Any]) -> None:  # noqa: B027 - stateless by default
         """Take back what ``state`` returned before a restart."""
+
+    def site_level_dp(self) -> SiteLevelDP | None:
+        """How the aggregates this strategy releases are noised; None when they are not."""
+        return None

@@ -39,7 +39,7 @@ import numpy as np
 
 from fedsov.codec import Manifest
 from fedsov.exceptions import ConfigError
-from fedsov.strategy.base import Strategy
+from fedsov.strategy.base import SiteLevelDP, Strategy
 from fedsov.strategy.fedavg import FedAvgAggregate
 
 __all__ = ["DPFedAvg", "DPFedAvgAggregate", "RoundStats", "SiteDPSettings", "adaptive_noise"]
@@ -185,6 +185,15 @@ class DPFedAvg(Strategy):
         """The adaptive clip and round count of before a restart; the noise seed stays new."""
         if state:
             self.clip, self.rounds = float(state["clip"]), int(state["rounds"])
+
+    def site_level_dp(self) -> SiteLevelDP:
+        last = self.last_round_stats
+        return SiteLevelDP(
+            noise_multiplier=self.settings.noise_multiplier,
+            delta=self.settings.delta,
+            clip=last.clip if last else self.settings.clip,
+            rounds=self.rounds,
+        )
 
     def rng(self, round: int, stream: int) -> np.random.Generator:
         return np.random.default_rng([self.seed, round, stream])

@@ -34,7 +34,7 @@ def header(*, site_dp: bool):  # type: ignore[no-untyped-def]
     update = encode({"w": np.zeros(3, dtype=np.float32)})
     task = TrainTask("t", 4, "a" * 64, 1, update.manifest, TrainingPlan(1, 8, 0.1), 0.0, 1)
     sites = [accepted("s1", 150), accepted("s2", 37)]
-    return export_header(task, update, sites, privacy=PRIVACY, site_dp=site_dp, audit_head=None)
+    return export_header(task, update, sites, privacy=PRIVACY, site_dp=site_dp)
 
 
 def test_under_site_level_dp_the_export_counts_sites_not_examples() -> None:
@@ -65,9 +65,9 @@ def test_a_round_is_accounted_over_the_population_it_was_drawn_from(
 ) -> None:
     agg = region(tmp_path, pki, sites_per_round=2)
     try:
-        release = agg._release(report(2, tuple(f"s{i}" for i in range(5))))
+        release = agg._release(report(2, tuple(f"s{i}" for i in range(5))), 1.0)
         assert (release.sites, release.population) == (2, 5)
-        old = agg._release(report(2, ()))  # stored by an older fedsov: no amplification
+        old = agg._release(report(2, ()), 1.0)  # stored by an older fedsov: no amplification
         assert (old.sites, old.population) == (2, 2)
     finally:
         agg.engine.state.close()
