@@ -24,6 +24,7 @@ test: setup lint typecheck
 lint: setup
 	$(VENV)/bin/ruff check fedsov tests benchmarks tools
 	$(VENV)/bin/ruff format --check fedsov tests benchmarks tools
+	$(VENV)/bin/lint-imports --no-cache  # the layers in .importlinter
 
 typecheck: setup
 	$(VENV)/bin/mypy
