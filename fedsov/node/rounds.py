@@ -3,18 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-import math
 import os
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from typing import BinaryIO
 
-import numpy as np
-
-from fedsov.codec import DEFAULT_CHUNK_SIZE, PayloadReader
+from fedsov.codec import DEFAULT_CHUNK_SIZE, PayloadReader, Segment
 from fedsov.exceptions import (
     DuplicateUpdate,
     FedsovError,
@@ -28,7 +25,7 @@ from fedsov.fileio import fsync_dir
 from fedsov.messages import TrainTask, UpdateHeader, UploadReceipt, header_to_json
 from fedsov.node.model import GlobalModel
 from fedsov.node.state import Receipt, StateStore
-from fedsov.strategy import RoundAggregate
+from fedsov.strategy import RoundAggregate, UpdateFold
 
 __all__ = ["Round", "TaskRecord", "TaskStatus"]
 
@@ -119,7 +116,7 @@ class Round:
         why = "the round closed with enough updates" if enough else "the deadline"
         for record in self.tasks.values():
             if record.status is TaskStatus.RECEIVING and record.upload is not None:
-                record.upload.rollback(self.aggregate)
+                record.upload.rollback(True)
                 self._resolve(record, TaskStatus.LATE, f"upload still arriving at {why}")
             elif record.status is TaskStatus.PENDING:
                 earlier = f" ({record.reason})" if record.reason else ""
@@ -204,27 +201,27 @@ class Round:
         upload = _Upload(
             header,
             self.spool_dir / f"{header.task_id}.part",
-            weight=self.aggregate.fold_weight(header.num_examples),
-            measure_norm=self.aggregate.needs_norm,
+            fold=self.aggregate.begin(header.num_examples),
         )
         record.status, record.upload = TaskStatus.RECEIVING, upload
         try:
             async for chunk in chunks:
                 if record.status is not TaskStatus.RECEIVING:
                     break  # closed at the deadline meanwhile
-                upload.add(chunk, self.aggregate)
+                upload.add(chunk)
                 crash_point("upload-folding", self.number)
             if record.status is not TaskStatus.RECEIVING:
                 raise LateUpdate(f"round {self.number} closed while this update was arriving")
-            upload.finish(self.aggregate)
+            upload.finish()
             if self.state is not None and not restoring:
                 self._store_receipt(site, header, upload)
+            upload.fold.finish(upload.replay)  # from here on the update counts
         except FedsovError as exc:
             self._refuse(record, upload, exc)
             raise
         except BaseException:
             # Aborted by the peer or the network, not refused: the site may upload again.
-            upload.rollback(self._aggregate)
+            upload.rollback(self._aggregate is not None)
             if record.status is TaskStatus.RECEIVING:
                 record.status, record.reason = TaskStatus.PENDING, "upload aborted by the peer"
             raise
@@ -234,7 +231,6 @@ class Round:
             upload.discard()  # (restoring: its kept copy stays where it was)
         else:
             upload.close()  # kept until the round commits: a restart folds it again
-        self.aggregate.commit(weight=upload.weight)
         record.header = header
         self._resolve(record, TaskStatus.ACCEPTED)
         return UploadReceipt(
@@ -242,7 +238,7 @@ class Round:
         )
 
     def _refuse(self, record: TaskRecord, upload: _Upload, exc: FedsovError) -> None:
-        upload.rollback(self._aggregate)
+        upload.rollback(self._aggregate is not None)
         if record.status is not TaskStatus.RECEIVING:
             return
         if isinstance(exc, PayloadSizeError) and upload.ended and upload.short:
@@ -273,63 +269,36 @@ class Round:
 
 
 class _Upload:
-    """One update being received: its validator and the spool of what was folded.
+    """One update being received: its validator, its spool, and its fold into the
+    round's aggregate (the strategy's: what is folded when is not the round's concern)."""
 
-    Where the aggregate needs the update's norm (clipping), nothing is folded while
-    it arrives: it is spooled and measured, then folded once with its final weight.
-    Folding first and correcting later is not exact in float32: a huge update would
-    swallow the other sites' sums, and clipping it afterwards would not restore them.
-    """
-
-    def __init__(
-        self, header: UpdateHeader, spool: Path, *, weight: float, measure_norm: bool
-    ) -> None:
+    def __init__(self, header: UpdateHeader, spool: Path, *, fold: UpdateFold) -> None:
         self.header = header
-        self.weight = weight
-        self.measure_norm = measure_norm
-        self._squared_norm = 0.0
+        self.fold = fold
         self.ended = False  # the peer's stream ended (complete or not)
-        self._folded = 0.0  # the weight this upload's spooled bytes are in the aggregate with
         self.reader = PayloadReader(
             header.manifest, size=header.payload_size, sha256=header.payload_sha256
         )
         self.spool = spool
         self._file: BinaryIO | None = open(spool, "wb")  # noqa: SIM115 - closed in discard
 
-    def add(self, chunk: bytes, aggregate: RoundAggregate) -> None:
+    def add(self, chunk: bytes) -> None:
         segments = list(self.reader.feed(chunk))  # validates the whole chunk first
         assert self._file is not None
         self._file.write(chunk)
         for segment in segments:
-            if self.measure_norm:
-                values = segment.values.astype(np.float64)
-                self._squared_norm += float(np.dot(values, values))
-            else:
-                aggregate.fold(segment, weight=self.weight)
-        self._folded = 0.0 if self.measure_norm else self.weight
-
-    @property
-    def norm(self) -> float:
-        return math.sqrt(self._squared_norm)
+            self.fold.add(segment)
 
     @property
     def short(self) -> bool:
         return self.reader.received < self.reader.size
 
-    def finish(self, aggregate: RoundAggregate) -> None:
-        """Check the upload is complete; fold it now if folding was deferred (clipping)."""
+    def finish(self) -> None:
+        """Check the upload is complete, its spool written through."""
         self.ended = True
         self.reader.finish()
         assert self._file is not None
         self._file.flush()
-        if self.measure_norm:  # deferred: fold once, already clipped
-            extra = aggregate.correction(norm=self.norm, weight=self.weight)
-            self.fold_deferred(aggregate, weight=self.weight + extra)
-
-    def fold_deferred(self, aggregate: RoundAggregate, *, weight: float) -> None:
-        """Fold the whole (validated, measured) update once, with ``weight``."""
-        self._fold_spool(aggregate, weight)
-        self._folded = weight
 
     def keep(self, path: Path) -> None:
         """fsync the spool and give it its final name (the bytes of an accepted update)."""
@@ -349,26 +318,25 @@ class _Upload:
         self.close()
         self.spool.unlink(missing_ok=True)
 
-    def rollback(self, aggregate: RoundAggregate | None) -> None:
+    def rollback(self, aggregate_alive: bool) -> None:
         """Unfold everything folded so far (exactly the spooled bytes); idempotent.
 
-        ``aggregate`` is None once the round produced its model: ``Round.close`` rolled
+        The aggregate is gone once the round produced its model: ``Round.close`` rolled
         back every upload still arriving before that, so an upload that ends later
         (late, or cut off) has nothing left to unfold.
         """
         if self._file is None:
             return
-        assert aggregate is not None, "an upload outlived the aggregate it was folded into"
+        assert aggregate_alive, "an upload outlived the aggregate it was folded into"
         self._file.flush()
-        if self._folded:
-            self._fold_spool(aggregate, -self._folded)
+        self.fold.rollback(self.replay)
         self.discard()
 
-    def _fold_spool(self, aggregate: RoundAggregate, weight: float) -> None:
-        replay = PayloadReader(
+    def replay(self) -> Iterator[Segment]:
+        """The spooled update's segments, in order."""
+        reader = PayloadReader(
             self.header.manifest, size=self.header.payload_size, allow_nonfinite=True
         )
         with open(self.spool, "rb") as f:
             while chunk := f.read(DEFAULT_CHUNK_SIZE):
-                for segment in replay.feed(chunk):
-                    aggregate.fold(segment, weight=weight)
+                yield from reader.feed(chunk)

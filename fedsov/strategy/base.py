@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -11,20 +12,72 @@ import numpy as np
 
 from fedsov.codec import Manifest, Segment
 
-__all__ = ["RoundAggregate", "SiteLevelDP", "Strategy"]
+__all__ = ["Replay", "RoundAggregate", "SiteLevelDP", "Strategy", "UpdateFold"]
+
+Replay = Callable[[], Iterable[Segment]]
+"""The segments of one update again, in order (the round keeps them in a spool)."""
+
+
+class UpdateFold:
+    """One update's way into a round's aggregate: the round streams each validated
+    segment to ``add`` as it arrives, calls ``finish`` once the update is complete and
+    stored (from then on it counts), or ``rollback`` to take it out again before that.
+
+    This one folds each segment at once with ``fold_weight(num_examples)``. Where the
+    aggregate ``needs_norm`` (clipping), nothing is folded while the update arrives: it
+    is measured, then folded once from ``replay`` with ``weight + correction(norm)``.
+    Folding first and correcting later is not exact in float32: a huge update would
+    swallow the other sites' sums, and clipping it afterwards would not restore them.
+    """
+
+    def __init__(self, aggregate: RoundAggregate, num_examples: int) -> None:
+        self.aggregate = aggregate
+        self.weight = aggregate.fold_weight(num_examples)
+        self._squared_norm = 0.0
+        self._folded = 0.0  # the weight the segments seen so far are in the aggregate with
+        self.counted = False
+
+    def add(self, segment: Segment) -> None:
+        if self.aggregate.needs_norm:
+            values = segment.values.astype(np.float64)
+            self._squared_norm += float(np.dot(values, values))
+        else:
+            self.aggregate.fold(segment, weight=self.weight)
+            self._folded = self.weight
+
+    def finish(self, replay: Replay) -> None:
+        if self.aggregate.needs_norm:  # deferred: fold once, already clipped
+            norm = math.sqrt(self._squared_norm)
+            weight = self.weight + self.aggregate.correction(norm=norm, weight=self.weight)
+            self._fold(replay, weight)
+            self._folded = weight
+        self.aggregate.commit(weight=self.weight)
+        self.counted = True
+
+    def rollback(self, replay: Replay) -> None:
+        """Unfold exactly what was folded so far; idempotent."""
+        assert not self.counted, "an update that counts is not rolled back"
+        if self._folded:
+            self._fold(replay, -self._folded)
+            self._folded = 0.0
+
+    def _fold(self, replay: Replay, weight: float) -> None:
+        for segment in replay():
+            self.aggregate.fold(segment, weight=weight)
 
 
 class RoundAggregate(ABC):
     """Running state of one round's aggregation; memory is O(model), not O(sites x model).
 
-    The round engine folds every segment of an upload as it arrives with
-    ``fold_weight(num_examples)``. Once the upload is complete, and only where
-    ``needs_norm`` is set, it calls ``correction`` with the update's L2 norm and folds
-    the update once more with the weight returned (clipping, for example), then
-    ``commit``s the update's weight.
+    The round hands each update to ``begin``'s ``UpdateFold``, which decides what is
+    folded when; the methods below are the linear pieces it is made of.
     """
 
     needs_norm: bool = False
+
+    def begin(self, num_examples: int) -> UpdateFold:
+        """The fold of one update of ``num_examples`` examples."""
+        return UpdateFold(self, num_examples)
 
     def fold_weight(self, num_examples: int) -> float:
         """The weight an update of ``num_examples`` examples is folded with."""
