@@ -84,14 +84,14 @@ def coordinator(
     from dataclasses import replace
 
     from fedsov.coordinator import config as coordinator_config
-    from fedsov.coordinator.app import run_coordinator
+    from fedsov.coordinator.app import Coordinator
 
     setup_logging(log_level, role="coordinator")
     try:
         cfg = coordinator_config.load(config)
         if _warn_if_insecure(insecure, cfg.server.tls):
             cfg = replace(cfg, server=replace(cfg.server, tls=None))
-        summary = asyncio.run(run_coordinator(cfg))
+        summary = asyncio.run(Coordinator(cfg).run())
     except FedsovError as exc:
         raise _fail(exc) from exc
     print(

@@ -29,123 +29,134 @@ from fedsov.strategy import FedAvg
 from fedsov.transport.server import start_server
 from fedsov.transport.service import FederationService
 
-__all__ = ["run_coordinator"]
+__all__ = ["Coordinator"]
 
 log = logging.getLogger("fedsov.coordinator")
 
 
-async def run_coordinator(
-    config: CoordinatorConfig,
-    *,
-    on_round: Callable[[RoundReport], None] | None = None,
-) -> dict[str, object]:
-    """Serve until every round ran (or the federation stalls); return the summary."""
-    tune_allocator()
-    out = config.output_dir
-    out.mkdir(parents=True, exist_ok=True)
-    tls = (
-        None
-        if config.server.tls is None
-        else load_tls_material(
-            cert=config.server.tls.cert, key=config.server.tls.key, ca=config.server.tls.ca
+class Coordinator:
+    """The global aggregator: a node driven by its own schedule of rounds."""
+
+    def __init__(
+        self,
+        config: CoordinatorConfig,
+        *,
+        on_round: Callable[[RoundReport], None] | None = None,
+    ) -> None:
+        self.config = config
+        self.on_round = on_round
+
+    async def run(self) -> dict[str, object]:
+        """Serve until every round ran (or the federation stalls); return the summary."""
+        config, on_round = self.config, self.on_round
+        tune_allocator()
+        out = config.output_dir
+        out.mkdir(parents=True, exist_ok=True)
+        tls = (
+            None
+            if config.server.tls is None
+            else load_tls_material(
+                cert=config.server.tls.cert, key=config.server.tls.key, ca=config.server.tls.ca
+            )
         )
-    )
-    warn_if_reproducible(tls.identity.name if tls is not None else "coordinator")
-    initial = GlobalModel.from_arrays(
-        state_to_numpy(build_model(config.model.factory, config.model.kwargs, seed=config.seed)),
-        round=0,
-        parent=None,
-    )
-    store = ModelStore(out / "models")
-    state = SqliteStateStore(out / STATE_FILE)
-    rounds_log = out / "rounds.jsonl"
-    # One line per closed round attempt, rebuilt from the state store on a restart.
-    write_atomic(rounds_log, "".join(_line(r) for r in state.reports()).encode())
+        warn_if_reproducible(tls.identity.name if tls is not None else "coordinator")
+        initial = GlobalModel.from_arrays(
+            state_to_numpy(
+                build_model(config.model.factory, config.model.kwargs, seed=config.seed)
+            ),
+            round=0,
+            parent=None,
+        )
+        store = ModelStore(out / "models")
+        state = SqliteStateStore(out / STATE_FILE)
+        rounds_log = out / "rounds.jsonl"
+        # One line per closed round attempt, rebuilt from the state store on a restart.
+        write_atomic(rounds_log, "".join(_line(r) for r in state.reports()).encode())
 
-    plan, admission = None, None
-    if config.plan is not None:
-        me = tls.identity.name if tls is not None else None  # None: the plan's global node
-        plan = load_node_plan(config.plan, me, federation=config.federation)
-        admission = PlanAdmission(plan, me or plan.global_node.name)
-        log.info("enforcing plan %s (%s)", plan.sha256[:16], config.plan)
-    audit = _audit_trail(out, tls, plan.sha256 if plan else None)
-    publish = _model_publisher(audit, state)
-    for earlier in state.reports():  # a restart may have cut the last one off
-        publish(RoundReport.from_json(earlier))
+        plan, admission = None, None
+        if config.plan is not None:
+            me = tls.identity.name if tls is not None else None  # None: the plan's global node
+            plan = load_node_plan(config.plan, me, federation=config.federation)
+            admission = PlanAdmission(plan, me or plan.global_node.name)
+            log.info("enforcing plan %s (%s)", plan.sha256[:16], config.plan)
+        audit = _audit_trail(out, tls, plan.sha256 if plan else None)
+        publish = _model_publisher(audit, state)
+        for earlier in state.reports():  # a restart may have cut the last one off
+            publish(RoundReport.from_json(earlier))
 
-    def record(report: RoundReport) -> None:
-        with open(rounds_log, "a", encoding="utf-8") as f:
-            f.write(_line(report.to_json()))
-        publish(report)
-        if on_round is not None:
-            on_round(report)
+        def record(report: RoundReport) -> None:
+            with open(rounds_log, "a", encoding="utf-8") as f:
+                f.write(_line(report.to_json()))
+            publish(report)
+            if on_round is not None:
+                on_round(report)
 
-    engine = ScheduledEngine(
-        EngineSettings(
+        engine = ScheduledEngine(
+            EngineSettings(
+                federation=config.federation,
+                min_sites=config.rounds.min_sites,
+                min_updates=config.rounds.min_updates,
+                sites_per_round=config.rounds.sites_per_round,
+                round_timeout_s=config.rounds.timeout_s,
+                start_timeout_s=config.rounds.start_timeout_s,
+                over_select=config.rounds.over_select,
+                plan_sha256=plan.sha256 if plan else None,
+                seed=config.seed,
+                heartbeat_s=config.heartbeat_s,
+                allowed_sites=config.allowed_sites,
+            ),
+            Schedule(
+                num_rounds=config.rounds.num_rounds,
+                max_attempts=config.rounds.max_attempts,
+                training=config.training,
+            ),
+            initial=initial,
+            strategy=FedAvg(),
+            store=store,
+            work_dir=out / "work",
+            evaluator=make_evaluator(config.model, config.evaluation),
+            admission=admission,
+            on_round=record,
+            state=state,
+            audit=audit,
+        )
+        server = await start_server(
+            FederationService(
+                engine,
+                insecure=tls is None,
+                max_transfers=config.server.max_transfers,
+                plan_sha256=plan.sha256 if plan else None,
+                node=tls.identity if tls else None,
+            ),
+            address=config.server.address,
+            tls=tls,
+            port_file=config.server.port_file,
+        )
+        started = time.time()
+        status = "completed"
+        try:
+            await until_signalled(engine.run())
+        except Stopped as exc:
+            status = str(exc)  # the open round stays stored: a restart re-opens it
+            log.warning("%s: state is committed; start again with the same config to resume", exc)
+        except FedsovError as exc:
+            status = f"failed: {exc}"
+            log.error("%s", exc)
+        finally:
+            await engine.linger(FINISH_GRACE_S)  # every site hears Finished, even one reconnecting
+            await server.stop(grace=2.0)
+            state.close()
+            audit.close()
+        summary = build_summary(
             federation=config.federation,
-            min_sites=config.rounds.min_sites,
-            min_updates=config.rounds.min_updates,
-            sites_per_round=config.rounds.sites_per_round,
-            round_timeout_s=config.rounds.timeout_s,
-            start_timeout_s=config.rounds.start_timeout_s,
-            over_select=config.rounds.over_select,
-            plan_sha256=plan.sha256 if plan else None,
-            seed=config.seed,
-            heartbeat_s=config.heartbeat_s,
-            allowed_sites=config.allowed_sites,
-        ),
-        Schedule(
-            num_rounds=config.rounds.num_rounds,
-            max_attempts=config.rounds.max_attempts,
-            training=config.training,
-        ),
-        initial=initial,
-        strategy=FedAvg(),
-        store=store,
-        work_dir=out / "work",
-        evaluator=make_evaluator(config.model, config.evaluation),
-        admission=admission,
-        on_round=record,
-        state=state,
-        audit=audit,
-    )
-    server = await start_server(
-        FederationService(
-            engine,
-            insecure=tls is None,
-            max_transfers=config.server.max_transfers,
-            plan_sha256=plan.sha256 if plan else None,
-            node=tls.identity if tls else None,
-        ),
-        address=config.server.address,
-        tls=tls,
-        port_file=config.server.port_file,
-    )
-    started = time.time()
-    status = "completed"
-    try:
-        await until_signalled(engine.run())
-    except Stopped as exc:
-        status = str(exc)  # the open round stays stored: a restart re-opens it
-        log.warning("%s: state is committed; start again with the same config to resume", exc)
-    except FedsovError as exc:
-        status = f"failed: {exc}"
-        log.error("%s", exc)
-    finally:
-        await engine.linger(FINISH_GRACE_S)  # every site hears Finished, even one reconnecting
-        await server.stop(grace=2.0)
-        state.close()
-        audit.close()
-    summary = build_summary(
-        federation=config.federation,
-        reports=engine.reports,
-        model_sha256=engine.model.sha256,
-        model_file=str(store.directory / f"round-{engine.model.round:04d}.safetensors"),
-        seconds=time.time() - started,
-        status=status,
-    )
-    write_json_atomic(out / "summary.json", summary)
-    return summary
+            reports=engine.reports,
+            model_sha256=engine.model.sha256,
+            model_file=str(store.directory / f"round-{engine.model.round:04d}.safetensors"),
+            seconds=time.time() - started,
+            status=status,
+        )
+        write_json_atomic(out / "summary.json", summary)
+        return summary
 
 
 def _audit_trail(out: Path, tls: TlsMaterial | None, plan_sha256: str | None) -> AuditTrail:
