@@ -44,8 +44,8 @@ from fedsov.pki.identity import Role
 from fedsov.pki.tls import TlsMaterial, load_tls_material
 from fedsov.policy.runtime import (
     PlanAdmission,
-    export_requirement,
     load_node_plan,
+    require_export_settings,
 )
 from fedsov.privacy.site_level import SiteLevelLedger, SiteRound
 from fedsov.randomness import secret_seed, warn_if_reproducible
@@ -145,17 +145,13 @@ class RegionalAggregator:
         self.audit = self._open_audit(plan.sha256 if plan else plan_sha256)
         if plan is not None:
             may_send(plan, config.name, self.audit)  # before any byte leaves
-            need = export_requirement(plan, config.name)
-            if need.min_sites > r.min_sites:
-                raise FedsovError(
-                    f"{config.source}: rounds.min_sites is {r.min_sites}, but the plan lets "
-                    f"{config.name!r} export only aggregates of >= {need.min_sites} sites"
-                )
-            if need.site_dp and not isinstance(strategy, DPFedAvg):
-                raise FedsovError(
-                    f"{config.source}: the plan requires site-level DP on what "
-                    f"{config.name!r} exports; configure [site_dp]"
-                )
+            require_export_settings(
+                plan,
+                config.name,
+                min_sites=r.min_sites,
+                site_dp=isinstance(strategy, DPFedAvg),
+                source=config.source,
+            )
             if budget_epsilon is None:
                 jurisdiction = plan.node(config.name).jurisdiction
                 budget_epsilon = plan.policy.budgets.jurisdiction_epsilon.get(jurisdiction)
