@@ -23,8 +23,17 @@ from fedsov.transport.client import FederationClient
 if TYPE_CHECKING:  # the plan reads participant settings: imported where used
     from fedsov.audit.trail import AuditTrail
     from fedsov.policy.plan import Plan
+    from fedsov.proto.v1.federation_pb2 import JoinResponse
 
-__all__ = ["FATAL", "Backoff", "decline_task", "may_send", "send_update", "serve_upstream"]
+__all__ = [
+    "FATAL",
+    "Backoff",
+    "decline_task",
+    "may_join",
+    "may_send",
+    "send_update",
+    "serve_upstream",
+]
 
 log = logging.getLogger("fedsov.participant")
 
@@ -58,13 +67,19 @@ async def serve_upstream(
     device: str,
     backoff: Backoff,
     handle: TaskHandler,
+    on_join: Callable[[FederationClient, JoinResponse], None] | None = None,
 ) -> Finished:
-    """Serve the upstream's tasks until it finishes; returns its Finished message."""
+    """Serve the upstream's tasks until it finishes; returns its Finished message.
+
+    ``on_join`` sees each join's answer before any task is taken (``may_join``: the
+    plan's rules judge what the upstream announced); what it raises ends the loop."""
     failures = 0
     while True:
         try:
             async with connect() as client:
                 joined = await client.join(device=device)
+                if on_join is not None:
+                    on_join(client, joined)
                 log.info(
                     "joined federation %s as %s (%s)",
                     joined.federation,
@@ -153,3 +168,35 @@ def may_send(plan: Plan, node: str, audit: AuditTrail | None) -> None:
                 reason=str(exc),
             )
         raise
+
+
+def may_join(
+    plan: Plan, node: str, audit: AuditTrail | None
+) -> Callable[[FederationClient, JoinResponse], None]:
+    """``serve_upstream``'s ``on_join``: refuse, before any task is taken, an upstream
+    whose join answer (its federation, name, jurisdiction) the plan's rules forbid.
+
+    The refusal is recorded in the node's audit trail, then raised (PolicyViolation).
+    """
+    from fedsov.policy.runtime import require_may_join
+
+    def check(client: FederationClient, joined: JoinResponse) -> None:
+        try:
+            require_may_join(
+                plan,
+                node,
+                federation=joined.federation,
+                upstream_name=joined.upstream_name,
+                upstream_jurisdiction=joined.upstream_jurisdiction,
+            )
+        except PolicyViolation as exc:
+            if audit is not None:
+                audit.refused(
+                    peer=client.upstream_name or plan.node(node).upstream or "",
+                    peer_jurisdiction=client.upstream_jurisdiction,
+                    decision="policy",
+                    reason=str(exc),
+                )
+            raise
+
+    return check

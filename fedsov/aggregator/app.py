@@ -39,7 +39,7 @@ from fedsov.exceptions import FedsovError
 from fedsov.fileio import write_json_atomic
 from fedsov.messages import AuditHead, PrivacyReport, TrainingPlan, TrainTask, UpdateHeader
 from fedsov.modelref import build_model
-from fedsov.participant import decline_task, may_send, send_update, serve_upstream
+from fedsov.participant import decline_task, may_join, may_send, send_update, serve_upstream
 from fedsov.pki.identity import Role
 from fedsov.pki.tls import TlsMaterial, load_tls_material
 from fedsov.policy.runtime import (
@@ -164,6 +164,7 @@ class RegionalAggregator:
                 )
                 self.config = config
         self.plan_sha256 = plan_sha256
+        self.on_join = may_join(plan, config.name, self.audit) if plan is not None else None
         self.engine = Engine(
             EngineSettings(
                 federation=config.federation,
@@ -251,6 +252,7 @@ class RegionalAggregator:
                 device="cpu",
                 backoff=self.config.backoff,
                 handle=self._handle,
+                on_join=self.on_join,
             )
             self.engine.finish(finished.reason)
         except FedsovError as exc:

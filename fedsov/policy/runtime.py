@@ -18,6 +18,7 @@ from fedsov.exceptions import AccessDenied, ConfigError, FedsovError, PolicyViol
 from fedsov.pki.identity import NodeIdentity
 from fedsov.policy.plan import Plan, load_plan
 from fedsov.policy.rules import RULES, Requirement
+from fedsov.policy.rules.base import Announced
 
 __all__ = [
     "ExportRequirement",
@@ -25,6 +26,7 @@ __all__ = [
     "export_requirement",
     "load_node_plan",
     "require_export_settings",
+    "require_may_join",
     "require_may_send",
 ]
 
@@ -85,6 +87,24 @@ def require_may_send(plan: Plan, node: str) -> None:
         reason = rule.refuse(plan, node)
         if reason is not None:
             raise PolicyViolation(f"{node!r} refuses to send to {entry.upstream!r}: {reason}")
+
+
+def require_may_join(
+    plan: Plan,
+    node: str,
+    *,
+    federation: str,
+    upstream_name: str | None,
+    upstream_jurisdiction: str | None,
+) -> None:
+    """Raise PolicyViolation unless ``node`` may send to the upstream that answered its
+    join announcing itself so: the first rule of ``RULES`` that refuses says why."""
+    announced = Announced(federation, upstream_name or None, upstream_jurisdiction or None)
+    for rule in RULES:
+        reason = rule.refuse_upstream(plan, node, announced)
+        if reason is not None:
+            who = upstream_name or plan.node(node).upstream
+            raise PolicyViolation(f"{node!r} refuses to send to {who!r}: {reason}")
 
 
 # min_sites: k, fewer contributing sites in a round and nothing is exported;

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -15,11 +16,12 @@ from fedsov.codec import decode, encode
 from fedsov.exceptions import CodecError, FedsovError, TrainingError
 from fedsov.messages import Finished, PrivacyReport, TrainTask, UpdateHeader
 from fedsov.modelref import build_model, load_weights
-from fedsov.participant import decline_task, may_send, send_update, serve_upstream
+from fedsov.participant import decline_task, may_join, may_send, send_update, serve_upstream
 from fedsov.pki.tls import TlsMaterial, load_tls_material
 from fedsov.policy.runtime import load_node_plan
 from fedsov.privacy.accountant import MechanismStep
 from fedsov.privacy.ledger import PrivacyLedger
+from fedsov.proto.v1.federation_pb2 import JoinResponse
 from fedsov.randomness import warn_if_reproducible
 from fedsov.site.config import SiteConfig
 from fedsov.site.data import Dataset, load_local_data
@@ -76,10 +78,12 @@ class SiteAgent:
         # has to name that node (sign server CSRs with --host <node name>).
         self.server_name = config.upstream.server_name
         self.audit: AuditTrail | None = None
+        self.on_join: Callable[[FederationClient, JoinResponse], None] | None = None
         if config.plan is not None:
             plan = load_node_plan(config.plan, config.name)
             self.audit = self._open_audit(plan.sha256)
             may_send(plan, config.name, self.audit)  # before any byte leaves
+            self.on_join = may_join(plan, config.name, self.audit)  # before any task
             self.plan_sha256 = plan.sha256
             self.server_name = self.server_name or plan.node(config.name).upstream
             if self.budget is None:
@@ -138,6 +142,7 @@ class SiteAgent:
                 device=self.device,
                 backoff=self.config.backoff,
                 handle=self._handle,
+                on_join=self.on_join,
             )
         finally:
             if self.audit is not None:

@@ -6,7 +6,9 @@ A rule is judged three times, by three callers that loop over ``RULES``:
 - at run time, ``require_may_send`` asks ``refuse(plan, node)`` whether the node may
   send to its plan upstream (a reason to refuse, or None), and ``export_requirement``
   folds every rule's ``requirement(plan, node)`` into what a regional aggregate needs
-  before it may leave (checked against the aggregator's settings at start-up);
+  before it may leave (checked against the aggregator's settings at start-up), and
+  once the upstream answered the join, ``require_may_join`` asks
+  ``refuse_upstream(plan, node, upstream)`` about what it announced of itself;
 - after the fact, the compliance report asks ``judge(plan, crossing)`` what is wrong
   with one update that crossed a border, as the ledgers recorded it.
 
@@ -24,6 +26,7 @@ from typing import Any, ClassVar, Protocol, runtime_checkable
 from fedsov.policy.plan import ExportRule, Plan, PlanNode, Tier
 
 __all__ = [
+    "Announced",
     "Crossing",
     "Link",
     "Requirement",
@@ -66,6 +69,15 @@ class Crossing:
     sites: int | None  # how many sites it aggregates; None: not recorded
     contributors: Sequence[str]
     dp: Mapping[str, Any] | None
+
+
+@dataclass(frozen=True)
+class Announced:
+    """What an upstream said of itself when a node joined it (JoinResponse)."""
+
+    federation: str
+    name: str | None  # None: not announced (an insecure upstream)
+    jurisdiction: str | None
 
 
 @dataclass(frozen=True)
@@ -151,6 +163,11 @@ class Rule(Protocol):
         """At run time: why ``node`` must not send to its plan upstream, or None."""
         ...
 
+    def refuse_upstream(self, plan: Plan, node: str, upstream: Announced) -> str | None:
+        """At run time, once joined: why ``node`` must not send to the upstream that
+        announced itself so, or None."""
+        ...
+
     def requirement(self, plan: Plan, node: str) -> Requirement:
         """At start-up: what ``node``'s export must satisfy under this rule."""
         ...
@@ -172,6 +189,9 @@ class RuleBase:
         return iter(())
 
     def refuse(self, plan: Plan, node: str) -> str | None:
+        return None
+
+    def refuse_upstream(self, plan: Plan, node: str, upstream: Announced) -> str | None:
         return None
 
     def requirement(self, plan: Plan, node: str) -> Requirement:
