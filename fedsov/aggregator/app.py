@@ -39,13 +39,13 @@ from fedsov.node.evaluation import make_evaluator
 from fedsov.node.model import GlobalModel, ModelStore, state_to_numpy
 from fedsov.node.state_sqlite import STATE_FILE, SqliteStateStore
 from fedsov.node.summary import build_summary
-from fedsov.participant import Upstream, may_send, serve_upstream
+from fedsov.participant import JoinCheck, Upstream, may_join, may_send, serve_upstream
 from fedsov.pki.identity import Role
 from fedsov.pki.tls import TlsMaterial, load_tls_material
 from fedsov.policy.runtime import (
     PlanAdmission,
-    export_requirement,
     load_node_plan,
+    require_export_settings,
 )
 from fedsov.privacy.region import RegionBudget, site_level_report
 from fedsov.privacy.site_level import SiteLevelLedger, SiteRound
@@ -148,17 +148,13 @@ class RegionalAggregator:
         self.audit = self._open_audit(plan.sha256 if plan else plan_sha256)
         if plan is not None:
             may_send(plan, config.name, self.audit)  # before any byte leaves
-            need = export_requirement(plan, config.name)
-            if need.min_sites > r.min_sites:
-                raise FedsovError(
-                    f"{config.source}: rounds.min_sites is {r.min_sites}, but the plan lets "
-                    f"{config.name!r} export only aggregates of >= {need.min_sites} sites"
-                )
-            if need.site_dp and site_dp is None:
-                raise FedsovError(
-                    f"{config.source}: the plan requires site-level DP on what "
-                    f"{config.name!r} exports; configure [site_dp]"
-                )
+            require_export_settings(
+                plan,
+                config.name,
+                min_sites=r.min_sites,
+                site_dp=site_dp is not None,
+                source=config.source,
+            )
             if budget_epsilon is None:
                 jurisdiction = plan.node(config.name).jurisdiction
                 budget_epsilon = plan.policy.budgets.jurisdiction_epsilon.get(jurisdiction)
@@ -171,6 +167,9 @@ class RegionalAggregator:
                 )
                 self.config = config
         self.plan_sha256 = plan_sha256
+        self.on_join: JoinCheck | None = (
+            may_join(plan, config.name, self.audit) if plan is not None else None
+        )
         self.engine = Engine(
             EngineSettings(
                 federation=config.federation,
@@ -256,6 +255,7 @@ class RegionalAggregator:
                 backoff=self.config.backoff,
                 handle=self._handle,
                 audit=self.audit,
+                on_join=self.on_join,
             )
             self.engine.finish(finished.reason)
         except FedsovError as exc:

@@ -34,6 +34,7 @@ from fedsov.audit.record import AuditEvent, AuditRecord
 from fedsov.audit.signing import load_certificates
 from fedsov.audit.verify import verify_ledger
 from fedsov.exceptions import AuditError
+from fedsov.policy.audit_check import Crossing, at_least, crossing_rule, judge_crossing
 from fedsov.policy.plan import Plan, load_plan
 from fedsov.privacy.report import privacy_report
 from fedsov.randomness import REPRODUCIBLE_ENV
@@ -312,63 +313,12 @@ def _crossing(
     }
     if plan is None:
         return crossing
-    names = {node.name for node in plan.nodes}
-    unknown = [f"{who} is not a node of the plan" for who in (sender, receiver) if who not in names]
-    if from_j is None:
-        crossing["violations"] = [f"the jurisdiction of {sender} is not recorded", *unknown]
-    else:
-        rule = plan.export_rule(from_j)
-        residency = sorted(plan.residency_of(from_j))
-        crossing["rule"] = {
-            "allow": rule.allow,
-            "min_sites": rule.min_sites,
-            "site_dp": rule.site_dp,
-            "residency": residency,
-        }
-        crossing["violations"] = [
-            *_violations(crossing, from_j, to_j, residency, rule.site_dp),
-            *unknown,
-        ]
+    crossing["rule"] = crossing_rule(plan, from_j)
+    crossing["violations"] = judge_crossing(
+        plan, Crossing(sender, from_j, receiver, to_j, n, contributors, crossing["dp"])
+    )
     crossing["respects_plan"] = not crossing["violations"]
     return crossing
-
-
-def _violations(
-    c: Mapping[str, Any], from_j: str, to_j: str | None, residency: list[str], site_dp: bool
-) -> list[str]:
-    rule = c["rule"]
-    out = []
-    if to_j not in residency:
-        where = to_j or "an unknown jurisdiction"
-        out.append(f"the residency of {from_j} allows {', '.join(residency)}, not {where}")
-    if not rule["allow"]:
-        out.append(f"the plan lets nothing leave {from_j}")
-    n, k = c["sites"], rule["min_sites"]
-    if not _at_least(n, k):
-        what = (
-            "the number of sites is not recorded"
-            if n is None
-            else f"an aggregate of {n} site(s) crossed"
-        )
-        out.append(f"{what}; {from_j} exports need >= {k}")
-    if c["contributors"] and n is not None and len(set(c["contributors"])) < n:
-        out.append(f"{n} site(s) recorded, but only {len(set(c['contributors']))} contributors")
-    if site_dp and not _has_site_dp(c["dp"]):
-        level = (c["dp"] or {}).get("level", "none")
-        out.append(f"{from_j} exports need site-level DP; this update had {level!r}")
-    return out
-
-
-def _at_least(n: int | None, k: int) -> bool:
-    """Whether an update of ``n`` sites (None: not recorded, but at least one) has k."""
-    return k <= 1 if n is None else n >= k
-
-
-def _has_site_dp(dp: Mapping[str, Any] | None) -> bool:
-    if not dp or dp.get("level") != "site":
-        return False
-    z = dp.get("noise_multiplier")
-    return z is None or (isinstance(z, int | float) and z > 0)
 
 
 def _summary(
@@ -382,7 +332,7 @@ def _summary(
     only_k: bool | None = None
     if plan is not None:
         only_k = all(
-            c["rule"] is not None and _at_least(c["sites"], c["rule"]["min_sites"])
+            c["rule"] is not None and at_least(c["sites"], c["rule"]["min_sites"])
             for c in crossings
         )
     return {

@@ -1,16 +1,23 @@
-"""Before any byte leaves: may this node send to the upstream its plan names?"""
+"""Before any byte leaves, and before any task is taken: may this node send to the
+upstream its plan names, and is the upstream that answered the join the plan's?"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from fedsov.audit.trail import AuditTrail
 from fedsov.exceptions import PolicyViolation
+from fedsov.participant.upstream import Upstream
+from fedsov.proto.v1.federation_pb2 import JoinResponse
 
 if TYPE_CHECKING:  # interim, until the role configs stop importing participant
     from fedsov.policy.plan import Plan
 
-__all__ = ["may_send"]
+__all__ = ["JoinCheck", "may_join", "may_send"]
+
+JoinCheck = Callable[[Upstream, JoinResponse], None]
+"""Called with each join's answer before any task is taken; what it raises ends the loop."""
 
 
 def may_send(plan: Plan, node: str, audit: AuditTrail) -> None:
@@ -30,3 +37,32 @@ def may_send(plan: Plan, node: str, audit: AuditTrail) -> None:
                 reason=str(exc),
             )
         raise
+
+
+def may_join(plan: Plan, node: str, audit: AuditTrail) -> JoinCheck:
+    """``serve_upstream``'s ``on_join``: refuse, before any task is taken, an upstream
+    whose join answer (its federation, name, jurisdiction) the plan's rules forbid.
+
+    The refusal is recorded in the node's audit trail, then raised (PolicyViolation).
+    """
+    from fedsov.policy.runtime import require_may_join
+
+    def check(upstream: Upstream, joined: JoinResponse) -> None:
+        try:
+            require_may_join(
+                plan,
+                node,
+                federation=joined.federation,
+                upstream_name=joined.upstream_name,
+                upstream_jurisdiction=joined.upstream_jurisdiction,
+            )
+        except PolicyViolation as exc:
+            audit.refused(
+                peer=upstream.name or plan.node(node).upstream or "",
+                peer_jurisdiction=upstream.jurisdiction,
+                decision="policy",
+                reason=str(exc),
+            )
+            raise
+
+    return check

@@ -16,6 +16,7 @@ import grpc
 from fedsov.audit.trail import AuditTrail
 from fedsov.exceptions import FedsovError
 from fedsov.messages import Finished, TrainTask
+from fedsov.participant.guard import JoinCheck
 from fedsov.participant.upstream import FATAL, Upstream
 from fedsov.transport.client import FederationClient
 
@@ -45,16 +46,21 @@ async def serve_upstream(
     backoff: Backoff,
     handle: TaskHandler,
     audit: AuditTrail,
+    on_join: JoinCheck | None = None,
 ) -> Finished:
     """Serve the upstream's tasks until it finishes; returns its Finished message.
 
     ``handle`` gets each task with the connection's ``Upstream``, which records what
-    this node receives from and sends to it in ``audit``."""
+    this node receives from and sends to it in ``audit``. ``on_join`` sees each join's
+    answer before any task is taken (``may_join``)."""
     failures = 0
     while True:
         try:
             async with connect() as client:
                 joined = await client.join(device=device)
+                upstream = Upstream(client, audit)
+                if on_join is not None:
+                    on_join(upstream, joined)
                 log.info(
                     "joined federation %s as %s (%s)",
                     joined.federation,
@@ -62,7 +68,6 @@ async def serve_upstream(
                     joined.jurisdiction,
                 )
                 failures = 0
-                upstream = Upstream(client, audit)
                 async for event in client.tasks():
                     if isinstance(event, TrainTask):
                         await handle(upstream, event)

@@ -4,8 +4,9 @@ Downstream (the serving end): ``PlanAdmission`` lets in only the plan's children
 of this node, and only with a certificate whose name, role and jurisdiction match
 their plan entry. Upstream (the sending end): ``require_may_send`` refuses to send
 anything to an upstream the node's residency and export rules forbid, and
-``export_threshold`` says how many sites a regional aggregate needs before it may
-leave the jurisdiction.
+``export_requirement`` says how many sites (and whether site-level DP) a regional
+aggregate needs before it may leave the jurisdiction. Both ask the rules of
+``fedsov.policy.rules``.
 """
 
 from __future__ import annotations
@@ -13,15 +14,19 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from fedsov.exceptions import AccessDenied, ConfigError, PolicyViolation
+from fedsov.exceptions import AccessDenied, ConfigError, FedsovError, PolicyViolation
 from fedsov.pki.identity import NodeIdentity
-from fedsov.policy.plan import Plan, Tier, load_plan
+from fedsov.policy.plan import Plan, load_plan
+from fedsov.policy.rules import RULES, Requirement
+from fedsov.policy.rules.base import Announced
 
 __all__ = [
     "ExportRequirement",
     "PlanAdmission",
     "export_requirement",
     "load_node_plan",
+    "require_export_settings",
+    "require_may_join",
     "require_may_send",
 ]
 
@@ -73,41 +78,62 @@ class PlanAdmission:
 
 
 def require_may_send(plan: Plan, node: str) -> None:
-    """Raise PolicyViolation unless ``node`` may send its updates to its plan upstream."""
+    """Raise PolicyViolation unless ``node`` may send its updates to its plan upstream:
+    the first rule of ``RULES`` that refuses says why."""
     entry = plan.node(node)
     if entry.upstream is None:
         raise PolicyViolation(f"{node!r} has no upstream in the plan: it sends nothing")
-    allowed, reason = plan.may_send(node)
-    if not allowed:
-        raise PolicyViolation(f"{node!r} refuses to send to {entry.upstream!r}: {reason}")
-    upstream = plan.node(entry.upstream)
-    if upstream.jurisdiction == entry.jurisdiction:
-        return
-    rule = plan.export_rule(entry.jurisdiction)
-    if not rule.allow:
-        raise PolicyViolation(
-            f"{node!r} refuses to send to {entry.upstream!r}: nothing may leave "
-            f"{entry.jurisdiction} for {upstream.jurisdiction}"
-        )
-    if entry.tier is Tier.EDGE and (rule.min_sites > 1 or rule.site_dp):
-        dp = " with site-level DP" if rule.site_dp else ""
-        raise PolicyViolation(
-            f"{node!r} refuses to send to {entry.upstream!r}: only an aggregate of >= "
-            f"{rule.min_sites} sites{dp} may leave {entry.jurisdiction}, never one site's update"
-        )
+    for rule in RULES:
+        reason = rule.refuse(plan, node)
+        if reason is not None:
+            raise PolicyViolation(f"{node!r} refuses to send to {entry.upstream!r}: {reason}")
 
 
-@dataclass(frozen=True)
-class ExportRequirement:
-    min_sites: int  # k: fewer contributing sites in a round and nothing is exported
-    site_dp: bool  # the aggregate must carry site-level DP
+def require_may_join(
+    plan: Plan,
+    node: str,
+    *,
+    federation: str,
+    upstream_name: str | None,
+    upstream_jurisdiction: str | None,
+) -> None:
+    """Raise PolicyViolation unless ``node`` may send to the upstream that answered its
+    join announcing itself so: the first rule of ``RULES`` that refuses says why."""
+    announced = Announced(federation, upstream_name or None, upstream_jurisdiction or None)
+    for rule in RULES:
+        reason = rule.refuse_upstream(plan, node, announced)
+        if reason is not None:
+            who = upstream_name or plan.node(node).upstream
+            raise PolicyViolation(f"{node!r} refuses to send to {who!r}: {reason}")
+
+
+# min_sites: k, fewer contributing sites in a round and nothing is exported;
+# site_dp: the aggregate must carry site-level DP.
+ExportRequirement = Requirement
 
 
 def export_requirement(plan: Plan, node: str) -> ExportRequirement:
-    """What a regional aggregator's export must satisfy under the plan."""
-    entry = plan.node(node)
-    own = entry.min_sites or 1
-    if entry.upstream is None or plan.node(entry.upstream).jurisdiction == entry.jurisdiction:
-        return ExportRequirement(min_sites=own, site_dp=False)
-    rule = plan.export_rule(entry.jurisdiction)
-    return ExportRequirement(min_sites=max(own, rule.min_sites), site_dp=rule.site_dp)
+    """What a regional aggregator's export must satisfy under the plan: the most any
+    rule of ``RULES`` asks."""
+    needs = [rule.requirement(plan, node) for rule in RULES]
+    return ExportRequirement(
+        min_sites=max(n.min_sites for n in needs), site_dp=any(n.site_dp for n in needs)
+    )
+
+
+def require_export_settings(
+    plan: Plan, node: str, *, min_sites: int, site_dp: bool, source: Path
+) -> None:
+    """At start-up: FedsovError unless a regional aggregator configured with rounds of
+    ``min_sites`` and ``site_dp`` (a DP strategy or not) can export what the plan permits."""
+    need = export_requirement(plan, node)
+    if need.min_sites > min_sites:
+        raise FedsovError(
+            f"{source}: rounds.min_sites is {min_sites}, but the plan lets "
+            f"{node!r} export only aggregates of >= {need.min_sites} sites"
+        )
+    if need.site_dp and not site_dp:
+        raise FedsovError(
+            f"{source}: the plan requires site-level DP on what "
+            f"{node!r} exports; configure [site_dp]"
+        )

@@ -15,7 +15,7 @@ from fedsov.codec import decode, encode
 from fedsov.exceptions import CodecError, FedsovError, TrainingError
 from fedsov.messages import Finished, PrivacyReport, TrainTask, UpdateHeader
 from fedsov.modelref import build_model, load_weights
-from fedsov.participant import Upstream, may_send, serve_upstream
+from fedsov.participant import JoinCheck, Upstream, may_join, may_send, serve_upstream
 from fedsov.pki.tls import TlsMaterial, load_tls_material
 from fedsov.policy.runtime import load_node_plan
 from fedsov.privacy.accountant import MechanismStep
@@ -80,8 +80,10 @@ class SiteAgent:
         self.audit: AuditTrail = open_audit_trail(
             config.audit_ledger, self.tls, plan_sha256=plan.sha256 if plan else None
         )
+        self.on_join: JoinCheck | None = None
         if plan is not None:
             may_send(plan, config.name, self.audit)  # before any byte leaves
+            self.on_join = may_join(plan, config.name, self.audit)  # before any task
             self.plan_sha256 = plan.sha256
             self.server_name = self.server_name or plan.node(config.name).upstream
             if self.budget is None:
@@ -133,6 +135,7 @@ class SiteAgent:
                 backoff=self.config.backoff,
                 handle=self._handle,
                 audit=self.audit,
+                on_join=self.on_join,
             )
         finally:
             self.audit.close()  # a last checkpoint
