@@ -28,11 +28,11 @@ from fedsov.audit import (
     read_ledger,
     verify_ledger,
 )
+from fedsov.cli.models import app as models_app
 from fedsov.coordinator.schedule import Schedule, ScheduledEngine
 from fedsov.exceptions import StateError
 from fedsov.messages import TrainingPlan
 from fedsov.modelref import build_model
-from fedsov.models.cli import app as models_app
 from fedsov.models.registry import ModelRegistry
 from fedsov.node.engine import EngineSettings, RoundReport
 from fedsov.node.model import GlobalModel, ModelStore, state_to_numpy

@@ -10,8 +10,8 @@ from audit_helpers import WriteLedger, digest, edit_byte, lines_of, write_lines
 from typer.testing import CliRunner
 
 from fedsov.audit import AuditLedger, Checkpoint, Signer, append_checkpoint
-from fedsov.audit.cli import app
 from fedsov.cli import app as fedsov_app
+from fedsov.cli.audit import app
 from fedsov.pki import NodePaths
 
 runner = CliRunner()

@@ -20,11 +20,11 @@ from audit_helpers import digest, edit_byte, lines_of, write_lines
 from typer.testing import CliRunner
 
 from fedsov.audit import AuditLedger, Signer, read_ledger
-from fedsov.audit.cli import app
-from fedsov.audit.report import compliance_report, render_json, render_markdown
 from fedsov.audit.trail import AuditTrail
 from fedsov.cli import app as fedsov_app
+from fedsov.cli.audit import app
 from fedsov.pki import NodeSpec, Role, build_pki, load_tls_material
+from fedsov.policy.compliance import compliance_report, render_json, render_markdown
 from fedsov.privacy.accountant import MechanismStep
 from fedsov.privacy.ledger import PrivacyLedger
 from fedsov.privacy.report import privacy_report

@@ -10,7 +10,7 @@ import torch
 from conftest import PLAN_SHA, Federation, build
 from typer.testing import CliRunner
 
-from fedsov.models.cli import app
+from fedsov.cli.models import app
 
 runner = CliRunner()
 

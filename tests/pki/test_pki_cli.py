@@ -6,8 +6,8 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
+from fedsov.cli.pki import app
 from fedsov.pki import NodeIdentity, Role, load_tls_material
-from fedsov.pki.cli import app
 
 runner = CliRunner()
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-from fedsov.policy.cli import app
+from fedsov.cli.policy import app
 
 ROOT = Path(__file__).resolve().parents[2]
 CONSORTIUM = ROOT / "simulations" / "consortium.toml"

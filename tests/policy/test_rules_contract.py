@@ -12,10 +12,10 @@ from typing import Any
 import pytest
 
 from fedsov.audit import AuditLedger
-from fedsov.audit.report import compliance_report
 from fedsov.audit.signing import Signer
 from fedsov.pki._keys import generate_key
 from fedsov.policy import check_plan, load_plan, rules
+from fedsov.policy.compliance import compliance_report
 from fedsov.policy.rules import RULES, Rule, RuleBase, discover
 from fedsov.policy.runtime import export_requirement, require_may_join, require_may_send
 

@@ -12,9 +12,9 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
+from fedsov.cli.privacy import app
 from fedsov.exceptions import ConfigError
 from fedsov.privacy.calibrate import calibrate_noise, epsilon
-from fedsov.privacy.cli import app
 
 # (q, σ, T) -> published RDP and PLD ε at δ = 1e-5 (issue 4's table).
 ROWS = [

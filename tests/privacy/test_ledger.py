@@ -116,7 +116,7 @@ def test_kills_at_random_moments_never_lose_or_half_write_an_entry(tmp_path: Pat
 def test_report_per_site_jurisdiction_and_federation(tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
-    from fedsov.privacy.cli import app
+    from fedsov.cli.privacy import app
     from fedsov.privacy.report import privacy_report
 
     paris = PrivacyLedger(tmp_path / "paris.jsonl", site="paris", jurisdiction="EU")
@@ -137,7 +137,7 @@ def test_report_per_site_jurisdiction_and_federation(tmp_path: Path) -> None:
 def test_report_reads_regional_site_level_ledgers(tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
-    from fedsov.privacy.cli import app
+    from fedsov.cli.privacy import app
     from fedsov.privacy.report import privacy_report
     from fedsov.privacy.site_level import SiteLevelLedger
 

@@ -158,9 +158,9 @@ def report(
 
     Exit 0 when every ledger verifies and every crossing respects the plan, 1 when not.
     """
-    from fedsov.audit.report import compliance_report, render_json, render_markdown
     from fedsov.exceptions import FedsovError
     from fedsov.fileio import write_atomic
+    from fedsov.policy.compliance import compliance_report, render_json, render_markdown
 
     try:
         result = compliance_report(run_dir, plan=plan, pki=pki)

@@ -28,12 +28,12 @@ from typing import Any
 
 from fedsov.audit._chain import parse_line
 from fedsov.audit._lines import read_lines
-from fedsov.audit._markdown import render_markdown
 from fedsov.audit.checkpoint import Checkpoint
 from fedsov.audit.record import AuditEvent, AuditRecord
 from fedsov.audit.signing import load_certificates
 from fedsov.audit.verify import verify_ledger
 from fedsov.exceptions import AuditError
+from fedsov.policy._compliance_markdown import render_markdown
 from fedsov.policy.audit_check import Crossing, at_least, crossing_rule, judge_crossing
 from fedsov.policy.plan import Plan, load_plan
 from fedsov.privacy.report import privacy_report

@@ -13,13 +13,13 @@ import typer
 from rich.console import Console
 
 from fedsov import __version__
-from fedsov.audit.cli import app as audit_app
+from fedsov.cli.audit import app as audit_app
+from fedsov.cli.models import app as models_app
+from fedsov.cli.pki import app as pki_app
+from fedsov.cli.policy import app as policy_app
+from fedsov.cli.privacy import app as privacy_app
 from fedsov.exceptions import FedsovError
 from fedsov.logging import setup_logging
-from fedsov.models.cli import app as models_app
-from fedsov.pki.cli import app as pki_app
-from fedsov.policy.cli import app as policy_app
-from fedsov.privacy.cli import app as privacy_app
 from fedsov.signals import Stopped, until_signalled
 
 app = typer.Typer(
