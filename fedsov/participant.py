@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import grpc
 
+from fedsov.config import Backoff
 from fedsov.exceptions import FedsovError, PolicyViolation
 from fedsov.messages import Finished, TrainTask, UpdateHeader
 from fedsov.transport.client import FederationClient
@@ -38,17 +37,6 @@ FATAL = frozenset(
 )
 
 TaskHandler = Callable[[FederationClient, TrainTask], Awaitable[None]]
-
-
-@dataclass(frozen=True)
-class Backoff:
-    initial_s: float
-    max_s: float
-    max_attempts: int  # 0: retry forever
-
-    def delay(self, failures: int) -> float:
-        base = min(self.max_s, self.initial_s * 2.0 ** (failures - 1))
-        return base * random.uniform(0.5, 1.0)  # jitter: peers do not reconnect in lockstep
 
 
 async def serve_upstream(
