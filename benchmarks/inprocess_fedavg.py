@@ -21,8 +21,9 @@ from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 from torch import nn
 
+from fedsov.config import PrivacyConfig, TrainingPlan
 from fedsov.site.data import Dataset
-from fedsov.site.trainer import DPTrainer, PrivacyConfig, TrainConfig, evaluate
+from fedsov.site.trainer import DPTrainer, evaluate
 
 
 def build_model() -> nn.Module:
@@ -77,7 +78,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     started = time.perf_counter()
     site_data, test = digits_split(args.seed, args.sites)
-    train = TrainConfig(
+    train = TrainingPlan(
         local_epochs=args.local_epochs,
         batch_size=args.batch_size,
         learning_rate=args.lr,

@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from fedsov.codec import Manifest, TensorSpec
+from fedsov.config import TrainingPlan  # the [training] section is what a task carries
 
 __all__ = [
     "AuditHead",
@@ -21,14 +22,6 @@ __all__ = [
     "header_from_json",
     "header_to_json",
 ]
-
-
-@dataclass(frozen=True)
-class TrainingPlan:
-    local_epochs: int
-    batch_size: int
-    learning_rate: float
-    momentum: float = 0.0
 
 
 @dataclass(frozen=True)

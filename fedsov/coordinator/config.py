@@ -2,39 +2,103 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import dataclasses
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from fedsov.config import Table, load_toml
-from fedsov.messages import TrainingPlan
-from fedsov.transport.endpoint import ServerEndpoint, read_server_endpoint
+from pydantic import Field, model_validator
 
-__all__ = ["CoordinatorConfig", "EvaluationConfig", "ModelConfig", "RoundsConfig", "load"]
+from fedsov.config import (
+    ConfigPath,
+    EvaluationConfig,
+    Int,
+    KeyProblem,
+    ModelConfig,
+    Number,
+    Section,
+    ServerEndpoint,
+    ServerTable,
+    Str,
+    TrainingPlan,
+    beside,
+    fields_of,
+    load_toml,
+    section,
+    with_fields,
+)
+
+__all__ = ["CoordinatorConfig", "CoordinatorFile", "RoundsConfig", "load"]
+
+PositiveInt = Annotated[Int, Field(ge=1)]
+Seconds = Annotated[Number, Field(gt=0.0)]
 
 
-@dataclass(frozen=True)
-class ModelConfig:
-    factory: str
-    kwargs: dict[str, Any] = field(default_factory=dict)
+@section
+class FederationTable(Section):
+    name: Str
+    seed: Annotated[Int, Field(ge=0)] = 0
+    plan: ConfigPath | None = None  # federation plan: admission, plan-hash pinning
+    sites: list[Str] | None = None  # the only site names admitted (without a plan)
 
 
-@dataclass(frozen=True)
-class RoundsConfig:
-    num_rounds: int
-    min_sites: int  # connected before a round opens
-    min_updates: int  # accepted for a round to produce a model
-    sites_per_round: int  # 0: every connected site
-    timeout_s: float
-    start_timeout_s: float
-    max_attempts: int
-    over_select: int = 0  # sites asked beyond sites_per_round; the first to answer count
+@section
+class RoundsConfig(Section):
+    SECTION = "rounds"
+    num_rounds: PositiveInt
+    min_sites: PositiveInt = 1  # connected before a round opens
+    min_updates: PositiveInt = 1  # accepted for a round to produce a model (default: min_sites)
+    sites_per_round: Annotated[Int, Field(ge=0)] = 0  # 0: every connected site
+    timeout_s: Seconds = 300.0
+    start_timeout_s: Seconds = 600.0
+    max_attempts: PositiveInt = 3
+    over_select: Annotated[Int, Field(ge=0)] = 0  # sites asked beyond sites_per_round
+
+    @model_validator(mode="before")
+    @classmethod
+    def _min_updates_defaults_to_min_sites(cls, data: Any) -> Any:
+        values = fields_of(data)
+        if "min_updates" not in values and "min_sites" in values:
+            return with_fields(data, {**values, "min_updates": values["min_sites"]})
+        return data
+
+    def __post_init__(self) -> None:
+        if self.over_select and not self.sites_per_round:
+            raise KeyProblem(
+                "over_select",
+                "needs sites_per_round: it asks that many sites more than sites_per_round",
+            )
+        if self.min_updates > self.min_sites:
+            raise KeyProblem(
+                "min_updates",
+                f"is {self.min_updates}, above min_sites = {self.min_sites}: "
+                "a round could open with too few sites to ever close",
+            )
+        if self.sites_per_round and self.sites_per_round < self.min_updates:
+            raise KeyProblem(
+                "sites_per_round",
+                f"is {self.sites_per_round}, below min_updates = {self.min_updates}: "
+                "no round could ever close",
+            )
 
 
-@dataclass(frozen=True)
-class EvaluationConfig:
-    function: str | None
-    kwargs: dict[str, Any] = field(default_factory=dict)
+@section
+class OutputTable(Section):
+    dir: ConfigPath | None = None
+
+
+@section
+class CoordinatorFile(Section):
+    """A coordinator's TOML file, table by table."""
+
+    federation: FederationTable
+    server: ServerTable
+    model: ModelConfig
+    rounds: RoundsConfig
+    training: TrainingPlan = dataclasses.field(default_factory=TrainingPlan)
+    evaluation: EvaluationConfig = dataclasses.field(default_factory=EvaluationConfig)
+    output: OutputTable = dataclasses.field(default_factory=OutputTable)
+    heartbeat_s: Seconds = 10.0
 
 
 @dataclass(frozen=True)
@@ -53,89 +117,20 @@ class CoordinatorConfig:
     plan: Path | None = None  # federation plan: admission, plan-hash pinning
 
 
-def read_model(table: Table) -> ModelConfig:
-    model = ModelConfig(factory=table.string("factory"), kwargs=table.mapping("kwargs"))
-    table.done()
-    return model
-
-
-def read_evaluation(table: Table) -> EvaluationConfig:
-    evaluation = EvaluationConfig(
-        function=table.string("function", None), kwargs=table.mapping("kwargs")
-    )
-    table.done()
-    return evaluation
-
-
-def read_training(table: Table) -> TrainingPlan:
-    plan = TrainingPlan(
-        local_epochs=table.integer("local_epochs", 1, min=1),
-        batch_size=table.integer("batch_size", 64, min=1),
-        learning_rate=table.number("learning_rate", 0.1, min=0.0, exclusive_min=True),
-        momentum=table.number("momentum", 0.0, min=0.0, max=1.0),
-    )
-    table.done()
-    return plan
-
-
 def load(path: Path) -> CoordinatorConfig:
-    doc = load_toml(path)
-    fed = doc.table("federation", required=True)
-    federation, seed = fed.string("name"), fed.integer("seed", 0, min=0)
-    plan = fed.path("plan", None)
-    sites = fed.strings("sites", None)
-    allowed = frozenset(sites) if sites is not None else None
-    fed.done()
-
-    rt = doc.table("rounds", required=True)
-    rounds = RoundsConfig(
-        num_rounds=rt.integer("num_rounds", min=1),
-        min_sites=rt.integer("min_sites", 1, min=1),
-        min_updates=rt.integer("min_updates", rt.integer("min_sites", 1, min=1), min=1),
-        sites_per_round=rt.integer("sites_per_round", 0, min=0),
-        timeout_s=rt.number("timeout_s", 300.0, min=0.0, exclusive_min=True),
-        start_timeout_s=rt.number("start_timeout_s", 600.0, min=0.0, exclusive_min=True),
-        max_attempts=rt.integer("max_attempts", 3, min=1),
-        over_select=rt.integer("over_select", 0, min=0),
-    )
-    if rounds.over_select and not rounds.sites_per_round:
-        raise rt.error(
-            "over_select",
-            "needs sites_per_round: it asks that many sites more than sites_per_round",
-        )
-    if rounds.min_updates > rounds.min_sites:
-        raise rt.error(
-            "min_updates",
-            f"is {rounds.min_updates}, above min_sites = {rounds.min_sites}: "
-            "a round could open with too few sites to ever close",
-        )
-    if rounds.sites_per_round and rounds.sites_per_round < rounds.min_updates:
-        raise rt.error(
-            "sites_per_round",
-            f"is {rounds.sites_per_round}, below min_updates = {rounds.min_updates}: "
-            "no round could ever close",
-        )
-    rt.done()
-
-    evaluation = read_evaluation(doc.table("evaluation"))
-
-    out = doc.table("output")
-    output_dir = out.path("dir", str(path.parent / "coordinator-out"))
-    out.done()
-
-    config = CoordinatorConfig(
+    doc = load_toml(CoordinatorFile, path)
+    fed = doc.federation
+    return CoordinatorConfig(
         source=path,
-        federation=federation,
-        seed=seed,
-        server=read_server_endpoint(doc.table("server", required=True)),
-        model=read_model(doc.table("model", required=True)),
-        rounds=rounds,
-        training=read_training(doc.table("training")),
-        evaluation=evaluation,
-        output_dir=output_dir,
-        allowed_sites=allowed,
-        plan=plan,
-        heartbeat_s=doc.number("heartbeat_s", 10.0, min=0.0, exclusive_min=True),
+        federation=fed.name,
+        seed=fed.seed,
+        server=doc.server.endpoint(),
+        model=doc.model,
+        rounds=doc.rounds,
+        training=doc.training,
+        evaluation=doc.evaluation,
+        output_dir=doc.output.dir or beside(path, "coordinator-out"),
+        allowed_sites=frozenset(fed.sites) if fed.sites is not None else None,
+        heartbeat_s=doc.heartbeat_s,
+        plan=fed.plan,
     )
-    doc.done()
-    return config

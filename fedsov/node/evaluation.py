@@ -6,7 +6,7 @@ from collections.abc import Callable, Mapping
 
 import numpy as np
 
-from fedsov.coordinator.config import EvaluationConfig, ModelConfig
+from fedsov.config import EvaluationConfig, ModelConfig
 from fedsov.exceptions import ConfigError
 from fedsov.modelref import build_model, load_weights
 from fedsov.refs import resolve_ref

@@ -2,12 +2,11 @@
 decline, send (each audited once), and the residency guard before any of it."""
 
 from fedsov.participant.guard import JoinCheck, may_join, may_send
-from fedsov.participant.loop import Backoff, TaskHandler, serve_upstream
+from fedsov.participant.loop import TaskHandler, serve_upstream
 from fedsov.participant.upstream import FATAL, Upstream
 
 __all__ = [
     "FATAL",
-    "Backoff",
     "JoinCheck",
     "TaskHandler",
     "Upstream",

@@ -7,35 +7,23 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 
 import grpc
 
 from fedsov.audit.trail import AuditTrail
+from fedsov.config import Backoff
 from fedsov.exceptions import FedsovError
 from fedsov.messages import Finished, TrainTask
 from fedsov.participant.guard import JoinCheck
 from fedsov.participant.upstream import FATAL, Upstream
 from fedsov.transport.client import FederationClient
 
-__all__ = ["Backoff", "TaskHandler", "serve_upstream"]
+__all__ = ["TaskHandler", "serve_upstream"]
 
 log = logging.getLogger("fedsov.participant")
 
 TaskHandler = Callable[[Upstream, TrainTask], Awaitable[None]]
-
-
-@dataclass(frozen=True)
-class Backoff:
-    initial_s: float
-    max_s: float
-    max_attempts: int  # 0: retry forever
-
-    def delay(self, failures: int) -> float:
-        base = min(self.max_s, self.initial_s * 2.0 ** (failures - 1))
-        return base * random.uniform(0.5, 1.0)  # jitter: peers do not reconnect in lockstep
 
 
 async def serve_upstream(

@@ -7,24 +7,36 @@ so a plan that breaks its own policy still loads and can be reported on.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
-import tomllib
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 from types import MappingProxyType
+from typing import Annotated, Any, TypeVar
 
-from fedsov.aggregator.config import read_site_dp
-from fedsov.config import Table
-from fedsov.coordinator.config import ModelConfig, read_model, read_training
+from pydantic import AfterValidator, BeforeValidator, Field
+
+from fedsov.config import (
+    Bool,
+    Int,
+    KeyProblem,
+    ModelConfig,
+    Number,
+    PrivacyConfig,
+    Section,
+    SimulationSpec,
+    SiteDPSettings,
+    Str,
+    TrainingPlan,
+    one_of,
+    read_toml,
+    section,
+    validate,
+)
 from fedsov.exceptions import ConfigError, PKIError
-from fedsov.messages import TrainingPlan
 from fedsov.pki.identity import Role, validate_jurisdiction, validate_name
-from fedsov.simulation.scenario import read_data_choice
-from fedsov.site.config import read_privacy
-from fedsov.site.trainer import PrivacyConfig
-from fedsov.strategy import SiteDPSettings
 
 __all__ = [
     "Budgets",
@@ -38,6 +50,9 @@ __all__ = [
     "load_plan",
 ]
 
+_K = TypeVar("_K")
+_V = TypeVar("_V")
+
 
 class Tier(StrEnum):
     """Where a node sits: the coordinator, a regional aggregator, or an edge site."""
@@ -50,49 +65,115 @@ class Tier(StrEnum):
 _ROLE = {Tier.GLOBAL: Role.coordinator, Tier.REGIONAL: Role.aggregator, Tier.EDGE: Role.site}
 
 
-@dataclass(frozen=True)
-class PlanNode:
-    name: str
-    tier: Tier
-    jurisdiction: str
-    upstream: str | None = None
-    hosts: tuple[str, ...] = ()
-    min_sites: int | None = None  # a regional aggregator's own k
+def _checked(check: Callable[[Any], Any]) -> AfterValidator:
+    """A pki name check as a field check: its PKIError becomes the key's error."""
+
+    def run(value: Any) -> Any:
+        try:
+            return check(value)
+        except PKIError as exc:
+            raise ValueError(str(exc)) from None
+
+    return AfterValidator(run)
 
 
-@dataclass(frozen=True)
-class ExportRule:
-    allow: bool = False
-    min_sites: int = 1
-    site_dp: bool = False
+def _frozen(mapping: Mapping[_K, _V]) -> Mapping[_K, _V]:
+    return MappingProxyType(dict(mapping))
 
 
-@dataclass(frozen=True)
-class Budgets:
-    site_epsilon: float | None = None
-    jurisdiction_epsilon: Mapping[str, float] = field(default_factory=dict)
+def _each(check: Callable[[str], str]) -> Callable[[frozenset[str]], frozenset[str]]:
+    def run(values: frozenset[str]) -> frozenset[str]:
+        for value in sorted(values):
+            check(value)
+        return values
+
+    return run
 
 
-@dataclass(frozen=True)
-class Policy:
-    residency: Mapping[str, frozenset[str]]
-    export: Mapping[str, ExportRule]
-    site_dp: SiteDPSettings | None
-    budgets: Budgets
+_Jurisdiction = Annotated[Str, _checked(validate_jurisdiction)]
+_Jurisdictions = Annotated[frozenset[Str], _checked(_each(validate_jurisdiction))]
+_NodeName = Annotated[Str, _checked(validate_name)]
+_FederationName = Annotated[Str, _checked(lambda v: validate_name(v, what="federation name"))]
 
 
-@dataclass(frozen=True)
-class PlanRounds:
-    num_rounds: int
-    timeout_s: float
+@section
+class PlanNode(Section):
+    name: _NodeName
+    tier: Annotated[Tier, one_of(*(t.value for t in Tier))]
+    jurisdiction: _Jurisdiction
+    upstream: Str | None = None
+    hosts: tuple[Str, ...] = ()
+    min_sites: Annotated[Int, Field(ge=1)] | None = None  # a regional aggregator's own k
 
 
-@dataclass(frozen=True)
-class SimulationSpec:
-    dataset: str
-    partition: str
-    alpha: float | None
-    test_fraction: float
+@section
+class ExportRule(Section):
+    allow: Bool = False
+    min_sites: Annotated[Int, Field(ge=1)] = 1
+    site_dp: Bool = False
+
+
+def _listed_rules_allow(rules: Any) -> Any:
+    """A jurisdiction listed under ``[policy.export]`` may export unless it says otherwise."""
+    if not isinstance(rules, dict):
+        return rules
+    return {j: {"allow": True, **r} if isinstance(r, dict) else r for j, r in rules.items()}
+
+
+@section
+class Budgets(Section):
+    site_epsilon: Annotated[Number, Field(gt=0.0)] | None = None
+    jurisdiction_epsilon: Annotated[
+        Mapping[_Jurisdiction, Annotated[Number, Field(gt=0.0)]], AfterValidator(_frozen)
+    ] = dataclasses.field(default_factory=lambda: MappingProxyType({}))
+
+
+@section
+class Policy(Section):
+    residency: Annotated[Mapping[_Jurisdiction, _Jurisdictions], AfterValidator(_frozen)] = (
+        dataclasses.field(default_factory=lambda: MappingProxyType({}))
+    )
+    export: Annotated[
+        Mapping[_Jurisdiction, ExportRule],
+        BeforeValidator(_listed_rules_allow),
+        AfterValidator(_frozen),
+    ] = dataclasses.field(default_factory=lambda: MappingProxyType({}))
+    site_dp: SiteDPSettings | None = None
+    budgets: Budgets = dataclasses.field(default_factory=Budgets)
+
+
+@section
+class PlanRounds(Section):
+    num_rounds: Annotated[Int, Field(ge=1)]
+    timeout_s: Annotated[Number, Field(gt=0.0)] = 300.0
+
+
+@section
+class _Federation(Section):
+    name: _FederationName
+    seed: Annotated[Int, Field(ge=0)] = 0
+
+
+@section
+class _PlanFile(Section):
+    """A plan file, table by table."""
+
+    federation: _Federation
+    rounds: PlanRounds
+    model: ModelConfig
+    training: TrainingPlan = dataclasses.field(default_factory=TrainingPlan)
+    privacy: PrivacyConfig = dataclasses.field(default_factory=PrivacyConfig)
+    nodes: tuple[PlanNode, ...] = ()
+    policy: Policy = dataclasses.field(default_factory=Policy)
+    simulation: SimulationSpec | None = None
+
+    def __post_init__(self) -> None:
+        names = [n.name for n in self.nodes]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise KeyProblem("nodes", f"node {duplicates[0]!r} is declared twice")
+        if not self.nodes:
+            raise KeyProblem("nodes", "the plan declares no [[nodes]]")
 
 
 @dataclass(frozen=True)
@@ -166,155 +247,20 @@ class Plan:
         return self.policy.export.get(jurisdiction, ExportRule(allow=False))
 
 
-def _read_node(table: Table) -> PlanNode:
-    name = table.string("name")
-    tier_text = table.string("tier")
-    try:
-        validate_name(name)
-    except PKIError as exc:
-        raise table.error("name", str(exc)) from exc
-    try:
-        tier = Tier(tier_text)
-    except ValueError:
-        raise table.error(
-            "tier", f"{tier_text!r} is not one of {', '.join(t.value for t in Tier)}"
-        ) from None
-    jurisdiction = table.string("jurisdiction")
-    try:
-        validate_jurisdiction(jurisdiction)
-    except PKIError as exc:
-        raise table.error("jurisdiction", str(exc)) from exc
-    node = PlanNode(
-        name=name,
-        tier=tier,
-        jurisdiction=jurisdiction,
-        upstream=table.string("upstream", None),
-        hosts=tuple(table.strings("hosts", [])),
-        min_sites=table.integer("min_sites", None, min=1),
-    )
-    table.done()
-    return node
-
-
-def _jurisdiction(table: Table, key: str, value: str) -> str:
-    """``value`` if it is a jurisdiction code, else a ConfigError naming ``key``."""
-    try:
-        return validate_jurisdiction(value)
-    except PKIError as exc:
-        raise table.error(key, str(exc)) from exc
-
-
-def _read_residency(table: Table) -> Mapping[str, frozenset[str]]:
-    residency: dict[str, frozenset[str]] = {}
-    for j in list(table.keys()):
-        _jurisdiction(table, j, j)
-        residency[j] = frozenset(_jurisdiction(table, j, t) for t in table.strings(j))
-    table.done()
-    return MappingProxyType(residency)
-
-
-def _read_export(table: Table) -> Mapping[str, ExportRule]:
-    export: dict[str, ExportRule] = {}
-    for j in list(table.keys()):
-        _jurisdiction(table, j, j)
-        sub = table.table(j)
-        export[j] = ExportRule(
-            allow=sub.boolean("allow", True),
-            min_sites=sub.integer("min_sites", 1, min=1),
-            site_dp=sub.boolean("site_dp", False),
-        )
-        sub.done()
-    table.done()
-    return MappingProxyType(export)
-
-
-def _read_budgets(table: Table) -> Budgets:
-    jt = table.table("jurisdiction_epsilon")
-    per_jurisdiction = {
-        _jurisdiction(jt, j, j): jt.number(j, min=0.0, exclusive_min=True) for j in list(jt.keys())
-    }
-    jt.done()
-    budgets = Budgets(
-        site_epsilon=table.number("site_epsilon", None, min=0.0, exclusive_min=True),
-        jurisdiction_epsilon=MappingProxyType(per_jurisdiction),
-    )
-    table.done()
-    return budgets
-
-
-def _read_policy(table: Table) -> Policy:
-    policy = Policy(
-        residency=_read_residency(table.table("residency")),
-        export=_read_export(table.table("export")),
-        site_dp=read_site_dp(table.table("site_dp")) if table.has("site_dp") else None,
-        budgets=_read_budgets(table.table("budgets")),
-    )
-    table.done()
-    return policy
-
-
-def _read_simulation(table: Table) -> SimulationSpec:
-    choice = read_data_choice(table, default_dataset="digits")
-    table.done()
-    return SimulationSpec(
-        dataset=choice.dataset,
-        partition=choice.partition,
-        alpha=choice.alpha,
-        test_fraction=choice.test_fraction,
-    )
-
-
-def _parse(path: Path) -> tuple[bytes, Table]:
-    """The file's bytes and their TOML: the hash pins exactly what was parsed."""
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read plan: {exc.strerror or exc}") from exc
-    try:
-        data = tomllib.loads(raw.decode("utf-8"))
-    except UnicodeDecodeError as exc:
-        raise ConfigError(f"{path}: the plan is not UTF-8: {exc}") from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: invalid TOML: {exc}") from exc
-    return raw, Table(data, file=path, prefix="")
-
-
 def load_plan(path: Path) -> Plan:
     """Read and validate each field of the plan at ``path``; errors name file and key."""
-    raw, doc = _parse(path)
-    fed = doc.table("federation", required=True)
-    federation = fed.string("name")
-    try:
-        validate_name(federation, what="federation name")
-    except PKIError as exc:
-        raise fed.error("name", str(exc)) from exc
-    seed = fed.integer("seed", 0, min=0)
-    fed.done()
-    rt = doc.table("rounds", required=True)
-    rounds = PlanRounds(
-        num_rounds=rt.integer("num_rounds", min=1),
-        timeout_s=rt.number("timeout_s", 300.0, min=0.0, exclusive_min=True),
-    )
-    rt.done()
-    nodes = tuple(_read_node(t) for t in doc.tables("nodes"))
-    names = [n.name for n in nodes]
-    duplicates = sorted({n for n in names if names.count(n) > 1})
-    if duplicates:
-        raise doc.error("nodes", f"node {duplicates[0]!r} is declared twice")
-    if not nodes:
-        raise doc.error("nodes", "the plan declares no [[nodes]]")
-    plan = Plan(
+    raw, data = read_toml(path, what="plan")
+    doc = validate(_PlanFile, data, file=path)
+    return Plan(
         source=path,
         sha256=hashlib.sha256(raw).hexdigest(),
-        federation=federation,
-        seed=seed,
-        model=read_model(doc.table("model", required=True)),
-        rounds=rounds,
-        training=read_training(doc.table("training")),
-        privacy=read_privacy(doc.table("privacy")),
-        nodes=nodes,
-        policy=_read_policy(doc.table("policy")),
-        simulation=_read_simulation(doc.table("simulation")) if doc.has("simulation") else None,
+        federation=doc.federation.name,
+        seed=doc.federation.seed,
+        model=doc.model,
+        rounds=doc.rounds,
+        training=doc.training,
+        privacy=doc.privacy,
+        nodes=doc.nodes,
+        policy=doc.policy,
+        simulation=doc.simulation,
     )
-    doc.done()
-    return plan

@@ -8,6 +8,7 @@ residency, export thresholds, site-level DP).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import time
@@ -18,19 +19,21 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from fedsov.config import Backoff, EvaluationConfig, write_toml
 from fedsov.exceptions import FedsovError
 from fedsov.pki.throwaway import NodePaths, NodeSpec, build_pki
 from fedsov.policy.plan import Plan, PlanNode, Tier
 from fedsov.policy.runtime import export_requirement
 from fedsov.simulation.data_prep import write_site_data
-from fedsov.simulation.processes import ProcessGroup, tls_table, write_toml
+from fedsov.simulation.processes import ProcessGroup, tls_table
 from fedsov.simulation.scenario import DataPlan
 
 __all__ = ["Deployment", "prepare_deployment", "run_plan_simulation"]
 
 console = Console(stderr=True)
 SERVER_HOSTS = ("localhost", "127.0.0.1")
-RECONNECT = {"initial_backoff_s": 0.2, "max_backoff_s": 5.0, "max_attempts": 30}
+EVALUATE = "fedsov.simulation.evaluation:evaluate_file"
+RECONNECT = Backoff(initial_s=0.2, max_s=5.0, max_attempts=30)
 
 
 @dataclass
@@ -82,30 +85,15 @@ def prepare_deployment(plan: Plan, out: Path) -> Deployment:
     if sim is None:
         raise FedsovError(f"{plan.source}: a plan needs a [simulation] table to be simulated")
     edges = [n.name for n in plan.nodes if n.tier is Tier.EDGE]
-    data_plan = DataPlan(
-        dataset=sim.dataset,
-        partition=sim.partition,
-        alpha=sim.alpha,
-        synthetic_alpha=1.0,
-        synthetic_beta=1.0,
-        test_fraction=sim.test_fraction,
-        sites=len(edges),
-    )
+    data_plan = DataPlan(**dataclasses.asdict(sim), sites=len(edges))
     data, test_file = write_site_data(
         data_plan, seed=plan.seed, names=edges, directory=out / "data"
     )
     return Deployment(plan, out, plan_file, pki, data, test_file)
 
 
-def _model(plan: Plan) -> dict[str, Any]:
-    return {"factory": plan.model.factory, "kwargs": plan.model.kwargs}
-
-
-def _evaluation(dep: Deployment) -> dict[str, Any]:
-    return {
-        "function": "fedsov.simulation.evaluation:evaluate_file",
-        "kwargs": {"path": str(dep.test_file)},
-    }
+def _evaluation(dep: Deployment) -> EvaluationConfig:
+    return EvaluationConfig(EVALUATE, {"path": str(dep.test_file)})
 
 
 def _upstream(dep: Deployment, node: PlanNode) -> dict[str, Any]:
@@ -128,11 +116,10 @@ def _server(dep: Deployment, node: PlanNode) -> dict[str, Any]:
 def coordinator_config(dep: Deployment) -> dict[str, Any]:
     plan, top = dep.plan, dep.plan.global_node
     children = plan.children(top.name)
-    t = plan.training
     return {
         "federation": {"name": plan.federation, "seed": plan.seed, "plan": str(dep.plan_file)},
         "server": _server(dep, top),
-        "model": _model(plan),
+        "model": plan.model,
         "rounds": {
             "num_rounds": plan.rounds.num_rounds,
             "min_sites": len(children),  # every child connected before round 1
@@ -140,12 +127,7 @@ def coordinator_config(dep: Deployment) -> dict[str, Any]:
             "timeout_s": plan.rounds.timeout_s,
             "start_timeout_s": 300.0,
         },
-        "training": {
-            "local_epochs": t.local_epochs,
-            "batch_size": t.batch_size,
-            "learning_rate": t.learning_rate,
-            "momentum": t.momentum,
-        },
+        "training": plan.training,
         "evaluation": _evaluation(dep),
         "output": {"dir": str(dep.out)},
     }
@@ -159,7 +141,7 @@ def aggregator_config(dep: Deployment, node: PlanNode) -> dict[str, Any]:
         "federation": {"name": plan.federation, "plan": str(dep.plan_file)},
         "server": _server(dep, node),
         "upstream": _upstream(dep, node),
-        "model": _model(plan),
+        "model": plan.model,
         "rounds": {
             "min_sites": need.min_sites,
             "timeout_s": plan.rounds.timeout_s * 0.8,
@@ -171,32 +153,19 @@ def aggregator_config(dep: Deployment, node: PlanNode) -> dict[str, Any]:
     }
     dp = plan.policy.site_dp
     if need.site_dp and dp is not None:
-        config["site_dp"] = {
-            "clip": dp.clip,
-            "noise_multiplier": dp.noise_multiplier,
-            "adaptive": dp.adaptive,
-            "target_quantile": dp.target_quantile,
-            "clip_learning_rate": dp.clip_learning_rate,
-            "delta": dp.delta,
-        }
+        config["site_dp"] = dp
     return config
 
 
 def site_config(dep: Deployment, node: PlanNode, index: int) -> dict[str, Any]:
-    plan, p = dep.plan, dep.plan.privacy
+    plan = dep.plan
     return {
         "site": {"name": node.name, "seed": plan.seed * 1000 + index, "device": "auto"},
         "federation": {"plan": str(dep.plan_file)},
         "upstream": _upstream(dep, node),
         "data": {"path": str(dep.data[node.name])},
-        "model": _model(plan),
-        "privacy": {
-            "enabled": p.enabled,
-            "noise_multiplier": p.noise_multiplier,
-            "max_grad_norm": p.max_grad_norm,
-            "delta": p.delta,
-            "accountant": p.accountant,
-        },
+        "model": plan.model,
+        "privacy": plan.privacy,
         "reconnect": RECONNECT,
     }
 

@@ -11,11 +11,12 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from fedsov.config import Backoff, EvaluationConfig, write_toml
 from fedsov.exceptions import FedsovError
 from fedsov.pki.identity import Role
 from fedsov.pki.throwaway import NodePaths, NodeSpec, build_pki
 from fedsov.simulation.data_prep import write_site_data
-from fedsov.simulation.processes import ProcessGroup, tls_table, write_toml
+from fedsov.simulation.processes import ProcessGroup, tls_table
 from fedsov.simulation.scenario import Scenario
 
 __all__ = ["run_simulation"]
@@ -23,6 +24,7 @@ __all__ = ["run_simulation"]
 console = Console(stderr=True)
 OWNED = ("pki", "configs", "data", "logs", "models", "work", "state", "audit")
 COORDINATOR = "coordinator"
+EVALUATE = "fedsov.simulation.evaluation:evaluate_file"
 
 
 def _coordinator_config(sc: Scenario, out: Path, pki: NodePaths, test_path: Path) -> dict[str, Any]:
@@ -33,7 +35,7 @@ def _coordinator_config(sc: Scenario, out: Path, pki: NodePaths, test_path: Path
             "port_file": str(out / "coordinator.port"),
             **tls_table(pki),
         },
-        "model": {"factory": sc.model.factory, "kwargs": sc.model.kwargs},
+        "model": sc.model,
         "rounds": {
             "num_rounds": sc.rounds.num_rounds,
             "min_sites": sc.rounds.min_sites,
@@ -41,35 +43,20 @@ def _coordinator_config(sc: Scenario, out: Path, pki: NodePaths, test_path: Path
             "timeout_s": sc.rounds.timeout_s,
             "start_timeout_s": 300.0,
         },
-        "training": {
-            "local_epochs": sc.training.local_epochs,
-            "batch_size": sc.training.batch_size,
-            "learning_rate": sc.training.learning_rate,
-            "momentum": sc.training.momentum,
-        },
-        "evaluation": {
-            "function": "fedsov.simulation.evaluation:evaluate_file",
-            "kwargs": {"path": str(test_path)},
-        },
+        "training": sc.training,
+        "evaluation": EvaluationConfig(EVALUATE, {"path": str(test_path)}),
         "output": {"dir": str(out)},
     }
 
 
 def _site_config(sc: Scenario, index: int, port: int, pki: NodePaths, data: Path) -> dict[str, Any]:
-    p = sc.privacy
     return {
         "site": {"name": f"site-{index}", "seed": sc.seed * 1000 + index, "device": "auto"},
         "upstream": {"address": f"127.0.0.1:{port}", "server_name": "localhost", **tls_table(pki)},
         "data": {"path": str(data)},
-        "model": {"factory": sc.model.factory, "kwargs": sc.model.kwargs},
-        "privacy": {
-            "enabled": p.enabled,
-            "noise_multiplier": p.noise_multiplier,
-            "max_grad_norm": p.max_grad_norm,
-            "delta": p.delta,
-            "accountant": p.accountant,
-        },
-        "reconnect": {"initial_backoff_s": 0.2, "max_backoff_s": 5.0, "max_attempts": 20},
+        "model": sc.model,
+        "privacy": sc.privacy,
+        "reconnect": Backoff(initial_s=0.2, max_s=5.0, max_attempts=20),
     }
 
 

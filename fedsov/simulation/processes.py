@@ -12,19 +12,12 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-import tomli_w
 from rich.console import Console
 
 from fedsov.exceptions import FedsovError
 from fedsov.pki.throwaway import NodePaths
 
-__all__ = ["ProcessGroup", "tls_table", "write_toml"]
-
-
-def write_toml(path: Path, data: dict[str, Any]) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(tomli_w.dumps(data), encoding="utf-8")
-    return path
+__all__ = ["ProcessGroup", "tls_table"]
 
 
 def tls_table(paths: NodePaths) -> dict[str, str]:

@@ -2,39 +2,74 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated
 
-from fedsov.config import Table, load_toml
-from fedsov.coordinator.config import ModelConfig, read_model, read_training
-from fedsov.messages import TrainingPlan
-from fedsov.site.config import read_privacy
-from fedsov.site.trainer import PrivacyConfig
+from pydantic import AfterValidator, Field
 
-__all__ = ["DataPlan", "RoundsPlan", "Scenario", "load_scenario"]
+from fedsov.config import (
+    DataChoice,
+    Int,
+    KeyProblem,
+    ModelConfig,
+    Number,
+    PrivacyConfig,
+    Section,
+    Str,
+    TrainingPlan,
+    load_toml,
+    read_toml,
+    section,
+)
 
-DATASETS = ("digits", "mnist", "synthetic")
-PARTITIONS = ("iid", "dirichlet")
-
-
-@dataclass(frozen=True)
-class DataPlan:
-    dataset: str
-    partition: str
-    alpha: float | None
-    synthetic_alpha: float
-    synthetic_beta: float
-    test_fraction: float
-    sites: int
+__all__ = ["DataPlan", "RoundsPlan", "Scenario", "ScenarioFile", "is_plan", "load_scenario"]
 
 
-@dataclass(frozen=True)
-class RoundsPlan:
-    num_rounds: int
-    min_sites: int
-    sites_per_round: int
-    timeout_s: float
+@section
+class DataPlan(DataChoice):
+    """A scenario's ``[data]``: the data choice, how many sites, and the synthetic shape."""
+
+    synthetic_alpha: Annotated[Number, Field(ge=0.0)] = 1.0
+    synthetic_beta: Annotated[Number, Field(ge=0.0)] = 1.0
+    sites: Annotated[Int, Field(ge=1, le=200)] = Field(kw_only=True)
+
+
+@section
+class RoundsPlan(Section):
+    SECTION = "rounds"
+    num_rounds: Annotated[Int, Field(ge=1)]
+    min_sites: Annotated[Int, Field(ge=1)] | None = None  # default: every site
+    sites_per_round: Annotated[Int, Field(ge=0)] = 0
+    timeout_s: Annotated[Number, Field(gt=0.0)] = 300.0
+
+
+def _name(name: str) -> str:
+    if not re.fullmatch(r"[a-z0-9][a-z0-9._-]{0,62}", name):
+        raise ValueError("use lower-case letters, digits, '.', '_' or '-'")
+    return name
+
+
+@section
+class ScenarioFile(Section):
+    """A flat scenario file, table by table."""
+
+    name: Annotated[Str, AfterValidator(_name)]
+    data: DataPlan
+    model: ModelConfig
+    rounds: RoundsPlan
+    seed: Annotated[Int, Field(ge=0)] = 0
+    training: TrainingPlan = dataclasses.field(default_factory=TrainingPlan)
+    privacy: PrivacyConfig = dataclasses.field(default_factory=PrivacyConfig)
+
+    def __post_init__(self) -> None:
+        sites = self.data.sites
+        for key in ("min_sites", "sites_per_round"):
+            value = getattr(self.rounds, key)
+            if value is not None and value > sites:
+                raise KeyProblem(f"rounds.{key}", f"must be <= {sites}, got {value}")
 
 
 @dataclass(frozen=True)
@@ -49,82 +84,23 @@ class Scenario:
     privacy: PrivacyConfig
 
 
-@dataclass(frozen=True)
-class DataChoice:
-    """Which dataset, how it is split over the sites, and how much is held out."""
-
-    dataset: str
-    partition: str
-    alpha: float | None
-    test_fraction: float
-
-
-def read_data_choice(table: Table, *, default_dataset: str | None) -> DataChoice:
-    """The data keys shared by scenarios ([data]) and plans ([simulation])."""
-    dataset = (
-        table.string("dataset", default_dataset) if default_dataset else table.string("dataset")
-    )
-    if dataset not in DATASETS:
-        raise table.error("dataset", f"{dataset!r} is not one of {', '.join(DATASETS)}")
-    partition = table.string("partition", "iid")
-    if partition not in PARTITIONS:
-        raise table.error("partition", f"{partition!r} is not one of {', '.join(PARTITIONS)}")
-    choice = DataChoice(
-        dataset=dataset,
-        partition=partition,
-        alpha=table.number("alpha", None, min=0.0, exclusive_min=True),
-        test_fraction=table.number("test_fraction", 0.2, min=0.0, max=0.9, exclusive_min=True),
-    )
-    if partition == "dirichlet" and choice.alpha is None:
-        raise table.error("alpha", "is required with partition = 'dirichlet'")
-    return choice
-
-
 def is_plan(path: Path) -> bool:
     """A federation plan declares ``[[nodes]]``; a flat scenario does not."""
-    return load_toml(path).has("nodes")
+    return "nodes" in read_toml(path)[1]
 
 
 def load_scenario(path: Path) -> Scenario:
-    doc = load_toml(path)
-    name = doc.string("name")
-    if not re.fullmatch(r"[a-z0-9][a-z0-9._-]{0,62}", name):
-        raise doc.error("name", "use lower-case letters, digits, '.', '_' or '-'")
-    seed = doc.integer("seed", 0, min=0)
-
-    dt = doc.table("data", required=True)
-    choice = read_data_choice(dt, default_dataset=None)
-    data = DataPlan(
-        dataset=choice.dataset,
-        partition=choice.partition,
-        alpha=choice.alpha,
-        synthetic_alpha=dt.number("synthetic_alpha", 1.0, min=0.0),
-        synthetic_beta=dt.number("synthetic_beta", 1.0, min=0.0),
-        test_fraction=choice.test_fraction,
-        sites=dt.integer("sites", min=1, max=200),
-    )
-    dt.done()
-
-    rt = doc.table("rounds", required=True)
-    rounds = RoundsPlan(
-        num_rounds=rt.integer("num_rounds", min=1),
-        min_sites=rt.integer("min_sites", data.sites, min=1, max=data.sites),
-        sites_per_round=rt.integer("sites_per_round", 0, min=0, max=data.sites),
-        timeout_s=rt.number("timeout_s", 300.0, min=0.0, exclusive_min=True),
-    )
-    rt.done()
-
-    privacy = read_privacy(doc.table("privacy"))
-
-    scenario = Scenario(
+    doc = load_toml(ScenarioFile, path)
+    rounds = doc.rounds
+    if rounds.min_sites is None:
+        rounds = dataclasses.replace(rounds, min_sites=doc.data.sites)
+    return Scenario(
         source=path,
-        name=name,
-        seed=seed,
-        data=data,
-        model=read_model(doc.table("model", required=True)),
+        name=doc.name,
+        seed=doc.seed,
+        data=doc.data,
+        model=doc.model,
         rounds=rounds,
-        training=read_training(doc.table("training")),
-        privacy=privacy,
+        training=doc.training,
+        privacy=doc.privacy,
     )
-    doc.done()
-    return scenario

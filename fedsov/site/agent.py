@@ -12,6 +12,7 @@ import torch
 
 from fedsov.audit.trail import AuditTrail, open_audit_trail
 from fedsov.codec import decode, encode
+from fedsov.config import TrainingPlan
 from fedsov.exceptions import CodecError, FedsovError, TrainingError
 from fedsov.messages import Finished, PrivacyReport, TrainTask, UpdateHeader
 from fedsov.modelref import build_model, load_weights
@@ -24,7 +25,7 @@ from fedsov.randomness import warn_if_reproducible
 from fedsov.site.config import SiteConfig
 from fedsov.site.data import Dataset, load_local_data
 from fedsov.site.fit import check_data_fits
-from fedsov.site.trainer import DPTrainer, TrainConfig
+from fedsov.site.trainer import DPTrainer
 from fedsov.transport.client import FederationClient
 
 __all__ = ["SiteAgent", "SiteOutcome"]
@@ -142,7 +143,7 @@ class SiteAgent:
         return SiteOutcome(self.rounds_trained, self.epsilon, finished)
 
     def _trainer_for(self, task: TrainTask) -> DPTrainer:
-        train = TrainConfig(
+        train = TrainingPlan(
             local_epochs=task.plan.local_epochs,
             batch_size=task.plan.batch_size,
             learning_rate=task.plan.learning_rate,

@@ -2,17 +2,80 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated
 
-from fedsov.config import Table, load_toml
-from fedsov.coordinator.config import ModelConfig, read_model
-from fedsov.participant import Backoff
+from pydantic import AfterValidator, Field
+
+from fedsov.config import (
+    Backoff,
+    ClientEndpoint,
+    ConfigPath,
+    Int,
+    ModelConfig,
+    Number,
+    PrivacyConfig,
+    Section,
+    Str,
+    UpstreamTable,
+    beside,
+    load_toml,
+    section,
+)
 from fedsov.site.data import DataSpec
-from fedsov.site.trainer import PrivacyConfig
-from fedsov.transport.endpoint import ClientEndpoint, read_client_endpoint
 
-__all__ = ["SiteConfig", "load", "read_backoff", "read_privacy"]
+__all__ = ["SiteConfig", "SiteFile", "load"]
+
+
+def _device(device: str) -> str:
+    if device not in ("auto", "cpu") and not device.startswith("cuda"):
+        raise ValueError(f"must be 'auto', 'cpu' or 'cuda[:N]', got {device!r}")
+    return device
+
+
+@section
+class SiteTable(Section):
+    name: Str
+    seed: Annotated[Int, Field(ge=0)] = 0
+    device: Annotated[Str, AfterValidator(_device)] = "auto"
+
+
+@section
+class SitePrivacy(PrivacyConfig):
+    """``[privacy]`` at a site: DP-SGD settings, the site's ε budget and its ledger."""
+
+    budget_epsilon: Annotated[Number, Field(gt=0.0)] | None = None  # refuse rounds past it
+    ledger: ConfigPath | None = None  # record of every release (default: beside the config)
+
+    def settings(self) -> PrivacyConfig:
+        names = (f.name for f in dataclasses.fields(PrivacyConfig))
+        return PrivacyConfig(**{name: getattr(self, name) for name in names})
+
+
+@section
+class FederationTable(Section):
+    plan: ConfigPath | None = None  # federation plan: residency checked before dialing
+
+
+@section
+class AuditTable(Section):
+    ledger: ConfigPath | None = None  # signed audit trail (default: beside the config)
+
+
+@section
+class SiteFile(Section):
+    """A site agent's TOML file, table by table."""
+
+    site: SiteTable
+    upstream: UpstreamTable
+    data: DataSpec
+    model: ModelConfig
+    privacy: SitePrivacy
+    reconnect: Backoff = dataclasses.field(default_factory=Backoff)
+    federation: FederationTable = dataclasses.field(default_factory=FederationTable)
+    audit: AuditTable = dataclasses.field(default_factory=AuditTable)
 
 
 @dataclass(frozen=True)
@@ -32,80 +95,21 @@ class SiteConfig:
     audit_ledger: Path | None = None  # signed audit trail (default: beside config)
 
 
-def read_backoff(table: Table) -> Backoff:
-    """A ``[reconnect]`` table: exponential backoff with jitter towards the upstream."""
-    backoff = Backoff(
-        initial_s=table.number("initial_backoff_s", 0.5, min=0.0, exclusive_min=True),
-        max_s=table.number("max_backoff_s", 30.0, min=0.0, exclusive_min=True),
-        max_attempts=table.integer("max_attempts", 0, min=0),
-    )
-    table.done()
-    return backoff
-
-
-def read_privacy(table: Table) -> PrivacyConfig:
-    """A ``[privacy]`` table: the DP-SGD settings the data owner chooses."""
-    privacy = PrivacyConfig(
-        enabled=table.boolean("enabled", True),
-        noise_multiplier=table.number("noise_multiplier", 1.0, min=0.0),
-        max_grad_norm=table.number("max_grad_norm", 1.0, min=0.0, exclusive_min=True),
-        delta=table.number("delta", 1e-5, min=0.0, max=1.0, exclusive_min=True),
-        accountant=table.string("accountant", "pld"),
-    )
-    table.done()
-    return privacy
-
-
 def load(path: Path) -> SiteConfig:
-    doc = load_toml(path)
-    site = doc.table("site", required=True)
-    name = site.string("name")
-    seed = site.integer("seed", 0, min=0)
-    device = site.string("device", "auto")
-    if device not in ("auto", "cpu") and not device.startswith("cuda"):
-        raise site.error("device", f"must be 'auto', 'cpu' or 'cuda[:N]', got {device!r}")
-    site.done()
-
-    dt = doc.table("data", required=True)
-    if dt.has("path") == dt.has("loader"):
-        raise dt.error("path", "give exactly one of 'path' (a CSV/NPZ file) or 'loader'")
-    data = DataSpec(
-        path=dt.path("path", None),
-        loader=dt.string("loader", None),
-        kwargs=dt.mapping("kwargs"),
-        label_column=dt.string("label_column", "label"),
-    )
-    dt.done()
-
-    pt = doc.table("privacy", required=True)
-    budget = pt.number("budget_epsilon", None, min=0.0, exclusive_min=True)
-    ledger = pt.path("ledger", str(path.parent / f"{name}.privacy-ledger.jsonl"))
-    privacy = read_privacy(pt)
-
-    backoff = read_backoff(doc.table("reconnect"))
-
-    ft = doc.table("federation")
-    plan = ft.path("plan", None)
-    ft.done()
-
-    at = doc.table("audit")
-    audit_ledger = at.path("ledger", str(path.parent / f"{name}.audit.jsonl"))
-    at.done()
-
-    config = SiteConfig(
+    doc = load_toml(SiteFile, path)
+    name = doc.site.name
+    return SiteConfig(
         source=path,
         name=name,
-        seed=seed,
-        device=None if device == "auto" else device,
-        upstream=read_client_endpoint(doc.table("upstream", required=True)),
-        data=data,
-        model=read_model(doc.table("model", required=True)),
-        privacy=privacy,
-        backoff=backoff,
-        plan=plan,
-        budget_epsilon=budget,
-        ledger=ledger,
-        audit_ledger=audit_ledger,
+        seed=doc.site.seed,
+        device=None if doc.site.device == "auto" else doc.site.device,
+        upstream=doc.upstream.endpoint(),
+        data=doc.data,
+        model=doc.model,
+        privacy=doc.privacy.settings(),
+        backoff=doc.reconnect,
+        plan=doc.federation.plan,
+        budget_epsilon=doc.privacy.budget_epsilon,
+        ledger=doc.privacy.ledger or beside(path, f"{name}.privacy-ledger.jsonl"),
+        audit_ledger=doc.audit.ledger or beside(path, f"{name}.audit.jsonl"),
     )
-    doc.done()
-    return config

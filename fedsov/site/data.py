@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from fedsov.config import ConfigPath, KeyProblem, Section, Str, section
 from fedsov.exceptions import ConfigError, DataError
 from fedsov.fileio import atomic_writer
 from fedsov.refs import resolve_ref
@@ -80,18 +81,19 @@ class Dataset:
             raise DataError(f"{source}: labels must be non-negative, found {int(y.min())}")
 
 
-@dataclass(frozen=True)
-class DataSpec:
+@section
+class DataSpec(Section):
     """Where a site's data comes from: exactly one of a file ``path`` or a ``loader`` reference."""
 
-    path: Path | None = None
-    loader: str | None = None
-    kwargs: Mapping[str, Any] = field(default_factory=dict)
-    label_column: str = "label"
+    SECTION = "data"
+    path: ConfigPath | None = None
+    loader: Str | None = None
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    label_column: Str = "label"
 
     def __post_init__(self) -> None:
         if (self.path is None) == (self.loader is None):
-            raise ConfigError("data: give exactly one of 'path' (a CSV/NPZ file) or 'loader'")
+            raise KeyProblem("path", "give exactly one of 'path' (a CSV/NPZ file) or 'loader'")
 
 
 def _as_dataset(x: Any, y: Any, source: str) -> Dataset:

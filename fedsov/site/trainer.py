@@ -26,10 +26,10 @@ from opacus import PrivacyEngine
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
+from fedsov.config import PrivacyConfig, TrainingPlan
 from fedsov.exceptions import ConfigError, DataError, FedsovError, TrainingError
 from fedsov.privacy.accountant import (
     MechanismStep,
-    check_site_accountant,
     compute_epsilon,
     merge_history,
 )
@@ -39,8 +39,6 @@ from fedsov.site.data import Dataset
 __all__ = [
     "GRAD_SAMPLE_MODE",
     "DPTrainer",
-    "PrivacyConfig",
-    "TrainConfig",
     "TrainResult",
     "evaluate",
     "resolve_device",
@@ -54,58 +52,6 @@ _SEED_MASK = (1 << 64) - 1
 
 def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_real(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Local optimisation: epochs over the local data, batch size and SGD settings."""
-
-    local_epochs: int
-    batch_size: int
-    learning_rate: float
-    momentum: float = 0.0
-
-    def __post_init__(self) -> None:
-        if not _is_int(self.local_epochs) or self.local_epochs < 1:
-            raise ConfigError(f"local_epochs must be an integer >= 1, got {self.local_epochs!r}")
-        if not _is_int(self.batch_size) or self.batch_size < 1:
-            raise ConfigError(f"batch_size must be an integer >= 1, got {self.batch_size!r}")
-        if not _is_real(self.learning_rate) or self.learning_rate <= 0:
-            raise ConfigError(
-                f"learning_rate must be a finite number > 0, got {self.learning_rate!r}"
-            )
-        if not _is_real(self.momentum) or not 0 <= self.momentum < 1:
-            raise ConfigError(f"momentum must be in [0, 1), got {self.momentum!r}")
-
-
-@dataclass(frozen=True)
-class PrivacyConfig:
-    """DP-SGD settings; ``enabled=False`` trains without noise or clipping (epsilon is inf)."""
-
-    noise_multiplier: float
-    max_grad_norm: float
-    delta: float
-    accountant: str = "pld"  # replace-one: the site's example count is public
-    enabled: bool = True
-
-    def __post_init__(self) -> None:
-        if not _is_real(self.noise_multiplier) or self.noise_multiplier < 0:
-            raise ConfigError(
-                f"noise_multiplier must be a finite number >= 0, got {self.noise_multiplier!r}"
-            )
-        if not _is_real(self.max_grad_norm) or self.max_grad_norm <= 0:
-            raise ConfigError(
-                f"max_grad_norm must be a finite number > 0, got {self.max_grad_norm!r}"
-            )
-        if not _is_real(self.delta) or not 0 < self.delta < 1:
-            raise ConfigError(f"delta must be in (0, 1), got {self.delta!r}")
-        check_site_accountant(self.accountant)
-        if not isinstance(self.enabled, bool):
-            raise ConfigError(f"enabled must be true or false, got {self.enabled!r}")
 
 
 @dataclass(frozen=True)
@@ -182,7 +128,7 @@ class DPTrainer:
         self,
         *,
         data: Dataset,
-        train: TrainConfig,
+        train: TrainingPlan,
         privacy: PrivacyConfig,
         device: str | None = None,
         seed: int = 0,
@@ -226,14 +172,14 @@ class DPTrainer:
         )
 
     @property
-    def train(self) -> TrainConfig:
+    def train(self) -> TrainingPlan:
         """The local optimisation settings; may be replaced between rounds."""
         return self._train
 
     @train.setter
-    def train(self, value: TrainConfig) -> None:
-        if not isinstance(value, TrainConfig):
-            raise ConfigError(f"train must be a TrainConfig, got {type(value).__name__}")
+    def train(self, value: TrainingPlan) -> None:
+        if not isinstance(value, TrainingPlan):
+            raise ConfigError(f"train must be a TrainingPlan, got {type(value).__name__}")
         self._train = value
 
     @property

@@ -38,6 +38,7 @@ from typing import Any
 import numpy as np
 
 from fedsov.codec import Manifest
+from fedsov.config import SiteDPSettings, adaptive_noise
 from fedsov.exceptions import ConfigError
 from fedsov.strategy.base import SiteLevelDP, Strategy
 from fedsov.strategy.fedavg import FedAvgAggregate
@@ -46,84 +47,6 @@ __all__ = ["DPFedAvg", "DPFedAvgAggregate", "RoundStats", "SiteDPSettings", "ada
 
 _SLICE = 1 << 20  # elements per step when drawing noise and writing the result
 _MODEL_NOISE, _COUNT_NOISE = 0, 1  # Generator streams within a round
-
-
-def _number(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
-
-
-@dataclass(frozen=True)
-class SiteDPSettings:
-    """DP-FedAvg settings. ``delta`` is the δ ε is reported at (accounting only)."""
-
-    clip: float
-    noise_multiplier: float
-    adaptive: bool = False
-    target_quantile: float = 0.5
-    clip_learning_rate: float = 0.2
-    count_noise_multiplier: float | None = None
-    expected_sites: int | None = None
-    delta: float = 1e-5
-
-    def __post_init__(self) -> None:
-        if not (_number(self.clip) and math.isfinite(self.clip) and self.clip > 0):
-            raise ConfigError(f"site_dp.clip must be > 0, got {self.clip}")
-        z = self.noise_multiplier
-        if not (_number(z) and math.isfinite(z) and z >= 0):
-            raise ConfigError(f"site_dp.noise_multiplier must be >= 0, got {z}")
-        if not isinstance(self.adaptive, bool):
-            raise ConfigError(f"site_dp.adaptive must be true or false, got {self.adaptive!r}")
-        if not (_number(self.target_quantile) and 0 <= self.target_quantile <= 1):
-            raise ConfigError(
-                f"site_dp.target_quantile must be in [0, 1], got {self.target_quantile}"
-            )
-        eta = self.clip_learning_rate
-        if not (_number(eta) and math.isfinite(eta) and eta >= 0):
-            raise ConfigError(f"site_dp.clip_learning_rate must be >= 0, got {eta}")
-        m = self.expected_sites
-        if m is not None and not (isinstance(m, int) and not isinstance(m, bool) and m >= 1):
-            raise ConfigError(f"site_dp.expected_sites must be an integer >= 1, got {m!r}")
-        sigma_b = self.count_noise_multiplier
-        if sigma_b is not None:
-            if not (_number(sigma_b) and math.isfinite(sigma_b) and sigma_b >= 0):
-                raise ConfigError(f"site_dp.count_noise_multiplier must be >= 0, got {sigma_b}")
-            if self.adaptive and z > 0 and not 2 * sigma_b > z:
-                raise ConfigError(
-                    "site_dp.count_noise_multiplier must exceed noise_multiplier / 2 "
-                    f"({z / 2}) for the sum's share z_Δ to exist, got {sigma_b}"
-                )
-            if self.adaptive and z == 0 and sigma_b > 0:
-                raise ConfigError(
-                    "site_dp.count_noise_multiplier needs noise_multiplier > 0 "
-                    "(without noise on the sum there is no DP to keep)"
-                )
-        if not (_number(self.delta) and 0 < self.delta < 1):
-            raise ConfigError(f"site_dp.delta must be in (0, 1), got {self.delta}")
-
-    def noise(self, sites: int) -> tuple[float, float]:
-        """(multiplier of the sum's noise, σ_b of the count's) for a round of ``sites``."""
-        if not self.adaptive:
-            return self.noise_multiplier, 0.0
-        z = self.noise_multiplier
-        if self.count_noise_multiplier is not None:
-            sigma_b = self.count_noise_multiplier
-            if z == 0:
-                return 0.0, 0.0
-            return (z**-2 - (2 * sigma_b) ** -2) ** -0.5, sigma_b
-        return adaptive_noise(z, self.expected_sites or sites)
-
-
-def adaptive_noise(noise_multiplier: float, sites: int) -> tuple[float, float]:
-    """(z_Δ for the sum, σ_b for the count) so that both together cost z.
-
-    σ_b = max(sites / 20, z) (the paper's m/20, raised to z for few sites);
-    z_Δ = (z^-2 - (2σ_b)^-2)^(-1/2). Without noise (z = 0) both are 0.
-    """
-    z = noise_multiplier
-    if z == 0:
-        return 0.0, 0.0
-    sigma_b = max(sites / 20.0, z)
-    return (z**-2 - (2 * sigma_b) ** -2) ** -0.5, sigma_b
 
 
 @dataclass(frozen=True)

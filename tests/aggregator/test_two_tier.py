@@ -10,22 +10,27 @@ import pytest
 
 from fedsov.aggregator.app import RegionalAggregator
 from fedsov.aggregator.config import AggregatorConfig, RegionRounds
-from fedsov.coordinator.config import EvaluationConfig
+from fedsov.config import (
+    Backoff,
+    ClientEndpoint,
+    EvaluationConfig,
+    ModelConfig,
+    PrivacyConfig,
+    ServerEndpoint,
+    TlsPaths,
+)
 from fedsov.messages import TrainingPlan
 from fedsov.modelref import build_model
 from fedsov.node.engine import Engine
 from fedsov.node.model import state_to_numpy
-from fedsov.participant import Backoff
 from fedsov.pki import NodePaths, NodeSpec, Role, build_pki, load_tls_material
 from fedsov.pki.identity import NodeIdentity
 from fedsov.simulation.datasets import load_digits
 from fedsov.site.agent import SiteAgent
-from fedsov.site.config import ModelConfig, SiteConfig
+from fedsov.site.config import SiteConfig
 from fedsov.site.data import DataSpec, save_npz
-from fedsov.site.trainer import PrivacyConfig
 from fedsov.strategy import SiteDPSettings
 from fedsov.testing import make_engine
-from fedsov.transport.endpoint import ClientEndpoint, ServerEndpoint, TlsPaths
 from fedsov.transport.server import start_server
 from fedsov.transport.service import FederationService
 

@@ -127,7 +127,15 @@ def _manifests_on_the_wire() -> st.SearchStrategy[Manifest]:
     return manifests(max_side=2**16)
 
 
-training_plans = st.builds(TrainingPlan, uint32s, uint32s, finite_doubles, finite_doubles)
+# A TrainingPlan is validated when built (it is the [training] section): only valid plans.
+positive_uint32s = st.integers(min_value=1, max_value=2**32 - 1)
+training_plans = st.builds(
+    TrainingPlan,
+    positive_uint32s,
+    positive_uint32s,
+    st.floats(min_value=0.0, exclude_min=True, allow_infinity=False),
+    st.floats(min_value=0.0, max_value=1.0, exclude_max=True),
+)
 
 train_tasks = st.builds(
     TrainTask,

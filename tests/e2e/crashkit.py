@@ -21,10 +21,11 @@ from typing import Any
 import numpy as np
 import safetensors.numpy
 
+from fedsov.config import write_toml
 from fedsov.faults import ENV as CRASH_ENV
 from fedsov.pki import NodePaths, NodeSpec, Role, build_pki
 from fedsov.simulation.datasets import load_digits
-from fedsov.simulation.processes import tls_table, write_toml
+from fedsov.simulation.processes import tls_table
 from fedsov.site.data import save_npz
 
 MODEL = {"factory": "fedsov.simulation.models:mlp", "kwargs": {"in_features": 64, "hidden": 16}}

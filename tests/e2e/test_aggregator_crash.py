@@ -20,6 +20,7 @@ import pytest
 import safetensors.numpy
 from rich.console import Console
 
+from fedsov.config import write_toml
 from fedsov.faults import ENV as CRASH_ENV
 from fedsov.faults import STOP_ENV
 from fedsov.policy.plan import load_plan
@@ -30,7 +31,7 @@ from fedsov.simulation.hierarchy import (
     prepare_deployment,
     site_config,
 )
-from fedsov.simulation.processes import ProcessGroup, write_toml
+from fedsov.simulation.processes import ProcessGroup
 
 pytestmark = pytest.mark.e2e
 

@@ -29,24 +29,22 @@ from typing import Any
 import numpy as np
 import pytest
 
+from fedsov.config import Backoff, ClientEndpoint, ModelConfig, PrivacyConfig, TlsPaths, write_toml
 from fedsov.coordinator.schedule import Schedule, ScheduledEngine
 from fedsov.messages import TrainingPlan
 from fedsov.modelref import build_model
 from fedsov.node.engine import Engine, EngineSettings, SiteResult
 from fedsov.node.model import GlobalModel, ModelStore, state_to_numpy
 from fedsov.node.rounds import TaskStatus
-from fedsov.participant import Backoff
 from fedsov.pki import NodePaths, NodeSpec, Role, build_pki, load_tls_material
 from fedsov.privacy.accountant import MechanismStep
 from fedsov.privacy.ledger import LedgerEntry, PrivacyLedger
 from fedsov.simulation.datasets import load_digits
-from fedsov.simulation.processes import tls_table, write_toml
+from fedsov.simulation.processes import tls_table
 from fedsov.site.agent import SiteAgent
-from fedsov.site.config import ModelConfig, SiteConfig
+from fedsov.site.config import SiteConfig
 from fedsov.site.data import DataSpec, save_npz
-from fedsov.site.trainer import PrivacyConfig
 from fedsov.strategy import FedAvg
-from fedsov.transport.endpoint import ClientEndpoint, TlsPaths
 from fedsov.transport.server import RunningServer, start_server
 from fedsov.transport.service import FederationService
 

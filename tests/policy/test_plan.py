@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
+from fedsov.config import PrivacyConfig
 from fedsov.exceptions import ConfigError
 from fedsov.messages import TrainingPlan
 from fedsov.pki.identity import Role
 from fedsov.policy import ExportRule, Tier, load_plan
-from fedsov.site.trainer import PrivacyConfig
 
 WritePlan = Callable[..., Path]
 CONSORTIUM = Path(__file__).resolve().parents[2] / "simulations" / "consortium.toml"

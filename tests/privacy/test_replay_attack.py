@@ -37,10 +37,11 @@ from scipy.optimize import brentq
 from scipy.stats import norm
 from torch import nn
 
+from fedsov.config import PrivacyConfig, TrainingPlan
 from fedsov.randomness import REPRODUCIBLE_ENV
 from fedsov.simulation.datasets import load_digits
 from fedsov.site.data import Dataset
-from fedsov.site.trainer import DPTrainer, PrivacyConfig, TrainConfig, TrainResult
+from fedsov.site.trainer import DPTrainer, TrainResult
 
 N = 32  # records at the site (public)
 SIGMA = 50.0  # noise multiplier
@@ -107,7 +108,7 @@ def site_round(
     model.load_state_dict({k: torch.from_numpy(v.copy()) for k, v in global_weights.items()})
     trainer = DPTrainer(
         data=data,
-        train=TrainConfig(local_epochs=1, batch_size=N, learning_rate=LR),
+        train=TrainingPlan(local_epochs=1, batch_size=N, learning_rate=LR),
         privacy=PrivacyConfig(
             noise_multiplier=SIGMA, max_grad_norm=CLIP, delta=DELTA, accountant="pld"
         ),

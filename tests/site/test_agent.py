@@ -13,21 +13,19 @@ import numpy as np
 import pytest
 
 from fedsov.codec import Manifest
+from fedsov.config import Backoff, ClientEndpoint, ModelConfig, PrivacyConfig, TlsPaths
 from fedsov.exceptions import FedsovError
 from fedsov.messages import TrainingPlan, TrainTask
 from fedsov.modelref import build_model
 from fedsov.node.engine import Engine
 from fedsov.node.model import state_to_numpy
-from fedsov.participant import Backoff
 from fedsov.pki import NodePaths, NodeSpec, Role, build_pki, load_tls_material
 from fedsov.privacy.ledger import PrivacyLedger
 from fedsov.simulation.datasets import load_digits
 from fedsov.site.agent import SiteAgent
-from fedsov.site.config import ModelConfig, SiteConfig
+from fedsov.site.config import SiteConfig
 from fedsov.site.data import DataSpec, save_npz
-from fedsov.site.trainer import PrivacyConfig
 from fedsov.testing import make_engine
-from fedsov.transport.endpoint import ClientEndpoint, TlsPaths
 from fedsov.transport.server import RunningServer, start_server
 from fedsov.transport.service import FederationService
 

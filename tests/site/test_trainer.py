@@ -12,18 +12,12 @@ from opacus.optimizers import optimizer_fast_gradient_clipping
 from sklearn.datasets import load_digits
 from torch import nn
 
+from fedsov.config import PrivacyConfig, TrainingPlan
 from fedsov.exceptions import ConfigError, DataError, TrainingError
 from fedsov.privacy.accountant import MechanismStep, compute_epsilon
 from fedsov.randomness import REPRODUCIBLE_ENV
 from fedsov.site.data import Dataset
-from fedsov.site.trainer import (
-    GRAD_SAMPLE_MODE,
-    DPTrainer,
-    PrivacyConfig,
-    TrainConfig,
-    TrainResult,
-    evaluate,
-)
+from fedsov.site.trainer import GRAD_SAMPLE_MODE, DPTrainer, TrainResult, evaluate
 
 DELTA = 1e-5
 
@@ -64,7 +58,7 @@ def trainer(
 ) -> DPTrainer:
     return DPTrainer(
         data=data,
-        train=TrainConfig(
+        train=TrainingPlan(
             local_epochs=epochs, batch_size=batch_size, learning_rate=lr, momentum=momentum
         ),
         privacy=PrivacyConfig(
@@ -113,7 +107,7 @@ def test_epsilon_composes_over_rounds(digits: Dataset) -> None:
 def test_changed_batch_size_is_accounted(digits: Dataset) -> None:
     t = trainer(digits)
     t.train_round(mlp(), round_seed=0)
-    t.train = TrainConfig(local_epochs=1, batch_size=128, learning_rate=1.0)
+    t.train = TrainingPlan(local_epochs=1, batch_size=128, learning_rate=1.0)
     result = t.train_round(mlp(), round_seed=1)
     expected = compute_epsilon(
         history=[
@@ -168,7 +162,7 @@ def test_poisson_sampler_is_secret_too(
     def noiseless_round() -> TrainResult:
         return DPTrainer(
             data=digits,
-            train=TrainConfig(local_epochs=1, batch_size=64, learning_rate=1.0),
+            train=TrainingPlan(local_epochs=1, batch_size=64, learning_rate=1.0),
             privacy=PrivacyConfig(noise_multiplier=0.0, max_grad_norm=1.0, delta=DELTA),
             device="cpu",
             seed=7,
@@ -273,7 +267,7 @@ def test_cuda(digits: Dataset, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(REPRODUCIBLE_ENV, "1")  # so that two rounds can be compared
     t = DPTrainer(
         data=digits,
-        train=TrainConfig(local_epochs=1, batch_size=64, learning_rate=1.0),
+        train=TrainingPlan(local_epochs=1, batch_size=64, learning_rate=1.0),
         privacy=PrivacyConfig(noise_multiplier=1.0, max_grad_norm=1.0, delta=DELTA),
         device="cuda",
     )
@@ -305,7 +299,7 @@ def test_cuda(digits: Dataset, monkeypatch: pytest.MonkeyPatch) -> None:
 def test_bad_train_config(kwargs: dict[str, object], field: str) -> None:
     args: dict[str, object] = {"local_epochs": 1, "batch_size": 8, "learning_rate": 0.1, **kwargs}
     with pytest.raises(ConfigError, match=field):
-        TrainConfig(**args)  # type: ignore[arg-type]
+        TrainingPlan(**args)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(

@@ -207,7 +207,7 @@ def test_empty_round_and_integer_tensors_are_refused() -> None:
 
 
 def test_settings_are_validated() -> None:
-    with pytest.raises(ConfigError, match=r"site_dp\.clip must be > 0"):
+    with pytest.raises(ConfigError, match=r"site_dp\.clip: must be > 0"):
         SiteDPSettings(clip=0.0, noise_multiplier=1.0)
     with pytest.raises(ConfigError, match="noise_multiplier"):
         SiteDPSettings(clip=1.0, noise_multiplier=-1.0)

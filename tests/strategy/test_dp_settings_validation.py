@@ -29,9 +29,19 @@ def test_defaults() -> None:
     assert (s.count_noise_multiplier, s.expected_sites, s.delta) == (None, None, 1e-5)
 
 
+def wrong_number(value: object) -> str | None:
+    """The message for a value that is no finite number; None if it is one."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return f"must be a number, got {value!r}"
+    if not math.isfinite(value):
+        return f"must be finite, got {value}"
+    return None
+
+
 @pytest.mark.parametrize("clip", [0, 0.0, -1.0, math.inf, math.nan, "1.0", True, None])
 def test_clip_must_be_a_finite_positive_number(clip: object) -> None:
-    refused(f"site_dp.clip must be > 0, got {clip}", clip=clip)
+    why = wrong_number(clip) or f"must be > 0.0, got {float(clip)}"  # type: ignore[arg-type]
+    refused(f"site_dp.clip: {why}", clip=clip)
 
 
 def test_small_and_integer_clips_are_accepted() -> None:
@@ -41,7 +51,8 @@ def test_small_and_integer_clips_are_accepted() -> None:
 
 @pytest.mark.parametrize("z", [-1e-9, -1, math.inf, math.nan, "1", False, None])
 def test_noise_multiplier_must_be_a_finite_number_at_least_zero(z: object) -> None:
-    refused(f"site_dp.noise_multiplier must be >= 0, got {z}", noise_multiplier=z)
+    why = wrong_number(z) or f"must be >= 0.0, got {float(z)}"  # type: ignore[arg-type]
+    refused(f"site_dp.noise_multiplier: {why}", noise_multiplier=z)
 
 
 def test_zero_and_integer_noise_multipliers_are_accepted() -> None:
@@ -52,12 +63,22 @@ def test_zero_and_integer_noise_multipliers_are_accepted() -> None:
 
 @pytest.mark.parametrize("adaptive", [1, 0, "yes", None])
 def test_adaptive_must_be_a_bool(adaptive: object) -> None:
-    refused(f"site_dp.adaptive must be true or false, got {adaptive!r}", adaptive=adaptive)
+    refused(f"site_dp.adaptive: must be true or false, got {adaptive!r}", adaptive=adaptive)
 
 
-@pytest.mark.parametrize("gamma", [-0.01, 1.01, math.nan, "0.5", True, None])
-def test_target_quantile_must_be_in_the_unit_interval(gamma: object) -> None:
-    refused(f"site_dp.target_quantile must be in [0, 1], got {gamma}", target_quantile=gamma)
+@pytest.mark.parametrize(
+    ("gamma", "why"),
+    [
+        (-0.01, "must be >= 0.0, got -0.01"),
+        (1.01, "must be <= 1.0, got 1.01"),
+        (math.nan, "must be finite, got nan"),
+        ("0.5", "must be a number, got '0.5'"),
+        (True, "must be a number, got True"),
+        (None, "must be a number, got None"),
+    ],
+)
+def test_target_quantile_must_be_in_the_unit_interval(gamma: object, why: str) -> None:
+    refused(f"site_dp.target_quantile: {why}", target_quantile=gamma)
 
 
 def test_target_quantile_bounds_are_included() -> None:
@@ -68,7 +89,8 @@ def test_target_quantile_bounds_are_included() -> None:
 
 @pytest.mark.parametrize("eta", [-0.1, math.inf, math.nan, "0.2", True, None])
 def test_clip_learning_rate_must_be_finite_and_at_least_zero(eta: object) -> None:
-    refused(f"site_dp.clip_learning_rate must be >= 0, got {eta}", clip_learning_rate=eta)
+    why = wrong_number(eta) or f"must be >= 0.0, got {float(eta)}"  # type: ignore[arg-type]
+    refused(f"site_dp.clip_learning_rate: {why}", clip_learning_rate=eta)
 
 
 def test_a_zero_clip_learning_rate_is_accepted() -> None:
@@ -76,9 +98,19 @@ def test_a_zero_clip_learning_rate_is_accepted() -> None:
     assert make(clip_learning_rate=0.0).clip_learning_rate == 0.0
 
 
-@pytest.mark.parametrize("m", [0, -3, 1.0, 2.5, True, "3"])
-def test_expected_sites_must_be_a_positive_integer(m: object) -> None:
-    refused(f"site_dp.expected_sites must be an integer >= 1, got {m!r}", expected_sites=m)
+@pytest.mark.parametrize(
+    ("m", "why"),
+    [
+        (0, "must be >= 1, got 0"),
+        (-3, "must be >= 1, got -3"),
+        (1.0, "must be an integer, got 1.0"),
+        (2.5, "must be an integer, got 2.5"),
+        (True, "must be an integer, got True"),
+        ("3", "must be an integer, got '3'"),
+    ],
+)
+def test_expected_sites_must_be_a_positive_integer(m: object, why: str) -> None:
+    refused(f"site_dp.expected_sites: {why}", expected_sites=m)
 
 
 def test_expected_sites_may_be_one_or_unset() -> None:
@@ -88,9 +120,10 @@ def test_expected_sites_may_be_one_or_unset() -> None:
 
 @pytest.mark.parametrize("sigma_b", [-0.5, math.inf, math.nan, "2", True])
 def test_count_noise_multiplier_must_be_finite_and_at_least_zero(sigma_b: object) -> None:
+    why = wrong_number(sigma_b) or f"must be >= 0.0, got {float(sigma_b)}"  # type: ignore[arg-type]
     for adaptive in (False, True):
         refused(
-            f"site_dp.count_noise_multiplier must be >= 0, got {sigma_b}",
+            f"site_dp.count_noise_multiplier: {why}",
             count_noise_multiplier=sigma_b,
             adaptive=adaptive,
         )
@@ -98,19 +131,19 @@ def test_count_noise_multiplier_must_be_finite_and_at_least_zero(sigma_b: object
 
 def test_count_noise_must_exceed_half_the_noise_multiplier_when_adaptive() -> None:
     message = (
-        "site_dp.count_noise_multiplier must exceed noise_multiplier / 2 "
+        "site_dp.count_noise_multiplier: must exceed noise_multiplier / 2 "
         "(1.0) for the sum's share z_Δ to exist, got {}"
     )
     for sigma_b in (1.0, 1, 0.5, 0.0):  # 2σ_b = z is not enough
         refused(
-            message.format(sigma_b),
+            message.format(float(sigma_b)),  # an integer is read as a number
             noise_multiplier=2.0,
             adaptive=True,
             count_noise_multiplier=sigma_b,
         )
     for z, sigma_b in ((0.8, 0.3), (1.0, 0.5), (1e-3, 5e-4)):  # small z too
         refused(
-            "site_dp.count_noise_multiplier must exceed noise_multiplier / 2 "
+            "site_dp.count_noise_multiplier: must exceed noise_multiplier / 2 "
             f"({z / 2}) for the sum's share z_Δ to exist, got {sigma_b}",
             noise_multiplier=z,
             adaptive=True,
@@ -125,7 +158,7 @@ def test_count_noise_must_exceed_half_the_noise_multiplier_when_adaptive() -> No
 
 def test_count_noise_needs_noise_on_the_sum_when_adaptive() -> None:
     refused(
-        "site_dp.count_noise_multiplier needs noise_multiplier > 0 "
+        "site_dp.count_noise_multiplier: needs noise_multiplier > 0 "
         "(without noise on the sum there is no DP to keep)",
         noise_multiplier=0.0,
         adaptive=True,
@@ -136,9 +169,22 @@ def test_count_noise_needs_noise_on_the_sum_when_adaptive() -> None:
     assert make(noise_multiplier=0, count_noise_multiplier=0.25).noise(5) == (0, 0.0)
 
 
-@pytest.mark.parametrize("delta", [0, 0.0, 1, 1.0, -1e-5, math.nan, "1e-5", True, None])
-def test_delta_must_be_in_the_open_unit_interval(delta: object) -> None:
-    refused(f"site_dp.delta must be in (0, 1), got {delta}", delta=delta)
+@pytest.mark.parametrize(
+    ("delta", "why"),
+    [
+        (0, "must be > 0.0, got 0.0"),
+        (0.0, "must be > 0.0, got 0.0"),
+        (1, "must be < 1.0, got 1.0"),
+        (1.0, "must be < 1.0, got 1.0"),
+        (-1e-5, "must be > 0.0, got -1e-05"),
+        (math.nan, "must be finite, got nan"),
+        ("1e-5", "must be a number, got '1e-5'"),
+        (True, "must be a number, got True"),
+        (None, "must be a number, got None"),
+    ],
+)
+def test_delta_must_be_in_the_open_unit_interval(delta: object, why: str) -> None:
+    refused(f"site_dp.delta: {why}", delta=delta)
 
 
 def test_delta_close_to_the_bounds_is_accepted() -> None:
@@ -147,8 +193,8 @@ def test_delta_close_to_the_bounds_is_accepted() -> None:
 
 
 def test_the_first_wrong_setting_is_named() -> None:
-    refused("site_dp.clip must be > 0, got -1", clip=-1, noise_multiplier=-1, delta=2)
-    refused("site_dp.noise_multiplier must be >= 0, got -1", noise_multiplier=-1, delta=2)
+    refused("site_dp.clip: must be > 0.0, got -1.0", clip=-1, noise_multiplier=-1, delta=2)
+    refused("site_dp.noise_multiplier: must be >= 0.0, got -1.0", noise_multiplier=-1, delta=2)
 
 
 def test_given_count_noise_sets_the_sums_share() -> None:

@@ -1,0 +1,74 @@
+"""Config files: TOML into frozen, validated sections whose errors name the file and key.
+
+The bottom layer: it imports nothing from fedsov but ``fedsov.exceptions``. One module
+per section (``[model]``, ``[training]``, ``[privacy]``, ``[site_dp]``, ``[reconnect]``,
+the data choice, ``[server]``/``[upstream]``); ``toml`` reads and validates a file,
+``errors`` words pydantic's errors as ``"{file}: {section.key}: {message}"``, and
+``writer`` writes mappings of sections back as TOML.
+"""
+
+from fedsov.config.backoff import Backoff
+from fedsov.config.base import (
+    Bool,
+    ConfigPath,
+    Int,
+    KeyProblem,
+    Number,
+    Section,
+    Str,
+    fields_of,
+    one_of,
+    section,
+    with_fields,
+)
+from fedsov.config.data import DATASETS, PARTITIONS, DataChoice, SimulationSpec
+from fedsov.config.endpoint import (
+    ClientEndpoint,
+    ServerEndpoint,
+    ServerTable,
+    TlsPaths,
+    UpstreamTable,
+)
+from fedsov.config.model import EvaluationConfig, ModelConfig
+from fedsov.config.privacy import SITE_ACCOUNTANTS, PrivacyConfig
+from fedsov.config.site_dp import SiteDPSettings, adaptive_noise
+from fedsov.config.toml import beside, load_toml, read_toml, validate
+from fedsov.config.training import TrainingPlan
+from fedsov.config.writer import dump_toml, write_toml
+
+__all__ = [
+    "DATASETS",
+    "PARTITIONS",
+    "SITE_ACCOUNTANTS",
+    "Backoff",
+    "Bool",
+    "ClientEndpoint",
+    "ConfigPath",
+    "DataChoice",
+    "EvaluationConfig",
+    "Int",
+    "KeyProblem",
+    "ModelConfig",
+    "Number",
+    "PrivacyConfig",
+    "Section",
+    "ServerEndpoint",
+    "ServerTable",
+    "SimulationSpec",
+    "SiteDPSettings",
+    "Str",
+    "TlsPaths",
+    "TrainingPlan",
+    "UpstreamTable",
+    "adaptive_noise",
+    "beside",
+    "dump_toml",
+    "fields_of",
+    "load_toml",
+    "one_of",
+    "read_toml",
+    "section",
+    "validate",
+    "with_fields",
+    "write_toml",
+]

@@ -1,0 +1,108 @@
+"""``[server]`` and ``[upstream]``: where a node listens or dials, and its TLS material."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import AfterValidator, Field
+
+from fedsov.config.base import Bool, ConfigPath, Int, KeyProblem, Section, Str, section
+
+__all__ = ["ClientEndpoint", "ServerEndpoint", "ServerTable", "TlsPaths", "UpstreamTable"]
+
+
+def _address(address: str) -> str:
+    host, sep, port = address.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"must look like host:port, got {address!r}")
+    return address
+
+
+Address = Annotated[Str, AfterValidator(_address)]
+
+
+@section
+class TlsPaths(Section):
+    cert: ConfigPath
+    key: ConfigPath
+    ca: ConfigPath
+
+
+@section
+class ServerEndpoint(Section):
+    address: Address  # host:port; port 0 binds a free port
+    tls: TlsPaths | None  # None only with insecure = true
+    port_file: ConfigPath | None  # where the bound port is written once listening
+    max_transfers: Int = 4  # uploads (and downloads) served at once; the rest wait
+
+
+@section
+class ClientEndpoint(Section):
+    address: Address
+    tls: TlsPaths | None
+    server_name: Str | None  # TLS name to expect, when it differs from the address host
+
+
+@section
+class _Tls(Section):
+    """mTLS by default: cert, key and CA, unless ``insecure = true`` (local development)."""
+
+    insecure: Bool = False
+    cert: ConfigPath | None = None
+    key: ConfigPath | None = None
+    ca: ConfigPath | None = None
+
+    def __post_init__(self) -> None:
+        given = {"cert": self.cert, "key": self.key, "ca": self.ca}
+        if self.insecure:
+            for key, value in given.items():
+                if value is not None:
+                    raise KeyProblem(key, "makes no sense with insecure = true")
+            return
+        for key, value in given.items():
+            if value is None:
+                raise KeyProblem(
+                    key,
+                    "is required: mTLS is on by default "
+                    "(set insecure = true only for local development)",
+                )
+
+    def tls(self) -> TlsPaths | None:
+        if self.cert is None or self.key is None or self.ca is None:
+            return None
+        return TlsPaths(cert=self.cert, key=self.key, ca=self.ca)
+
+
+@section
+class ServerTable(_Tls):
+    """A ``[server]`` table as a file spells it."""
+
+    SECTION = "server"
+    address: Address = Field(kw_only=True)
+    port_file: ConfigPath | None = None
+    max_concurrent_transfers: Annotated[Int, Field(ge=1, le=1024)] = 4
+
+    def endpoint(self) -> ServerEndpoint:
+        return ServerEndpoint(
+            address=self.address,
+            tls=self.tls(),
+            port_file=self.port_file,
+            max_transfers=self.max_concurrent_transfers,
+        )
+
+
+@section
+class UpstreamTable(_Tls):
+    """An ``[upstream]`` table as a file spells it."""
+
+    SECTION = "upstream"
+    address: Address = Field(kw_only=True)
+    server_name: Str | None = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.address.endswith(":0"):
+            raise KeyProblem("address", f"upstream address {self.address!r} has port 0")
+
+    def endpoint(self) -> ClientEndpoint:
+        return ClientEndpoint(address=self.address, tls=self.tls(), server_name=self.server_name)

@@ -1,0 +1,22 @@
+"""``[training]``: the local optimisation every site runs, pushed with each round's task."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import Field
+
+from fedsov.config.base import Int, Number, Section, section
+
+__all__ = ["TrainingPlan"]
+
+
+@section
+class TrainingPlan(Section):
+    """Epochs over the local data, batch size and SGD settings (one type: file, wire, trainer)."""
+
+    SECTION = "training"
+    local_epochs: Annotated[Int, Field(ge=1)] = 1
+    batch_size: Annotated[Int, Field(ge=1)] = 64
+    learning_rate: Annotated[Number, Field(gt=0.0)] = 0.1
+    momentum: Annotated[Number, Field(ge=0.0, lt=1.0)] = 0.0
