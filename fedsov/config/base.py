@@ -18,6 +18,7 @@ import pydantic.dataclasses
 from pydantic import BeforeValidator, ConfigDict, Field, Strict, ValidationError, ValidationInfo
 from pydantic_core import ArgsKwargs
 
+from fedsov.config.errors import KeyProblem, first_error
 from fedsov.exceptions import ConfigError
 
 __all__ = [
@@ -46,15 +47,6 @@ SETTINGS = ConfigDict(
     validate_by_alias=True,
     arbitrary_types_allowed=False,
 )
-
-
-class KeyProblem(ValueError):
-    """Raised by a section's cross-field check: ``key`` of the section is wrong, and why."""
-
-    def __init__(self, key: str, message: str) -> None:
-        super().__init__(message)
-        self.key = key
-        self.message = message
 
 
 def _path(value: object, info: ValidationInfo) -> object:
@@ -113,8 +105,6 @@ def section(cls: type[_T]) -> type[_T]:
         try:
             init(self, **kwargs)
         except ValidationError as exc:
-            from fedsov.config.errors import first_error
-
             where = getattr(validated, "SECTION", "")
             raise ConfigError(first_error(exc, validated, prefix=where)) from None
 

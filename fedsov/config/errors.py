@@ -17,9 +17,7 @@ from typing import Any, Union
 from pydantic import ValidationError
 from pydantic_core import ErrorDetails
 
-from fedsov.config.base import KeyProblem
-
-__all__ = ["first_error"]
+__all__ = ["KeyProblem", "first_error"]
 
 _KINDS = {
     "int_type": "an integer",
@@ -38,6 +36,15 @@ _BOUNDS = {
     "less_than": ("lt", "<"),
 }
 _UNKNOWN = ("extra_forbidden", "unexpected_keyword_argument")
+
+
+class KeyProblem(ValueError):
+    """Raised by a section's cross-field check: ``key`` of the section is wrong, and why."""
+
+    def __init__(self, key: str, message: str) -> None:
+        super().__init__(message)
+        self.key = key
+        self.message = message
 
 
 def _dotted(loc: Sequence[int | str]) -> str:
