@@ -57,7 +57,7 @@ PLD_DISCRETIZATION = 1e-3
 1e-4 on the quickstart's and the tests' settings, and ~10x faster."""
 
 MAX_NOISE_MULTIPLIER = 1e4
-"""Calibration looks for σ up to this."""
+"""Calibration looks for σ up to this (the messages say "1e4")."""
 
 History = tuple[tuple[float, float, int], ...]
 """A validated, merged history: ``(sigma, q, steps)`` per entry, as Opacus keeps it."""
@@ -105,9 +105,7 @@ def _upper_bound(eps: float) -> float:
 
 
 def _no_noise_reaches(target_epsilon: float) -> ConfigError:
-    return ConfigError(
-        f"no noise multiplier up to {MAX_NOISE_MULTIPLIER:g} reaches ε = {target_epsilon}"
-    )
+    return ConfigError(f"no noise multiplier up to 1e4 reaches ε = {target_epsilon}")
 
 
 @dataclass(frozen=True)
