@@ -7,6 +7,10 @@ pessimistic discretisation: an upper bound) accounts exactly that and is the onl
 accountant a site may use. ``prv``, ``rdp`` and ``rdp-classic`` account *add or remove
 one record* and are kept to compare with papers and Opacus (``fedsov privacy epsilon``).
 ``gdp`` was removed: it is not an upper bound.
+
+Accountants are named in configs and on the command line; ``create_accountant(name)``
+(as in Opacus) returns the object that computes ε for that name and calibrates noise
+to a target ε. Adding an accountant is one entry in ``_REGISTRY``.
 """
 
 from __future__ import annotations
@@ -14,15 +18,25 @@ from __future__ import annotations
 import functools
 import math
 import warnings
-from collections.abc import Sequence
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from dp_accounting import dp_event
+from dp_accounting.mechanism_calibration import (
+    NoBracketIntervalFoundError,
+    calibrate_dp_mechanism,
+)
 from dp_accounting.pld.pld_privacy_accountant import PLDAccountant
 from dp_accounting.privacy_accountant import NeighboringRelation
-from opacus.accountants import create_accountant
+from opacus.accountants import create_accountant as create_opacus_accountant
+from opacus.accountants import register_accountant
 from opacus.accountants.analysis.rdp import compute_rdp
+from opacus.accountants.rdp import RDPAccountant
+from opacus.accountants.utils import get_noise_multiplier
 
 from fedsov.exceptions import ConfigError
 
@@ -30,32 +44,23 @@ __all__ = [
     "ACCOUNTANTS",
     "NEIGHBOURS",
     "SITE_ACCOUNTANTS",
+    "Accountant",
     "MechanismStep",
     "check_site_accountant",
     "compute_epsilon",
+    "create_accountant",
     "merge_history",
 ]
-
-NEIGHBOURS = {
-    "pld": "replace-one",
-    "prv": "add-remove",
-    "rdp": "add-remove",
-    "rdp-classic": "add-remove",
-}
-"""Each accountant and the neighbouring relation its ε is for. ``pld``: dp-accounting's
-PLD accountant, replace-one. ``prv``, ``rdp``: Opacus' accountants. ``rdp-classic``: RDP
-with the classic conversion ε = min over orders a of RDP(a) + log(1/δ)/(a-1), over
-TF-Privacy's orders, to compare with older papers."""
-
-ACCOUNTANTS = tuple(NEIGHBOURS)
-SITE_ACCOUNTANTS = ("pld",)
-"""What a site may account with: its example count is public, so replace-one only."""
 
 PLD_DISCRETIZATION = 1e-3
 """dp-accounting's value discretisation: pessimistic (ε only rounds up); within 0.02% of
 1e-4 on the quickstart's and the tests' settings, and ~10x faster."""
 
-TF_PRIVACY_ORDERS = [1 + x / 10.0 for x in range(1, 100)] + list(range(12, 64))
+MAX_NOISE_MULTIPLIER = 1e4
+"""Calibration looks for σ up to this (the messages say "1e4")."""
+
+History = tuple[tuple[float, float, int], ...]
+"""A validated, merged history: ``(sigma, q, steps)`` per entry, as Opacus keeps it."""
 
 
 @dataclass(frozen=True)
@@ -67,20 +72,216 @@ class MechanismStep:
     steps: int
 
     def __post_init__(self) -> None:
-        if not _is_real(self.noise_multiplier) or not (
-            math.isfinite(self.noise_multiplier) and self.noise_multiplier >= 0
-        ):
+        sigma, q, steps = self.noise_multiplier, self.sample_rate, self.steps
+        if isinstance(sigma, bool) or not isinstance(sigma, int | float):
+            sigma = math.nan  # rejected below with the value given
+        if not (math.isfinite(sigma) and sigma >= 0):
             raise ConfigError(
                 f"noise_multiplier must be a finite number >= 0, got {self.noise_multiplier!r}"
             )
-        if not _is_real(self.sample_rate) or not 0 < self.sample_rate <= 1:
+        if isinstance(q, bool) or not isinstance(q, int | float) or not 0 < q <= 1:
             raise ConfigError(f"sample_rate must be in (0, 1], got {self.sample_rate!r}")
-        if not isinstance(self.steps, int) or isinstance(self.steps, bool) or self.steps < 0:
+        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
             raise ConfigError(f"steps must be an integer >= 0, got {self.steps!r}")
 
 
-def _is_real(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
+@contextmanager
+def _quiet() -> Iterator[None]:
+    """Opacus' PRV takes log(0) at sample rate 1 on a branch it then discards, and RDP
+    warns when the best order is its largest; dp-accounting's PLD search for ε divides
+    by a lower mass that can vanish (large q, many steps): the inf this overflows to is
+    what its comparison means. None of it is an error."""
+    with (
+        np.errstate(divide="ignore", invalid="ignore", over="ignore"),
+        warnings.catch_warnings(),
+    ):
+        warnings.filterwarnings("ignore", "Optimal order is the largest alpha")
+        yield
+
+
+def _upper_bound(eps: float) -> float:
+    """Never report less privacy loss than there may be: nan is inf, ε is >= 0."""
+    return math.inf if math.isnan(eps) else max(eps, 0.0)
+
+
+def _no_noise_reaches(target_epsilon: float) -> ConfigError:
+    return ConfigError(f"no noise multiplier up to 1e4 reaches ε = {target_epsilon}")
+
+
+@dataclass(frozen=True)
+class Accountant(ABC):
+    """A way to account the Poisson-subsampled Gaussian mechanism."""
+
+    name: str
+    neighbours: str  # "replace-one" or "add-remove"
+
+    @abstractmethod
+    def epsilon(self, history: History, delta: float, eps_error: float | None = None) -> float:
+        """ε at ``delta`` of a non-empty history with noise (``eps_error``: PRV's)."""
+
+    @abstractmethod
+    def noise_multiplier(
+        self,
+        *,
+        target_epsilon: float,
+        sample_rate: float,
+        steps: int,
+        delta: float,
+        tolerance: float,
+        eps_error: float | None = None,
+    ) -> float:
+        """The smallest σ (within ``tolerance``) whose ε after ``steps`` is <= the target."""
+
+
+@dataclass(frozen=True)
+class PldAccountant(Accountant):
+    """Google's dp-accounting, privacy-loss distributions (pessimistic: an upper bound)."""
+
+    discretization: float = PLD_DISCRETIZATION
+
+    def _fresh(self) -> PLDAccountant:
+        relation = (
+            NeighboringRelation.REPLACE_ONE
+            if self.neighbours == "replace-one"
+            else NeighboringRelation.ADD_OR_REMOVE_ONE
+        )
+        return PLDAccountant(relation, value_discretization_interval=self.discretization)
+
+    def epsilon(self, history: History, delta: float, eps_error: float | None = None) -> float:
+        acct = self._fresh()
+        for sigma, q, steps in history:
+            acct.compose(dp_event.PoissonSampledDpEvent(q, dp_event.GaussianDpEvent(sigma)), steps)
+        with _quiet():
+            return _upper_bound(float(acct.get_epsilon(delta)))
+
+    def noise_multiplier(
+        self,
+        *,
+        target_epsilon: float,
+        sample_rate: float,
+        steps: int,
+        delta: float,
+        tolerance: float,
+        eps_error: float | None = None,
+    ) -> float:
+        """dp-accounting's ``calibrate_dp_mechanism`` (Brent's method): its tolerance is
+        absolute, in σ: the result σ has ε(σ) <= target and σ* <= σ <= σ* + tolerance."""
+
+        def event(sigma: float) -> dp_event.DpEvent:
+            gaussian = dp_event.GaussianDpEvent(sigma)
+            return dp_event.SelfComposedDpEvent(
+                dp_event.PoissonSampledDpEvent(sample_rate, gaussian), steps
+            )
+
+        try:
+            with _quiet():
+                sigma = float(
+                    calibrate_dp_mechanism(self._fresh, event, target_epsilon, delta, tol=tolerance)
+                )
+        except NoBracketIntervalFoundError as exc:
+            raise _no_noise_reaches(target_epsilon) from exc
+        if sigma > MAX_NOISE_MULTIPLIER:
+            raise _no_noise_reaches(target_epsilon)
+        return sigma
+
+
+@dataclass(frozen=True)
+class OpacusAccountant(Accountant):
+    """An accountant of Opacus' registry (``opacus.accountants.create_accountant``)."""
+
+    def epsilon(self, history: History, delta: float, eps_error: float | None = None) -> float:
+        acct = create_opacus_accountant(mechanism=self.name)
+        acct.history = list(history)
+        kwargs = {"eps_error": eps_error} if eps_error is not None else {}
+        with _quiet():
+            return _upper_bound(float(acct.get_epsilon(delta=delta, **kwargs)))
+
+    def noise_multiplier(
+        self,
+        *,
+        target_epsilon: float,
+        sample_rate: float,
+        steps: int,
+        delta: float,
+        tolerance: float,
+        eps_error: float | None = None,
+    ) -> float:
+        """Opacus' ``get_noise_multiplier`` (bisection): its tolerance is on ε, here
+        relative: ε(σ) in [target·(1 - tolerance), target)."""
+        kwargs: dict[str, Any] = {"eps_error": eps_error} if eps_error is not None else {}
+        try:
+            with _quiet():
+                sigma = float(
+                    get_noise_multiplier(
+                        target_epsilon=target_epsilon,
+                        target_delta=delta,
+                        sample_rate=sample_rate,
+                        steps=steps,
+                        accountant=self.name,
+                        epsilon_tolerance=tolerance * target_epsilon,
+                        **kwargs,
+                    )
+                )
+        except ValueError as exc:  # "The privacy budget is too low." (σ over 1e6)
+            raise _no_noise_reaches(target_epsilon) from exc
+        if sigma > MAX_NOISE_MULTIPLIER:
+            raise _no_noise_reaches(target_epsilon)
+        return sigma
+
+
+TF_PRIVACY_ORDERS = [1 + x / 10.0 for x in range(1, 100)] + list(range(12, 64))
+
+
+class ClassicRDPAccountant(RDPAccountant):  # type: ignore[misc]
+    """Opacus' RDP with the classic conversion ε = min over orders a of
+    RDP(a) + log(1/δ)/(a-1), over TF-Privacy's orders (Opacus' default ones), to
+    compare with older papers. Registered with Opacus as ``rdp-classic``."""
+
+    def get_privacy_spent(
+        self, *, delta: float, alphas: list[float] | None = None
+    ) -> tuple[float, float]:
+        if not self.history:
+            return 0.0, 0.0
+        orders = np.array(alphas or TF_PRIVACY_ORDERS)
+        rdp = sum(
+            compute_rdp(q=q, noise_multiplier=sigma, steps=steps, orders=list(orders))
+            for sigma, q, steps in self.history
+        )
+        eps = rdp + math.log(1 / delta) / (orders - 1)
+        best = int(np.argmin(eps))
+        return float(eps[best]), float(orders[best])
+
+    @classmethod
+    def mechanism(cls) -> str:
+        return "rdp-classic"
+
+
+register_accountant("rdp-classic", ClassicRDPAccountant, force=True)
+
+_REGISTRY: dict[str, Accountant] = {
+    a.name: a
+    for a in (
+        PldAccountant("pld", "replace-one"),
+        OpacusAccountant("prv", "add-remove"),
+        OpacusAccountant("rdp", "add-remove"),
+        OpacusAccountant("rdp-classic", "add-remove"),
+    )
+}
+"""``pld``: dp-accounting's PLD accountant, replace-one. ``prv``, ``rdp``: Opacus'
+accountants. ``rdp-classic``: Opacus' RDP with the classic conversion."""
+
+ACCOUNTANTS = tuple(_REGISTRY)
+NEIGHBOURS = {name: a.neighbours for name, a in _REGISTRY.items()}
+"""Each accountant and the neighbouring relation its ε is for."""
+SITE_ACCOUNTANTS = tuple(name for name, a in _REGISTRY.items() if a.neighbours == "replace-one")
+"""What a site may account with: its example count is public, so replace-one only."""
+
+
+def create_accountant(name: object) -> Accountant:
+    """The accountant called ``name`` (a ConfigError that lists them if none is)."""
+    if not isinstance(name, str) or name not in _REGISTRY:
+        raise ConfigError(f"accountant must be one of {', '.join(ACCOUNTANTS)}, got {name!r}")
+    return _REGISTRY[name]
 
 
 def check_site_accountant(accountant: object) -> str:
@@ -132,9 +333,8 @@ def compute_epsilon(
     eps_error: float | None = None,
 ) -> float:
     """Epsilon at ``delta`` after ``history`` (0 if empty, inf if any step had sigma 0)."""
-    if accountant not in ACCOUNTANTS:
-        raise ConfigError(f"accountant must be one of {', '.join(ACCOUNTANTS)}, got {accountant!r}")
-    if not _is_real(delta) or not 0 < delta < 1:
+    acct = create_accountant(accountant)
+    if isinstance(delta, bool) or not isinstance(delta, int | float) or not 0 < delta < 1:
         raise ConfigError(f"delta must be in (0, 1), got {delta!r}")
     for step in history:
         if not isinstance(step, MechanismStep):
@@ -145,49 +345,12 @@ def compute_epsilon(
     if any(s.noise_multiplier == 0 for s in steps):
         return math.inf
     key = tuple((float(s.noise_multiplier), float(s.sample_rate), s.steps) for s in steps)
-    return _epsilon(key, float(delta), accountant, eps_error)
+    return _epsilon(acct, key, float(delta), eps_error)
 
 
 @functools.lru_cache(maxsize=256)
 def _epsilon(
-    history: tuple[tuple[float, float, int], ...],
-    delta: float,
-    accountant: str,
-    eps_error: float | None,
+    accountant: Accountant, history: History, delta: float, eps_error: float | None
 ) -> float:
     """Epsilon for a validated, merged history (cached: PRV and PLD take ~0.1-0.5 s)."""
-    if accountant == "pld":
-        return _pld_epsilon(history, delta)
-    if accountant == "rdp-classic":
-        orders = np.array(TF_PRIVACY_ORDERS)
-        rdp = sum(
-            compute_rdp(q=q, noise_multiplier=sigma, steps=steps, orders=TF_PRIVACY_ORDERS)
-            for sigma, q, steps in history
-        )
-        return float(np.min(rdp + math.log(1 / delta) / (orders - 1)))
-    acct = create_accountant(mechanism=accountant)
-    acct.history = list(history)
-    # sample_rate 1 makes the PRV analysis take log(0) on a branch it then discards.
-    kwargs = {"eps_error": eps_error} if eps_error is not None else {}
-    with np.errstate(divide="ignore", invalid="ignore"), warnings.catch_warnings():
-        warnings.filterwarnings("ignore", "Optimal order is the largest alpha")
-        eps = float(acct.get_epsilon(delta=delta, **kwargs))
-    if math.isnan(eps):
-        return math.inf  # never report less privacy loss than there may be
-    return max(eps, 0.0)
-
-
-def _pld_epsilon(history: tuple[tuple[float, float, int], ...], delta: float) -> float:
-    """dp-accounting's PLD ε for replace-one neighbours (an upper bound)."""
-    acct = PLDAccountant(
-        NeighboringRelation.REPLACE_ONE, value_discretization_interval=PLD_DISCRETIZATION
-    )
-    for sigma, q, steps in history:
-        acct.compose(dp_event.PoissonSampledDpEvent(q, dp_event.GaussianDpEvent(sigma)), steps)
-    # Its search for ε divides by a lower mass that can vanish (large q, many steps):
-    # the inf this overflows to is what its comparison means, not an error.
-    with np.errstate(over="ignore"):
-        eps = float(acct.get_epsilon(delta))
-    if math.isnan(eps):
-        return math.inf
-    return max(eps, 0.0)
+    return accountant.epsilon(history, delta, eps_error)

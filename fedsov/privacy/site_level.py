@@ -25,7 +25,11 @@ clipped count is inside z, Andrew et al. 2021, Theorem 1). Two views:
 The forward differences Δ^k of g(α) = exp((α-1)·ε_G(α)), ε_G the Gaussian's RDP, are
 E_Q[(L-1)^k] for the likelihood ratio L of N(1, σ²) to N(0, σ²). For even k that is
 the integral of a positive function, which is computed by quadrature in log space:
-no cancellation, unlike the alternating binomial sum.
+no cancellation, unlike the alternating binomial sum. That is why this is not left to
+dp-accounting (0.6), whose ``RdpAccountant`` computes the same bound with that sum: for
+σ >= 10 (z >= 20) its differences lose all precision (at σ = 10, log Δ^64 is 8.7 for
+an exact -16.1) and it over-reports ε up to 3x; for σ <= 5 the two agree to 1e-6
+(``tests/privacy/test_site_level.py``).
 """
 
 from __future__ import annotations
@@ -63,14 +67,14 @@ _QUAD_STEP = 0.01  # quadrature step (in units of the Gaussian's standard deviat
 _QUAD_MARGIN = 40.0
 
 
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
 def _check_sampling(sample_size: int, population: int) -> None:
-    if not _is_int(population) or population < 1:
+    if isinstance(population, bool) or not isinstance(population, int) or population < 1:
         raise ConfigError(f"population must be an integer >= 1, got {population!r}")
-    if not _is_int(sample_size) or not 1 <= sample_size <= population:
+    if (
+        isinstance(sample_size, bool)
+        or not isinstance(sample_size, int)
+        or not 1 <= sample_size <= population
+    ):
         raise ConfigError(
             f"sample_size must be an integer in [1, population={population}], got {sample_size!r}"
         )
@@ -214,7 +218,7 @@ def fixed_size_epsilon(
         raise ConfigError(
             f"noise_multiplier must be a finite number >= 0, got {noise_multiplier!r}"
         )
-    if not _is_int(steps) or steps < 0:
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
         raise ConfigError(f"steps must be an integer >= 0, got {steps!r}")
     _check_sampling(sample_size, population)
     if not 0 < delta < 1:

@@ -137,3 +137,22 @@ def test_cli_epsilon_and_noise() -> None:
         app, ["epsilon", "--sample-rate", "2", "--noise-multiplier", "1", "--steps", "1"]
     )
     assert bad.exit_code == 2
+
+
+def test_each_library_keeps_its_own_tolerance() -> None:
+    # Opacus (rdp): relative on ε; dp-accounting (pld): absolute on σ.
+    setting = {"sample_rate": 0.05, "steps": 40, "delta": 1e-6}
+    sigma = calibrate_noise(target_epsilon=8.0, accountant="rdp", tolerance=1e-3, **setting)
+    reached = epsilon(noise_multiplier=sigma, accountant="rdp", **setting)
+    assert 8.0 * (1 - 1e-3) <= reached < 8.0
+    sigma = calibrate_noise(target_epsilon=2.0, sample_rate=0.02, steps=80, delta=1e-5)
+    assert epsilon(noise_multiplier=sigma, sample_rate=0.02, steps=80, delta=1e-5) <= 2.0
+    assert epsilon(noise_multiplier=sigma - 1e-3, sample_rate=0.02, steps=80, delta=1e-5) > 2.0
+
+
+def test_calibration_edges() -> None:
+    assert calibrate_noise(target_epsilon=1.0, sample_rate=0.1, steps=0, delta=1e-5) == 0.0
+    with pytest.raises(ConfigError, match=r"^no noise multiplier up to 1e4 reaches ε = 1e-06$"):
+        calibrate_noise(
+            target_epsilon=1e-6, sample_rate=0.5, steps=1000, delta=1e-5, accountant="rdp"
+        )

@@ -160,3 +160,27 @@ def test_a_recorded_export_is_known_by_its_round_and_base_model(tmp_path: Path) 
     # A record of an older fedsov names no base: its round alone matches.
     ledger.record(noise_multiplier=1.0, sites=2, population=4, round=5)
     assert ledger.has_round(5, "c" * 64)
+
+
+def test_forward_differences_are_exact_where_dp_accountings_cancel() -> None:
+    # Why fixed-size RDP is computed here, not by dp-accounting: at σ = 10 its
+    # alternating binomial sum loses all precision; the quadrature matches the exact
+    # sum (mpmath, 300 digits) and dp-accounting over-reports ε there.
+    import mpmath
+
+    from fedsov.privacy.site_level import _log_even_forward_differences
+
+    sigma = 10.0
+    ours = _log_even_forward_differences(sigma, 256)
+    with mpmath.workdps(300):
+        for k in (16, 64, 128, 256):
+            exact = mpmath.fsum(
+                (-1) ** (k - j)
+                * mpmath.binomial(k, j)
+                * mpmath.exp(mpmath.mpf(j * (j - 1)) / (2 * mpmath.mpf(sigma) ** 2))
+                for j in range(k + 1)
+            )
+            assert ours[k] == pytest.approx(float(mpmath.log(exact)), abs=1e-6), k
+    args = {"sample_size": 10, "population": 100, "steps": 1, "delta": 1e-5}
+    ours_eps = fixed_size_epsilon(noise_multiplier=2 * sigma, **args)
+    assert dp_accounting_wor(sigma, 10, 100, 1, 1e-5) > 1.3 * ours_eps
