@@ -1,1 +1,6 @@
-"""The regional tier: an aggregator downstream, a participant upstream."""
+"""A regional aggregator: a node towards its sites, a participant towards its upstream."""
+
+from fedsov.aggregator.app import RegionalAggregator
+from fedsov.aggregator.config import AggregatorConfig
+
+__all__ = ["AggregatorConfig", "RegionalAggregator"]

@@ -4,15 +4,13 @@ upstream its plan names, and is the upstream that answered the join the plan's?"
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
 from fedsov.audit.trail import AuditTrail
 from fedsov.exceptions import PolicyViolation
 from fedsov.participant.upstream import Upstream
+from fedsov.policy.plan import Plan
+from fedsov.policy.runtime import require_may_join, require_may_send
 from fedsov.proto.v1.federation_pb2 import JoinResponse
-
-if TYPE_CHECKING:  # interim, until the role configs stop importing participant
-    from fedsov.policy.plan import Plan
 
 __all__ = ["JoinCheck", "may_join", "may_send"]
 
@@ -23,8 +21,6 @@ JoinCheck = Callable[[Upstream, JoinResponse], None]
 def may_send(plan: Plan, node: str, audit: AuditTrail) -> None:
     """Refuse an upstream the plan's residency forbids: recorded in the node's audit
     trail, then raised (PolicyViolation)."""
-    from fedsov.policy.runtime import require_may_send
-
     try:
         require_may_send(plan, node)
     except PolicyViolation as exc:
@@ -45,8 +41,6 @@ def may_join(plan: Plan, node: str, audit: AuditTrail) -> JoinCheck:
 
     The refusal is recorded in the node's audit trail, then raised (PolicyViolation).
     """
-    from fedsov.policy.runtime import require_may_join
-
     def check(upstream: Upstream, joined: JoinResponse) -> None:
         try:
             require_may_join(
