@@ -41,6 +41,7 @@ def may_join(plan: Plan, node: str, audit: AuditTrail) -> JoinCheck:
 
     The refusal is recorded in the node's audit trail, then raised (PolicyViolation).
     """
+
     def check(upstream: Upstream, joined: JoinResponse) -> None:
         try:
             require_may_join(
