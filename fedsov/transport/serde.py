@@ -6,7 +6,7 @@ import dataclasses
 import math
 
 from fedsov.codec import Manifest, TensorSpec
-from fedsov.exceptions import CodecError, ProtocolError
+from fedsov.exceptions import CodecError, ConfigError, ProtocolError
 from fedsov.messages import (
     AuditHead,
     Finished,
@@ -101,12 +101,7 @@ def task_event_from_proto(msg: pb.TaskEvent) -> TaskEvent:
             model_sha256=t.model_sha256,
             model_size=t.model_size,
             manifest=manifest_from_proto(t.manifest),
-            plan=TrainingPlan(
-                local_epochs=t.plan.local_epochs,
-                batch_size=t.plan.batch_size,
-                learning_rate=t.plan.learning_rate,
-                momentum=t.plan.momentum,
-            ),
+            plan=_plan_from_proto(t.plan),
             deadline_unix=t.deadline_unix,
             round_seed=t.round_seed,
         )
@@ -116,6 +111,19 @@ def task_event_from_proto(msg: pb.TaskEvent) -> TaskEvent:
     if kind == "heartbeat":
         return Heartbeat(sent_unix=msg.heartbeat.sent_unix)
     raise ProtocolError("task event carries no event")
+
+
+def _plan_from_proto(p: pb.TrainingPlan) -> TrainingPlan:
+    """The training plan a task asks for; one the config would refuse is a bad message."""
+    try:
+        return TrainingPlan(
+            local_epochs=p.local_epochs,
+            batch_size=p.batch_size,
+            learning_rate=p.learning_rate,
+            momentum=p.momentum,
+        )
+    except ConfigError as exc:
+        raise ProtocolError(f"task's training plan: {exc}") from exc
 
 
 def _privacy_to_proto(p: PrivacyReport) -> pb.PrivacyReport:

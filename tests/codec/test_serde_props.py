@@ -13,6 +13,7 @@ import math
 from collections.abc import Callable
 from typing import Any
 
+import pytest
 from codec_strategies import task_events, update_headers, upload_receipts
 from google.protobuf.message import DecodeError, Message
 from hypothesis import event, example, given, settings
@@ -203,3 +204,17 @@ def test_a_hostile_update_header_is_refused_for_what_is_wrong_with_it(
         assert again.SerializeToString(deterministic=True) == header.SerializeToString(
             deterministic=True
         )
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("batch_size", 0), ("local_epochs", 0), ("learning_rate", -1.0), ("momentum", 1.0)],
+)
+def test_a_task_whose_training_plan_the_config_refuses_is_a_bad_message(
+    field: str, value: float
+) -> None:
+    plan = pb.TrainingPlan(local_epochs=1, batch_size=8, learning_rate=0.1, momentum=0.0)
+    setattr(plan, field, value)
+    wire = pb.TaskEvent(train=pb.TrainTask(task_id="t", round=1, plan=plan))
+    with pytest.raises(ProtocolError, match=rf"task's training plan: training\.{field}"):
+        serde.task_event_from_proto(wire)
