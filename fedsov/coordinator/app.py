@@ -25,7 +25,7 @@ from fedsov.pki.tls import TlsMaterial, load_tls_material
 from fedsov.policy.runtime import PlanAdmission, load_node_plan
 from fedsov.randomness import warn_if_reproducible
 from fedsov.signals import Stopped, until_signalled
-from fedsov.strategy import FedAvg
+from fedsov.strategy import create_strategy
 from fedsov.transport.server import start_server
 from fedsov.transport.service import FederationService
 
@@ -111,7 +111,7 @@ class Coordinator:
                 training=config.training,
             ),
             initial=initial,
-            strategy=FedAvg(),
+            strategy=create_strategy("fedavg"),
             store=store,
             work_dir=out / "work",
             evaluator=make_evaluator(config.model, config.evaluation),
