@@ -7,10 +7,15 @@ from pathlib import Path
 
 import pytest
 
-from fedsov.exceptions import AccessDenied, PolicyViolation
+from fedsov.exceptions import AccessDenied, FedsovError, PolicyViolation
 from fedsov.pki.identity import NodeIdentity, Role
 from fedsov.policy.plan import Plan, load_plan
-from fedsov.policy.runtime import PlanAdmission, export_requirement, require_may_send
+from fedsov.policy.runtime import (
+    PlanAdmission,
+    export_requirement,
+    require_export_settings,
+    require_may_send,
+)
 
 NODES = [
     ("coordinator", "global", "EU", None),
@@ -100,3 +105,42 @@ def test_export_requirement_takes_the_stricter_k_and_the_dp_clause(plan: Plan) -
     assert (crossing.min_sites, crossing.site_dp) == (3, True)
     dp_only = export_requirement(plan, "agg-br")
     assert (dp_only.min_sites, dp_only.site_dp) == (1, True)
+
+
+@pytest.mark.parametrize(
+    ("node", "min_sites", "site_dp", "message"),
+    [
+        (
+            "agg-in",
+            2,
+            True,
+            r"agg\.toml: rounds\.min_sites is 2, but the plan lets 'agg-in' "
+            r"export only aggregates of >= 3 sites",
+        ),
+        (
+            "agg-in",
+            3,
+            False,
+            r"agg\.toml: the plan requires site-level DP on what 'agg-in' "
+            r"exports; configure \[site_dp\]",
+        ),
+        ("agg-br", 5, False, r"site-level DP on what 'agg-br'"),
+    ],
+)
+def test_start_up_refuses_settings_that_cannot_export_what_the_plan_permits(
+    plan: Plan, node: str, min_sites: int, site_dp: bool, message: str
+) -> None:
+    with pytest.raises(FedsovError, match=message):
+        require_export_settings(
+            plan, node, min_sites=min_sites, site_dp=site_dp, source=Path("agg.toml")
+        )
+
+
+@pytest.mark.parametrize(
+    ("node", "min_sites", "site_dp"),
+    [("agg-in", 3, True), ("agg-in", 4, True), ("agg-eu", 2, False), ("agg-br", 1, True)],
+)
+def test_start_up_accepts_settings_that_meet_the_plan(
+    plan: Plan, node: str, min_sites: int, site_dp: bool
+) -> None:
+    require_export_settings(plan, node, min_sites=min_sites, site_dp=site_dp, source=Path("a"))

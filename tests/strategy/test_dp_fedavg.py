@@ -9,7 +9,7 @@ import pytest
 
 from fedsov.codec import Manifest, PayloadReader, encode, iter_chunks, views_of
 from fedsov.exceptions import ConfigError
-from fedsov.strategy import DPFedAvg, SiteDPSettings
+from fedsov.strategy import DPFedAvg, FedAvg, SiteDPSettings, create_strategy
 from fedsov.strategy.dp_fedavg import DPFedAvgAggregate, adaptive_noise
 
 BASE = {"w": np.zeros(4000, dtype=np.float32)}
@@ -225,3 +225,46 @@ def test_settings_are_validated() -> None:
         DPFedAvg(SiteDPSettings(clip=1.0, noise_multiplier=1.0), seed=-1)
     assert DPFedAvg(SiteDPSettings(clip=1.0, noise_multiplier=1.0), seed=None).seed >= 0
     assert DPFedAvg.name == "dp-fedavg"
+
+
+def _round_through_begin(strategy: DPFedAvg, deltas: list[np.ndarray]) -> None:
+    """One round the way the round engine runs it: begin, add each segment, finish."""
+    agg = strategy.start_round(Manifest.from_arrays(BASE))
+    for delta in deltas:
+        enc = encode({"w": delta.astype(np.float32)})
+        reader = PayloadReader(enc.manifest, size=enc.size)
+        segments = [seg for c in iter_chunks(enc.payload, 700) for seg in reader.feed(c)]
+        update = agg.begin(num_examples=50)
+        for seg in segments:
+            update.add(seg)
+        update.finish(lambda segments=segments: segments)
+    agg.result(BASE)
+
+
+def test_site_level_dp_says_what_each_release_adds() -> None:
+    settings = SiteDPSettings(clip=1.0, noise_multiplier=0.8, adaptive=True, delta=1e-6)
+    strategy = DPFedAvg(settings, seed=0)
+    before = strategy.site_level_dp()
+    assert (before.noise_multiplier, before.delta, before.clip, before.rounds) == (
+        0.8,
+        1e-6,
+        1.0,
+        0,
+    )
+    small = [np.full(4000, 1e-4), np.full(4000, -1e-4)]  # unclipped: C shrinks
+    _round_through_begin(strategy, small)
+    _round_through_begin(strategy, small)
+    after = strategy.site_level_dp()
+    stats = strategy.last_round_stats
+    assert stats is not None and after.rounds == 2
+    assert after.clip == stats.clip < 1.0  # the clip the last release used, adapted
+    assert after.noise_multiplier == 0.8 and after.delta == 1e-6
+
+
+def test_plain_fedavg_releases_without_site_level_dp() -> None:
+    assert FedAvg().site_level_dp() is None
+    assert isinstance(create_strategy("fedavg"), FedAvg)
+    with pytest.raises(
+        ConfigError, match=r"unknown strategy 'fedprox' \(known: dp-fedavg, fedavg\)"
+    ):
+        create_strategy("fedprox")
