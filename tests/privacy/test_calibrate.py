@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 from dp_accounting import dp_event
@@ -156,3 +157,24 @@ def test_calibration_edges() -> None:
         calibrate_noise(
             target_epsilon=1e-6, sample_rate=0.5, steps=1000, delta=1e-5, accountant="rdp"
         )
+
+
+def test_prv_calibration_uses_the_same_eps_error_as_its_epsilon() -> None:
+    setting = {"sample_rate": 0.05, "steps": 40, "delta": 1e-6, "accountant": "prv"}
+    sigma = calibrate_noise(target_epsilon=8.0, tolerance=1e-3, **setting)
+    reached = epsilon(noise_multiplier=sigma, **setting)
+    assert 8.0 * (1 - 1e-3) <= reached < 8.0
+
+
+def test_an_unreachable_target_names_itself_with_pld_too() -> None:
+    # (rdp: test_calibration_edges; prv's search up to 1e4 takes minutes, so not here)
+    with pytest.raises(ConfigError, match=r"^no noise multiplier up to 1e4 reaches ε = 1e-06$"):
+        calibrate_noise(target_epsilon=1e-6, sample_rate=0.5, steps=1000, delta=1e-5)
+
+
+def test_a_nan_epsilon_reads_as_no_guarantee() -> None:
+    from fedsov.privacy.accountant import _upper_bound
+
+    assert _upper_bound(math.nan) == math.inf
+    assert _upper_bound(-0.25) == 0.0
+    assert _upper_bound(1.5) == 1.5
