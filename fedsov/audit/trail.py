@@ -110,14 +110,14 @@ class AuditTrail:
         """Checkpoint the ledger now; the upstream keeps it with the next update."""
         checkpoint = self.ledger.checkpoint() if len(self.ledger) else None
         if checkpoint is None:  # an empty ledger: record that nothing came before
-            self.ledger.append(event="ledger-opened")
+            self.ledger.append(event="ledger-opened")  # (head: its own, not an event)
             checkpoint = self.ledger.checkpoint()
         return AuditHead(checkpoint.seq, checkpoint.sha256)
 
     def model_received(
         self, *, round: int, upstream: str, upstream_jurisdiction: str | None, sha256: str
     ) -> None:
-        self.ledger.append(
+        self._append(
             event=AuditEvent.model_received,
             round=round,
             peer=upstream,
@@ -130,7 +130,7 @@ class AuditTrail:
     ) -> None:
         """An upload the upstream acknowledged: what left this node, and where to."""
         p = header.privacy
-        self.ledger.append(
+        self._append(
             event=AuditEvent.update_sent,
             round=header.round,
             peer=upstream,
@@ -146,7 +146,7 @@ class AuditTrail:
         self, *, round: int, peer: str, peer_jurisdiction: str | None, code: str, reason: str
     ) -> None:
         """A task refused: by this node (peer: its upstream) or by a participant."""
-        self.ledger.append(
+        self._append(
             event=AuditEvent.task_declined,
             round=round,
             peer=peer,
@@ -159,7 +159,7 @@ class AuditTrail:
         self, *, peer: str, peer_jurisdiction: str | None, decision: str, reason: str
     ) -> None:
         """The policy stopped something: a peer not admitted, an upstream not allowed."""
-        self.ledger.append(
+        self._append(
             event=AuditEvent.policy_refused,
             peer=peer,
             peer_jurisdiction=peer_jurisdiction,
@@ -175,7 +175,7 @@ class AuditTrail:
         if key in self._received:
             return
         p = header.privacy
-        self.ledger.append(
+        self._append(
             event=AuditEvent.update_received,
             round=header.round,
             peer=peer.name,
@@ -200,7 +200,7 @@ class AuditTrail:
             )
 
     def model_sent(self, *, round: int | None, peer: NodeIdentity, sha256: str) -> None:
-        self.ledger.append(
+        self._append(
             event=AuditEvent.model_sent,
             round=round,
             peer=peer.name,
@@ -222,7 +222,7 @@ class AuditTrail:
         """A new global model version; once per model, also when a restart replays it."""
         if sha256 in self._published:
             return
-        self.ledger.append(
+        self._append(
             event=AuditEvent.model_published,
             round=round,
             content_sha256=sha256,
@@ -239,61 +239,34 @@ class AuditTrail:
     def close(self) -> None:
         self.ledger.close()
 
+    def _append(self, **fields: Any) -> None:
+        """Every event method records through here (the null trail records nothing)."""
+        self.ledger.append(**fields)
+
 
 class NullAuditTrail(AuditTrail):
     """The trail of a node without a certificate (``--insecure``, local development):
     every event is accepted and recorded nowhere, so callers never test for a trail."""
 
-    def __init__(self) -> None:  # no ledger, no checkpoints
-        pass
+    def __init__(self) -> None:  # no ledger, no checkpoints: nothing is written
+        self.checkpoints = None
+        self._received = set()
+        self._published = set()
 
     @property
     def node(self) -> str:
         return ""
 
+    def _border(self, peer_jurisdiction: str | None) -> bool:
+        return False
+
     def head(self) -> AuditHead | None:
         return None
 
-    def model_received(
-        self, *, round: int, upstream: str, upstream_jurisdiction: str | None, sha256: str
-    ) -> None:
-        pass
-
-    def update_sent(
-        self, *, upstream: str, upstream_jurisdiction: str | None, header: UpdateHeader
-    ) -> None:
-        pass
-
-    def declined(
-        self, *, round: int, peer: str, peer_jurisdiction: str | None, code: str, reason: str
-    ) -> None:
-        pass
-
-    def refused(
-        self, *, peer: str, peer_jurisdiction: str | None, decision: str, reason: str
-    ) -> None:
-        pass
-
-    def update_received(self, peer: NodeIdentity, header: UpdateHeader) -> None:
-        pass
-
-    def model_sent(self, *, round: int | None, peer: NodeIdentity, sha256: str) -> None:
-        pass
-
-    def model_published(
-        self,
-        *,
-        round: int,
-        sha256: str,
-        parent: str | None,
-        contributors: Sequence[str],
-        sites: Sequence[str],
-        regions: Sequence[str],
-        metrics: Mapping[str, float],
-    ) -> None:
-        pass
-
     def close(self) -> None:
+        pass
+
+    def _append(self, **fields: Any) -> None:
         pass
 
 
