@@ -14,11 +14,11 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from fedsov.cli.errors import err, fail
 from fedsov.exceptions import AuditError, PKIError
 
 app = typer.Typer(help="Verify audit ledgers and reconcile links.", no_args_is_help=True)
 console = Console(soft_wrap=True)
-err = Console(stderr=True, soft_wrap=True)
 
 J = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 
@@ -26,11 +26,6 @@ J = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 @app.callback()
 def audit() -> None:
     """Verify audit ledgers and reconcile links."""
-
-
-def _fail(exc: Exception) -> typer.Exit:
-    err.print(f"[bold red]error:[/] [red]{escape(str(exc))}[/]", highlight=False)
-    return typer.Exit(2)
 
 
 @app.command()
@@ -56,7 +51,7 @@ def verify(
         held = read_checkpoints(checkpoints) if checkpoints is not None else []
         result = verify_ledger(ledger, certificate=certs, checkpoints=held)
     except (AuditError, PKIError) as exc:
-        raise _fail(exc) from exc
+        raise fail(exc) from exc
     if as_json:
         print(json.dumps(result.to_dict(), indent=2))
     else:
@@ -91,7 +86,7 @@ def reconcile(
     try:
         report = reconcile_ledgers(ledger_a, ledger_b)
     except AuditError as exc:
-        raise _fail(exc) from exc
+        raise fail(exc) from exc
     if as_json:
         print(json.dumps(report.to_dict(), indent=2))
     elif report.ok:
@@ -124,12 +119,12 @@ def head(
     try:
         result = verify_ledger(ledger)
     except AuditError as exc:
-        raise _fail(exc) from exc
+        raise fail(exc) from exc
     if result.finding is not None:
         err.print(f"[bold red]TAMPERED[/]: {escape(str(result.finding))}", highlight=False)
         raise typer.Exit(1)
     if result.head is None:
-        raise _fail(AuditError(f"audit ledger {ledger} is empty"))
+        raise fail(AuditError(f"audit ledger {ledger} is empty"))
     print(result.head.to_json())
 
 
@@ -165,7 +160,7 @@ def report(
     try:
         result = compliance_report(run_dir, plan=plan, pki=pki)
     except FedsovError as exc:
-        raise _fail(exc) from exc
+        raise fail(exc) from exc
     text = render_json(result) + "\n" if as_json else render_markdown(result)
     if out is None:
         print(text, end="")
@@ -173,7 +168,7 @@ def report(
         try:
             write_atomic(out, text.encode())
         except OSError as exc:
-            raise _fail(AuditError(f"cannot write {out}: {exc.strerror or exc}")) from exc
+            raise fail(AuditError(f"cannot write {out}: {exc.strerror or exc}")) from exc
         verdict = "compliant" if result["ok"] else "[bold red]NOT COMPLIANT[/]"
         console.print(f"wrote {escape(str(out))}: {verdict}", highlight=False)
     if not result["ok"]:

@@ -10,16 +10,17 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
+from rich.markup import escape
 
 from fedsov import __version__
 from fedsov.cli.audit import app as audit_app
+from fedsov.cli.errors import err, fail
 from fedsov.cli.models import app as models_app
 from fedsov.cli.pki import app as pki_app
 from fedsov.cli.policy import app as policy_app
 from fedsov.cli.privacy import app as privacy_app
 from fedsov.exceptions import FedsovError
-from fedsov.logging import setup_logging
+from fedsov.logging import parse_level, setup_logging
 from fedsov.signals import Stopped, until_signalled
 
 app = typer.Typer(
@@ -34,14 +35,25 @@ app.add_typer(privacy_app, name="privacy", help="Privacy accounting: ε, and noi
 app.add_typer(audit_app, name="audit", help="Verify audit ledgers, reconcile both ends of links.")
 app.add_typer(models_app, name="models", help="Global model versions: list, lineage, export.")
 
-err = Console(stderr=True, soft_wrap=True)
 
 ConfigOpt = Annotated[Path, typer.Option("--config", "-c", help="TOML config file.")]
 InsecureOpt = Annotated[
     bool,
     typer.Option("--insecure", help="Plaintext gRPC without certificates. Local development ONLY."),
 ]
-LogOpt = Annotated[str, typer.Option("--log-level", help="DEBUG, INFO, WARNING or ERROR.")]
+
+
+def _log_level(value: str) -> str:
+    try:
+        return parse_level(value)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+
+
+LogOpt = Annotated[
+    str,
+    typer.Option("--log-level", callback=_log_level, help="DEBUG, INFO, WARNING or ERROR."),
+]
 
 INSECURE_WARNING = (
     "[bold red]WARNING: --insecure: no TLS, no client certificates, identities are "
@@ -54,11 +66,6 @@ def _warn_if_insecure(flag: bool, tls: object | None) -> bool:
     if flag or tls is None:
         err.print(INSECURE_WARNING)
     return flag
-
-
-def _fail(exc: Exception) -> typer.Exit:
-    err.print(f"[bold red]error:[/] {exc}", markup=True, highlight=False)
-    return typer.Exit(2)
 
 
 def _version(value: bool) -> None:
@@ -93,7 +100,7 @@ def coordinator(
             cfg = replace(cfg, server=replace(cfg.server, tls=None))
         summary = asyncio.run(Coordinator(cfg).run())
     except FedsovError as exc:
-        raise _fail(exc) from exc
+        raise fail(exc) from exc
     print(
         json.dumps({k: summary[k] for k in ("status", "rounds", "final_accuracy", "model_sha256")})
     )
@@ -117,7 +124,7 @@ def site(config: ConfigOpt, insecure: InsecureOpt = False, log_level: LogOpt = "
         agent = SiteAgent(cfg)
         outcome = asyncio.run(until_signalled(agent.run()))
     except FedsovError as exc:
-        raise _fail(exc) from exc
+        raise fail(exc) from exc
     except Stopped as exc:  # an upload in flight was abandoned; the ledger is on disk
         logging.getLogger("fedsov.site").warning("%s", exc)
         print(json.dumps({"status": str(exc), "rounds_trained": agent.rounds_trained}))
@@ -146,7 +153,7 @@ def aggregator(
             )
         summary = asyncio.run(until_signalled(RegionalAggregator(cfg).run()))
     except FedsovError as exc:
-        raise _fail(exc) from exc
+        raise fail(exc) from exc
     except Stopped as exc:  # state committed, summary written: a restart resumes
         logging.getLogger("fedsov.aggregator").warning("%s", exc)
         return
@@ -182,7 +189,7 @@ def simulate(
             violations = check_plan(plan)
             if violations:
                 for v in violations:
-                    err.print(f"[red]{v.node}: {v.rule}: {v.reason}[/]", highlight=False)
+                    err.print(f"[red]{escape(f'{v.node}: {v.rule}: {v.reason}')}[/]")
                 raise FedsovError(
                     f"{scenario} breaks its own policy; see `fedsov policy check {scenario}`"
                 )
@@ -196,7 +203,7 @@ def simulate(
             sc = load_scenario(scenario)
             summary = run_simulation(sc, out or Path("runs") / sc.name, log_level=log_level)
     except FedsovError as exc:
-        raise _fail(exc) from exc
+        raise fail(exc) from exc
     if summary.get("status") != "completed":
         raise typer.Exit(1)
 

@@ -16,6 +16,7 @@ from rich import box
 from rich.console import Console
 from rich.markup import escape
 
+from fedsov.cli.errors import fail
 from fedsov.exceptions import ConfigError, StateError
 
 if TYPE_CHECKING:
@@ -24,7 +25,6 @@ if TYPE_CHECKING:
 
 app = typer.Typer(help="Global model versions: list, lineage, export.", no_args_is_help=True)
 console = Console()
-err = Console(stderr=True, soft_wrap=True)
 
 Out = Annotated[
     Path,
@@ -44,18 +44,13 @@ def models() -> None:
     """Global model versions: list, lineage, export."""
 
 
-def _fail(exc: Exception) -> typer.Exit:
-    err.print(f"[bold red]error:[/] [red]{escape(str(exc))}[/]", highlight=False)
-    return typer.Exit(2)
-
-
 def _open(out_dir: Path) -> ModelRegistry:
     from fedsov.models.registry import ModelRegistry
 
     try:
         return ModelRegistry.open(out_dir)
     except StateError as exc:
-        raise _fail(exc) from exc
+        raise fail(exc) from exc
 
 
 @app.command("list")
@@ -93,7 +88,7 @@ def show(out_dir: Out, model: Model, as_json: J = False) -> None:
         version = registry.resolve(model)
         chain = registry.lineage(version.sha256)
     except (ConfigError, StateError) as exc:
-        raise _fail(exc) from exc
+        raise fail(exc) from exc
     lineage = [{"round": v.round, "sha256": v.sha256} for v in chain]
     if as_json:
         print(json.dumps(version.to_dict() | {"lineage": lineage}, indent=2))
@@ -154,6 +149,6 @@ def export(
             registry, version.sha256, dest, None if fmt is None else ExportFormat(fmt)
         )
     except (ConfigError, StateError) as exc:
-        raise _fail(exc) from exc
+        raise fail(exc) from exc
     what = f"the model of round {version.round} ({version.sha256[:16]})"
     print(f"exported {what} to {dest} as {written}")

@@ -11,6 +11,7 @@ from cryptography.hazmat.primitives import hashes
 from rich.console import Console
 from rich.markup import escape
 
+from fedsov.cli.errors import fail
 from fedsov.exceptions import PKIError
 from fedsov.pki._files import read_bytes
 from fedsov.pki.ca import init_ca, load_ca
@@ -26,12 +27,6 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 out = Console(soft_wrap=True, highlight=False)
-err = Console(stderr=True, soft_wrap=True, highlight=False)
-
-
-def _fail(exc: PKIError) -> typer.Exit:
-    err.print(f"[bold red]error:[/] {escape(str(exc))}")
-    return typer.Exit(2)
 
 
 @app.command("init")
@@ -45,7 +40,7 @@ def init_cmd(
     try:
         cert = init_ca(directory, federation=federation, days=days, force=force)
     except PKIError as exc:
-        raise _fail(exc) from None
+        raise fail(exc) from None
     out.print(f"[green]CA for federation {federation!r} written:[/] {escape(str(cert))}")
     out.print(f"keep {escape(str(directory / 'ca.key'))} secret (mode 0600)")
 
@@ -75,7 +70,7 @@ def csr_cmd(
             force=force,
         )
     except PKIError as exc:
-        raise _fail(exc) from None
+        raise fail(exc) from None
     out.print(f"[green]private key:[/] {escape(str(key))} (stays here)")
     out.print(f"[green]CSR:[/] {escape(str(csr))} (send this to the CA operator)")
 
@@ -106,7 +101,7 @@ def sign_cmd(
         write_certificate(target, cert)
         identity = identity_from_certificate(cert)
     except PKIError as exc:
-        raise _fail(exc) from None
+        raise fail(exc) from None
     out.print(
         f"[green]issued[/] {identity.name} ({identity.role}, {identity.jurisdiction}) "
         f"until {cert.not_valid_after_utc:%Y-%m-%d %H:%M} UTC: {escape(str(target))}"
@@ -124,7 +119,7 @@ def show_cmd(cert_file: Annotated[Path, typer.Argument(help="Certificate file (P
                 f"certificate {cert_file}: not a valid PEM certificate ({exc})"
             ) from None
     except PKIError as exc:
-        raise _fail(exc) from None
+        raise fail(exc) from None
     out.print(f"[bold]{escape(str(cert_file))}[/]")
     try:
         identity = identity_from_certificate(cert)

@@ -12,11 +12,11 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from fedsov.cli.errors import fail
 from fedsov.exceptions import ConfigError
 
 app = typer.Typer(help="Check a federation plan against its policy.", no_args_is_help=True)
 console = Console()
-err = Console(stderr=True)
 
 
 @app.callback()
@@ -36,8 +36,7 @@ def check(
     try:
         plan = load_plan(plan_path)
     except ConfigError as exc:
-        err.print(f"[bold red]error:[/] [red]{escape(str(exc))}[/]", highlight=False)
-        raise typer.Exit(2) from exc
+        raise fail(exc) from exc
     violations = check_plan(plan)
     if as_json:
         print(

@@ -9,11 +9,11 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from fedsov.cli.errors import fail
 from fedsov.exceptions import ConfigError
 from fedsov.privacy.accountant import NEIGHBOURS
 
 app = typer.Typer(help="Privacy accounting for DP-SGD.", no_args_is_help=True)
-err = Console(stderr=True, soft_wrap=True)
 
 Q = Annotated[float, typer.Option("--sample-rate", help="Poisson sampling rate q (batch / n).")]
 T = Annotated[int, typer.Option("--steps", help="Number of DP-SGD steps.")]
@@ -43,11 +43,6 @@ def _emit(result: dict[str, object], as_json: bool, key: str) -> None:
         print(f"{text}  ({result['accountant']}, {result['neighbours']} neighbours)")
 
 
-def _fail(exc: Exception) -> typer.Exit:
-    err.print(f"[bold red]error:[/] {exc}")
-    return typer.Exit(2)
-
-
 @app.command("epsilon")
 def epsilon_command(
     sample_rate: Q,
@@ -64,7 +59,7 @@ def epsilon_command(
     try:
         eps = epsilon(noise_multiplier=noise_multiplier, **setting)  # type: ignore[arg-type]
     except ConfigError as exc:
-        raise _fail(exc) from exc
+        raise fail(exc) from exc
     result = {"epsilon": eps, "noise_multiplier": noise_multiplier, **setting}
     _emit(result | {"neighbours": NEIGHBOURS[accountant]}, as_json, "epsilon")
 
@@ -86,7 +81,7 @@ def noise_command(
         sigma = calibrate_noise(target_epsilon=target_epsilon, **setting)  # type: ignore[arg-type]
         reached = epsilon(noise_multiplier=sigma, **setting)  # type: ignore[arg-type]
     except ConfigError as exc:
-        raise _fail(exc) from exc
+        raise fail(exc) from exc
     result = {"noise_multiplier": sigma, "epsilon": reached, "target_epsilon": target_epsilon}
     _emit(result | setting | {"neighbours": NEIGHBOURS[accountant]}, as_json, "noise_multiplier")
 
@@ -108,7 +103,7 @@ def report_command(
     try:
         report = privacy_report(ledgers)
     except (ConfigError, DataError) as exc:
-        raise _fail(exc) from exc
+        raise fail(exc) from exc
     if as_json:
         print(json.dumps(report, indent=2))
         return

@@ -120,6 +120,7 @@ class Coordinator:
             state=state,
             audit=audit,
         )
+        await _prepare(engine, state, audit)  # refuse a foreign state before listening
         server = await start_server(
             FederationService(
                 engine,
@@ -157,6 +158,15 @@ class Coordinator:
         )
         write_json_atomic(out / "summary.json", summary)
         return summary
+
+
+async def _prepare(engine: ScheduledEngine, state: StateStore, audit: AuditTrail) -> None:
+    try:
+        await engine.prepare()
+    except FedsovError:
+        state.close()
+        audit.close()
+        raise
 
 
 def _audit_trail(out: Path, tls: TlsMaterial | None, plan_sha256: str | None) -> AuditTrail:

@@ -34,18 +34,28 @@ class ScheduledEngine(Engine):
     def __init__(self, settings: EngineSettings, schedule: Schedule, **kwargs: Any) -> None:
         super().__init__(settings, **kwargs)
         self.schedule = schedule
+        self._prepared = False
 
-    async def run(self) -> list[RoundReport]:
-        """Run every round, resuming stored state; returns the reports.
-
-        Raises FedsovError if the federation stalls.
-        """
-        s = self.schedule
+    async def prepare(self) -> None:
+        """Resume stored state, or store the initial model: before the node listens, so
+        that a state it must refuse (another config's) stops it before anyone dials in.
+        Raises ConfigError / StateError."""
+        if self._prepared:
+            return
         if not self.resume():
             initial_metrics: dict[str, float] = {}
             if self.evaluator is not None:
                 initial_metrics = dict(await asyncio.to_thread(self.evaluator, self.model.arrays()))
             await asyncio.to_thread(self.store.save, self.model, {"metrics": initial_metrics})
+        self._prepared = True
+
+    async def run(self) -> list[RoundReport]:
+        """Run every round, resuming stored state (``prepare``); returns the reports.
+
+        Raises FedsovError if the federation stalls.
+        """
+        s = self.schedule
+        await self.prepare()
         if self.model.round < s.num_rounds and self.state.open_round_row() is None:
             log.info("waiting for %d sites", self.settings.min_sites)
             await self.wait_for_sites(self.settings.min_sites, self.settings.start_timeout_s)

@@ -12,15 +12,15 @@ from grpc_reflection.v1alpha import reflection
 
 from fedsov.fileio import write_atomic
 from fedsov.pki.tls import TlsMaterial
-from fedsov.proto.v1 import federation_pb2 as pb
 from fedsov.proto.v1 import federation_pb2_grpc as pb_grpc
+from fedsov.transport.decoding import SERVICE, federation_handler
 from fedsov.transport.options import SERVER_OPTIONS
 
 __all__ = ["RunningServer", "start_server"]
 
 log = logging.getLogger("fedsov.transport")
 
-SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Federation"].full_name
+SERVICE_NAME = SERVICE.full_name
 
 
 class RunningServer:
@@ -47,7 +47,7 @@ async def start_server(
     ``tls=None`` is plaintext for local development only.
     """
     server = grpc.aio.server(options=SERVER_OPTIONS)
-    pb_grpc.add_FederationServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]
+    server.add_generic_rpc_handlers((federation_handler(servicer),))
     health = health_aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     reflection.enable_server_reflection(
