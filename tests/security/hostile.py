@@ -21,6 +21,7 @@ import contextlib
 import json
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -88,8 +89,7 @@ REFUSALS = frozenset(
 OUTSIDER_STATUSES = frozenset(
     {Code.PERMISSION_DENIED, Code.UNAUTHENTICATED, Code.INVALID_ARGUMENT, Code.RESOURCE_EXHAUSTED}
 )
-# The TLS handshake fails: UNAVAILABLE, client-side (CANCELLED: an empty upload stream).
-FOREIGN_STATUSES = frozenset({Code.UNAVAILABLE, Code.CANCELLED})
+FOREIGN_STATUSES = frozenset({Code.UNAVAILABLE})  # the TLS handshake fails, client-side
 
 
 def allowed_statuses(who: str, rpc: str) -> frozenset[grpc.StatusCode]:
@@ -360,8 +360,17 @@ async def status_of(call: Awaitable[object]) -> tuple[grpc.StatusCode, str]:
         if task is not None and task.cancelling():
             raise  # cancelled from outside: not this call's outcome
         # grpc.aio ends an empty client stream on a channel whose handshake failed so.
-        return Code.CANCELLED, "client-side CancelledError from grpc.aio"
+        return Code.CANCELLED, CLIENT_CANCELLED
     return Code.OK, ""
+
+
+CLIENT_CANCELLED = "client-side CancelledError from grpc.aio"
+# Statuses grpc.aio makes up on this side, not the server's answer: an empty upload
+# stream on a channel whose handshake failed; a write after the server ended the call
+# (its status, a refusal, is lost: the coordinator's log has it).
+CLIENT_SIDE = frozenset(
+    {(Code.CANCELLED, CLIENT_CANCELLED), (Code.INTERNAL, "Internal error from Core")}
+)
 
 
 async def serving(channel: grpc.aio.Channel, timeout: float = 15.0) -> bool:
@@ -723,8 +732,17 @@ class Outcome:
     details: str
 
     @property
+    def client_side(self) -> bool:
+        """grpc.aio's own status on this side, not the server's (see CLIENT_SIDE)."""
+        return (self.code, self.details) in CLIENT_SIDE
+
+    @property
     def allowed(self) -> bool:
-        return self.code in allowed_statuses(self.case.who, self.case.rpc)
+        return self.client_side or self.code in allowed_statuses(self.case.who, self.case.rpc)
+
+    @property
+    def label(self) -> str:
+        return f"{self.code.name}{' (client-side)' if self.client_side else ''}"
 
     def describe(self) -> str:
         return (
@@ -757,13 +775,13 @@ class FuzzReport:
         return [o for o in self.outcomes if not o.allowed]
 
     def histogram(self) -> Counter[str]:
-        return Counter(o.code.name for o in self.outcomes)
+        return Counter(o.label for o in self.outcomes)
 
     def by_rpc(self) -> dict[str, Counter[str]]:
         out: dict[str, Counter[str]] = {}
         for o in self.outcomes:
             key = f"{o.case.rpc} by {_kind_of_peer(o.case.who)}"
-            out.setdefault(key, Counter())[o.code.name] += 1
+            out.setdefault(key, Counter())[o.label] += 1
         return out
 
 
@@ -943,14 +961,17 @@ def print_report(report: FuzzReport, out: Callable[[str], Any] = print) -> None:
     out(f"alive {report.alive_after_fuzz}, serving {report.serving_after_fuzz}")
     out(f"honest uploads {report.honest_receipts}, finished {report.finished}")
     out(f"model error vs honest FedAvg {report.model_error}")
-    for site in report.round_sites:
-        out(f"  task of {site['site']}: {site['status']} ({site['reason'][:120]})")
+    statuses = Counter(site["status"] for site in report.round_sites)
+    out("round tasks: " + ", ".join(f"{k} {v}" for k, v in statuses.most_common()))
+    accepted = sorted(s["site"] for s in report.round_sites if s["status"] == "accepted")
+    out(f"  accepted: {', '.join(accepted)}")
     violations = report.violations
-    out(f"{len(violations)} calls ended outside their allowed statuses")
-    for kind, count in Counter(
-        (o.case.rpc, _kind_of_peer(o.case.who), o.code.name) for o in violations
-    ).most_common():
-        out(f"  {count} x {kind}")
-    for o in violations[:15]:
-        out(f"  e.g. {o.describe()}")
+    out(f"{len(violations)} calls ended outside their allowed statuses:")
+    groups: dict[tuple[str, str, str, str], list[Outcome]] = {}
+    for o in violations:
+        why = re.sub(r"[0-9a-f]{8,}|\d+", "#", o.details)[:90]
+        groups.setdefault((o.case.rpc, _kind_of_peer(o.case.who), o.code.name, why), []).append(o)
+    for (rpc, who, code, why), members in sorted(groups.items(), key=lambda g: -len(g[1])):
+        kinds = Counter(m.case.kind for m in members).most_common(3)
+        out(f"  {len(members)} x {rpc} by {who}: {code} {why!r} (cases: {kinds})")
     out(f"wall {report.wall_seconds:.1f} s")
