@@ -76,7 +76,7 @@ def test_an_expired_or_unreadable_crl_is_refused(ca_dir: Path) -> None:
     revoke(ca_dir, serial=0x1234, days=1)
     path, ca_pem = ca_dir / CRL_FILE, (ca_dir / "ca.pem").read_bytes()
     later = dt.datetime.now(dt.UTC) + dt.timedelta(days=2)
-    with pytest.raises(PKIError, match="expired on .*`fedsov pki crl"):
+    with pytest.raises(PKIError, match=r"expired on .*`fedsov pki crl"):
         load_crl(path, ca_pem, now=later)
     renew_crl(ca_dir, days=30)
     assert [e.serial_number for e in load_crl(path, ca_pem, now=later)] == [0x1234]
@@ -111,7 +111,7 @@ def test_a_node_with_a_revoked_certificate_cannot_start(ca_dir: Path, node: Node
     assert open_revocation_list(path, None) is None  # insecure mode: no certificates
     serial = x509.load_pem_x509_certificate(tls.cert_pem).serial_number
     revoke(ca_dir, serial=serial)
-    with pytest.raises(PKIError, match="this node cannot start: .*'site-eu-1'"):
+    with pytest.raises(PKIError, match=r"this node cannot start: .*'site-eu-1'"):
         open_revocation_list(path, tls)
 
 

@@ -4,6 +4,9 @@ checked at every call; rewriting it while the server runs revokes at once."""
 from __future__ import annotations
 
 import asyncio
+import shutil
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -12,9 +15,11 @@ import numpy as np
 import pytest
 from cryptography import x509
 
+from fedsov.config.writer import write_toml
 from fedsov.pki import NodePaths, NodeSpec, RevocationList, Role, build_pki, load_tls_material
 from fedsov.pki.revoke import CRL_FILE, renew_crl, revoke
 from fedsov.policy.plan import load_plan
+from fedsov.simulation.hierarchy import coordinator_config, prepare_deployment, site_config
 from fedsov.testing import make_engine, two_jurisdiction_plan
 from fedsov.transport.client import FederationClient
 from fedsov.transport.server import start_server
@@ -87,3 +92,41 @@ def test_the_plan_names_the_crl_beside_it(tmp_path: Path) -> None:
     assert load_plan(plan_file).revocation_list == tmp_path / CRL_FILE
     plan_file.write_text(text)
     assert load_plan(plan_file).revocation_list is None
+
+
+@pytest.mark.e2e
+def test_nodes_with_a_revoked_certificate_do_not_start(tmp_path: Path) -> None:
+    """Real ``fedsov coordinator`` and ``fedsov site`` processes, started with a plan whose
+    CRL revokes their own certificates, stop at once and say why."""
+    text = two_jurisdiction_plan(name="fed", seed=0, rounds=1, timeout_s=30.0)
+    (tmp_path / "plan.toml").write_text(
+        text.replace("seed = 0\n", f'seed = 0\nrevocation_list = "{CRL_FILE}"\n')
+    )
+    dep = prepare_deployment(load_plan(tmp_path / "plan.toml"), tmp_path / "run")
+    dep.ports["agg-eu"] = 1  # never dialled: the site stops before
+    write_toml(dep.config_file("coordinator"), coordinator_config(dep))
+    write_toml(dep.config_file("berlin"), site_config(dep, dep.plan.node("berlin"), 1))
+    for name in ("coordinator", "berlin"):
+        serial = x509.load_pem_x509_certificate(dep.pki[name].cert.read_bytes()).serial_number
+        revoke(dep.out / "pki", serial=serial)
+    shutil.copyfile(dep.out / "pki" / CRL_FILE, dep.out / CRL_FILE)  # beside the plan copy
+    procs = {
+        name: subprocess.Popen(
+            [sys.executable, "-m", "fedsov", role, "--config", str(dep.config_file(name))],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for name, role in (("coordinator", "coordinator"), ("berlin", "site"))
+    }
+    try:
+        for name, proc in procs.items():
+            output, _ = proc.communicate(timeout=120)
+            assert proc.returncode == 2, output
+            assert f"this node cannot start: the certificate of '{name}'" in output
+            assert "was revoked on" in output
+    finally:
+        for proc in procs.values():
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
