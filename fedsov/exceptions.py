@@ -14,6 +14,7 @@
     │   ├── DuplicateUpdate    the task already has an accepted update
     │   └── LateUpdate         the round closed or its deadline passed
     ├── AccessDenied           the peer's certificate is not allowed here
+    │   └── SessionConflict    another certificate of that name holds a live session
     ├── PolicyViolation        the federation plan forbids this (residency, export)
     ├── StateError             an aggregator's persisted state is inconsistent or unwritable
     ├── TrainingError          local training failed
@@ -42,6 +43,7 @@ __all__ = [
     "PayloadSizeError",
     "PolicyViolation",
     "ProtocolError",
+    "SessionConflict",
     "StateError",
     "TrainingError",
     "UnknownTask",
@@ -106,6 +108,10 @@ class LateUpdate(ProtocolError):
 
 class AccessDenied(FedsovError):
     """The peer's certificate identifies a node that is not allowed here."""
+
+
+class SessionConflict(AccessDenied):
+    """Another certificate with the peer's name holds a live session; retry once it ends."""
 
 
 class PolicyViolation(FedsovError):

@@ -41,6 +41,7 @@ from fedsov.node.state_sqlite import STATE_FILE, SqliteStateStore
 from fedsov.node.summary import build_summary
 from fedsov.participant import JoinCheck, Upstream, may_join, may_send, serve_upstream
 from fedsov.pki.identity import Role
+from fedsov.pki.revoke import open_revocation_list
 from fedsov.pki.tls import TlsMaterial, load_tls_material
 from fedsov.policy.runtime import (
     PlanAdmission,
@@ -145,6 +146,9 @@ class RegionalAggregator:
         plan = None
         if config.plan is not None:
             plan = load_node_plan(config.plan, config.name, federation=config.federation)
+        self.revocation = open_revocation_list(
+            plan.revocation_list if plan else None, self.server_tls, self.upstream_tls
+        )
         self.audit = self._open_audit(plan.sha256 if plan else plan_sha256)
         if plan is not None:
             may_send(plan, config.name, self.audit)  # before any byte leaves
@@ -238,6 +242,7 @@ class RegionalAggregator:
                 insecure=self.server_tls is None,
                 max_transfers=self.config.server.max_transfers,
                 plan_sha256=self.plan_sha256,
+                revocation=self.revocation,
                 node=self.server_tls.identity if self.server_tls else None,
             ),
             address=self.config.server.address,

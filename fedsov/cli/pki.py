@@ -1,4 +1,4 @@
-"""``fedsov pki``: create a CA, make CSRs, sign them, inspect certificates."""
+"""``fedsov pki``: create a CA, make CSRs, sign them, inspect and revoke certificates."""
 
 from __future__ import annotations
 
@@ -17,6 +17,15 @@ from fedsov.pki._files import read_bytes
 from fedsov.pki.ca import init_ca, load_ca
 from fedsov.pki.csr import make_csr
 from fedsov.pki.identity import Role, identity_from_certificate
+from fedsov.pki.revoke import (
+    DEFAULT_CRL_DAYS,
+    REASONS,
+    parse_reason,
+    parse_serial,
+    renew_crl,
+    revoke,
+    serial_of,
+)
 from fedsov.pki.sign import sign_csr, write_certificate
 
 __all__ = ["app"]
@@ -144,3 +153,51 @@ def show_cmd(cert_file: Annotated[Path, typer.Argument(help="Certificate file (P
     out.print(f"  issuer:       {escape(cert.issuer.rfc4514_string())}")
     out.print(f"  serial:       {cert.serial_number:x}")
     out.print(f"  sha256:       {cert.fingerprint(hashes.SHA256()).hex(':')}")
+
+
+@app.command("revoke")
+def revoke_cmd(
+    ca_dir: Annotated[Path, typer.Option("--ca-dir", help="Directory holding the CA.")],
+    cert: Annotated[Path | None, typer.Option("--cert", help="Certificate file (PEM).")] = None,
+    serial: Annotated[
+        str | None, typer.Option("--serial", help="Serial in hex, as `pki show` prints it.")
+    ] = None,
+    reason: Annotated[
+        str | None, typer.Option("--reason", help=f"One of: {', '.join(REASONS)}.")
+    ] = None,
+    days: Annotated[
+        int, typer.Option("--days", help="Days until the CRL's next update.")
+    ] = DEFAULT_CRL_DAYS,
+) -> None:
+    """Revoke a certificate into <ca-dir>/crl.pem (kept: earlier revocations stay)."""
+    try:
+        if (cert is None) == (serial is None):
+            raise PKIError("name the certificate to revoke: give --cert FILE or --serial HEX")
+        number = serial_of(cert, load_ca(ca_dir)) if cert is not None else parse_serial(str(serial))
+        flag = parse_reason(reason) if reason is not None else None
+        done = revoke(ca_dir, serial=number, reason=flag, days=days)
+    except PKIError as exc:
+        raise _fail(exc) from None
+    why = f" ({done.reason})" if done.reason else ""
+    verb = "revoked" if done.new else "already revoked"
+    out.print(
+        f"[green]{verb}[/] serial {done.serial:x} on {done.date:%Y-%m-%d %H:%M:%S} UTC{why}: "
+        f"{escape(str(done.crl))}"
+    )
+    if done.new:
+        out.print("copy it beside each node's plan (its [federation] revocation_list)")
+
+
+@app.command("crl")
+def crl_cmd(
+    ca_dir: Annotated[Path, typer.Option("--ca-dir", help="Directory holding the CA.")],
+    days: Annotated[
+        int, typer.Option("--days", help="Days until the CRL's next update.")
+    ] = DEFAULT_CRL_DAYS,
+) -> None:
+    """(Re-)issue <ca-dir>/crl.pem with its revocations and a new next-update date."""
+    try:
+        path = renew_crl(ca_dir, days=days)
+    except PKIError as exc:
+        raise _fail(exc) from None
+    out.print(f"[green]revocation list issued, valid {days} days:[/] {escape(str(path))}")

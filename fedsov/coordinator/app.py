@@ -21,6 +21,7 @@ from fedsov.node.model import GlobalModel, ModelStore, state_to_numpy
 from fedsov.node.state import StateStore
 from fedsov.node.state_sqlite import STATE_FILE, SqliteStateStore
 from fedsov.node.summary import build_summary
+from fedsov.pki.revoke import open_revocation_list
 from fedsov.pki.tls import TlsMaterial, load_tls_material
 from fedsov.policy.runtime import PlanAdmission, load_node_plan
 from fedsov.randomness import warn_if_reproducible
@@ -79,6 +80,7 @@ class Coordinator:
             plan = load_node_plan(config.plan, me, federation=config.federation)
             admission = PlanAdmission(plan, me or plan.global_node.name)
             log.info("enforcing plan %s (%s)", plan.sha256[:16], config.plan)
+        revocation = open_revocation_list(plan.revocation_list if plan else None, tls)
         audit = _audit_trail(out, tls, plan.sha256 if plan else None)
         publish = _model_publisher(audit, state)
         for earlier in state.reports():  # a restart may have cut the last one off
@@ -128,6 +130,7 @@ class Coordinator:
                 max_transfers=config.server.max_transfers,
                 plan_sha256=plan.sha256 if plan else None,
                 node=tls.identity if tls else None,
+                revocation=revocation,
             ),
             address=config.server.address,
             tls=tls,

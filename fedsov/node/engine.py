@@ -25,7 +25,14 @@ from fedsov.node.state import MemoryStateStore, ModelRow, RoundRow, StateStore, 
 
 if TYPE_CHECKING:
     from fedsov.node.evaluation import Evaluator
-from fedsov.exceptions import AccessDenied, FedsovError, LateUpdate, StateError, UnknownTask
+from fedsov.exceptions import (
+    AccessDenied,
+    FedsovError,
+    LateUpdate,
+    SessionConflict,
+    StateError,
+    UnknownTask,
+)
 from fedsov.faults import crash_point
 from fedsov.messages import (
     Finished,
@@ -264,11 +271,13 @@ class Engine:
         return sorted(self._subscribers)
 
     async def subscribe(self, identity: NodeIdentity) -> AsyncIterator[TaskEvent]:
-        """Task events for one site; a second subscription of the same site replaces the first."""
+        """Task events for one site. A second subscription with the same certificate (a
+        reconnect) replaces the first; one with another certificate is refused while the
+        first lives (SessionConflict)."""
         self.admit(identity)
         old = self._subscribers.get(identity.name)
         if old is not None:
-            old.queue.put_nowait(None)
+            self._take_over(old, identity)
         sub = _Subscriber(identity)
         self._subscribers[identity.name] = sub
         self._site_changed.set()
@@ -280,6 +289,22 @@ class Engine:
             if record is not None and record.status is TaskStatus.PENDING:
                 sub.queue.put_nowait(record.task)
         return self._events(sub)
+
+    def _take_over(self, old: _Subscriber, identity: NodeIdentity) -> None:
+        """End ``old``'s session for ``identity``'s, if both hold the same certificate
+        (in insecure mode neither has one); else refuse and record ``identity``."""
+        theirs, mine = old.identity.certificate_sha256, identity.certificate_sha256
+        if theirs != mine:
+            why = (
+                f"{identity.name!r} already has a live session with another certificate "
+                f"(SHA-256 {str(theirs)[:16]}); this one ({str(mine)[:16]}) may subscribe "
+                "once that session ends"
+            )
+            log.warning("subscription refused: %s", why)
+            self.refused(identity, "session-conflict", why)
+            raise SessionConflict(why)
+        log.info("site %s reconnected; its previous session is closed", identity.name)
+        old.queue.put_nowait(None)
 
     async def _events(self, sub: _Subscriber) -> AsyncIterator[TaskEvent]:
         try:

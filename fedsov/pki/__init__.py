@@ -13,6 +13,7 @@ from fedsov.pki.identity import (
     validate_jurisdiction,
     validate_name,
 )
+from fedsov.pki.revoke import RevocationList, open_revocation_list, revoke
 from fedsov.pki.sign import issue_certificate, sign_csr, write_certificate
 from fedsov.pki.throwaway import NodePaths, NodeSpec, build_pki
 from fedsov.pki.tls import TlsMaterial, load_tls_material
@@ -23,6 +24,7 @@ __all__ = [
     "NodeIdentity",
     "NodePaths",
     "NodeSpec",
+    "RevocationList",
     "Role",
     "TlsMaterial",
     "build_pki",
@@ -33,6 +35,8 @@ __all__ = [
     "load_ca",
     "load_tls_material",
     "make_csr",
+    "open_revocation_list",
+    "revoke",
     "sign_csr",
     "validate_jurisdiction",
     "validate_name",

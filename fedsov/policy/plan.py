@@ -20,6 +20,7 @@ from pydantic import AfterValidator, BeforeValidator, Field
 
 from fedsov.config import (
     Bool,
+    ConfigPath,
     Int,
     KeyProblem,
     ModelConfig,
@@ -152,6 +153,7 @@ class PlanRounds(Section):
 class _Federation(Section):
     name: _FederationName
     seed: Annotated[Int, Field(ge=0)] = 0
+    revocation_list: ConfigPath | None = None  # the CA's CRL; its content is not hashed
 
 
 @section
@@ -189,6 +191,7 @@ class Plan:
     nodes: tuple[PlanNode, ...]
     policy: Policy
     simulation: SimulationSpec | None
+    revocation_list: Path | None = None
 
     def node(self, name: str) -> PlanNode:
         """The node called ``name``; a ConfigError naming it if the plan has none."""
@@ -263,4 +266,5 @@ def load_plan(path: Path) -> Plan:
         nodes=doc.nodes,
         policy=doc.policy,
         simulation=doc.simulation,
+        revocation_list=doc.federation.revocation_list,
     )

@@ -17,6 +17,7 @@ from fedsov.exceptions import CodecError, FedsovError, TrainingError
 from fedsov.messages import Finished, PrivacyReport, TrainTask, UpdateHeader
 from fedsov.modelref import build_model, load_weights
 from fedsov.participant import JoinCheck, Upstream, may_join, may_send, serve_upstream
+from fedsov.pki.revoke import open_revocation_list
 from fedsov.pki.tls import TlsMaterial, load_tls_material
 from fedsov.policy.runtime import load_node_plan
 from fedsov.privacy.accountant import MechanismStep
@@ -77,6 +78,8 @@ class SiteAgent:
         # has to name that node (sign server CSRs with --host <node name>).
         self.server_name = config.upstream.server_name
         plan = load_node_plan(config.plan, config.name) if config.plan is not None else None
+        # Stops a site whose own certificate is revoked; kept to check its upstream's.
+        self.revocation = open_revocation_list(plan.revocation_list if plan else None, self.tls)
         # The site's signed audit trail; a null one without TLS (no key to sign with).
         self.audit: AuditTrail = open_audit_trail(
             config.audit_ledger, self.tls, plan_sha256=plan.sha256 if plan else None

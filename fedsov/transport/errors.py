@@ -13,12 +13,14 @@ from fedsov.exceptions import (
     PayloadHashError,
     PolicyViolation,
     ProtocolError,
+    SessionConflict,
     UnknownTask,
 )
 
 __all__ = ["status_for"]
 
 _STATUS: tuple[tuple[type[FedsovError], grpc.StatusCode], ...] = (
+    (SessionConflict, grpc.StatusCode.ALREADY_EXISTS),  # not fatal: the other may be dead
     (AccessDenied, grpc.StatusCode.PERMISSION_DENIED),
     (PolicyViolation, grpc.StatusCode.PERMISSION_DENIED),
     (UnknownTask, grpc.StatusCode.NOT_FOUND),

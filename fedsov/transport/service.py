@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any, NoReturn
 
 import grpc
@@ -12,6 +12,7 @@ import grpc
 from fedsov.codec import DEFAULT_CHUNK_SIZE, iter_chunks
 from fedsov.exceptions import AccessDenied, FedsovError, PKIError, PolicyViolation, ProtocolError
 from fedsov.pki.identity import NodeIdentity, Role, identity_from_pem
+from fedsov.pki.revoke import RevocationList
 from fedsov.proto.v1 import federation_pb2 as pb
 from fedsov.proto.v1 import federation_pb2_grpc as pb_grpc
 from fedsov.transport import serde
@@ -43,8 +44,11 @@ class FederationService(pb_grpc.FederationServicer):
         max_transfers: int = 4,
         plan_sha256: str | None = None,
         node: NodeIdentity | None = None,
+        revocation: RevocationList | None = None,
     ) -> None:
-        """``node``: this server's own identity (its certificate's), told to who joins."""
+        """``node``: this server's own identity (its certificate's), told to who joins.
+        ``revocation``: the CA's CRL; a revoked client certificate is refused at every call."""
+        self.revocation = revocation
         self.handler = handler
         self.node = node
         self.insecure = insecure
@@ -89,9 +93,25 @@ class FederationService(pb_grpc.FederationServicer):
         if not pems:
             await context.abort(grpc.StatusCode.UNAUTHENTICATED, "no client certificate")
         try:
-            return identity_from_pem(pems[0])
+            identity = identity_from_pem(pems[0])
         except PKIError as exc:
             await self._abort(context, exc, "certificate")
+        why = self._revoked(identity)
+        if why is not None:
+            log.warning("call refused (UNAUTHENTICATED): %s", why)
+            self.handler.refused(identity, "revoked", why)
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, why)
+        return identity
+
+    def _revoked(self, identity: NodeIdentity) -> str | None:
+        """Why ``identity``'s certificate is revoked; None if it is not (or no CRL is kept)."""
+        if self.revocation is None or identity.certificate_der is None:
+            return None
+        try:
+            self.revocation.check(identity.certificate_der)
+        except PKIError as exc:
+            return str(exc)
+        return None
 
     async def Join(self, request: pb.JoinRequest, context: Context) -> pb.JoinResponse:  # noqa: N802
         identity = await self._identity(context)
@@ -118,6 +138,11 @@ class FederationService(pb_grpc.FederationServicer):
         except FedsovError as exc:
             await self._abort(context, exc, f"subscription of {identity.name}")
         async for event in events:
+            why = self._revoked(identity)  # a revocation also ends a live subscription
+            if why is not None:
+                if isinstance(events, AsyncGenerator):
+                    await events.aclose()  # the handler ends its session now
+                await context.abort(grpc.StatusCode.UNAUTHENTICATED, why)
             yield serde.task_event_to_proto(event)
 
     async def DownloadModel(  # noqa: N802
