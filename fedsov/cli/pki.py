@@ -177,7 +177,7 @@ def revoke_cmd(
         flag = parse_reason(reason) if reason is not None else None
         done = revoke(ca_dir, serial=number, reason=flag, days=days)
     except PKIError as exc:
-        raise _fail(exc) from None
+        raise fail(exc) from None
     why = f" ({done.reason})" if done.reason else ""
     verb = "revoked" if done.new else "already revoked"
     out.print(
@@ -199,5 +199,5 @@ def crl_cmd(
     try:
         path = renew_crl(ca_dir, days=days)
     except PKIError as exc:
-        raise _fail(exc) from None
+        raise fail(exc) from None
     out.print(f"[green]revocation list issued, valid {days} days:[/] {escape(str(path))}")
