@@ -26,6 +26,7 @@ from fedsov.policy.runtime import PlanAdmission, load_node_plan
 from fedsov.randomness import warn_if_reproducible
 from fedsov.signals import Stopped, until_signalled
 from fedsov.strategy import create_strategy
+from fedsov.transport.options import StreamLimits
 from fedsov.transport.server import start_server
 from fedsov.transport.service import FederationService
 
@@ -120,14 +121,16 @@ class Coordinator:
             state=state,
             audit=audit,
         )
+        service = FederationService(
+            engine,
+            insecure=tls is None,
+            max_transfers=config.server.max_transfers,
+            limits=StreamLimits.of(config.server),
+            plan_sha256=plan.sha256 if plan else None,
+            node=tls.identity if tls else None,
+        )
         server = await start_server(
-            FederationService(
-                engine,
-                insecure=tls is None,
-                max_transfers=config.server.max_transfers,
-                plan_sha256=plan.sha256 if plan else None,
-                node=tls.identity if tls else None,
-            ),
+            service,
             address=config.server.address,
             tls=tls,
             port_file=config.server.port_file,
@@ -155,6 +158,7 @@ class Coordinator:
             seconds=time.time() - started,
             status=status,
         )
+        summary["server"] = service.limits_report()
         write_json_atomic(out / "summary.json", summary)
         return summary
 
