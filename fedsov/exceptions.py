@@ -12,7 +12,8 @@
     ├── ProtocolError          a peer broke the protocol (unexpected message, bad header)
     │   ├── UnknownTask        no open task with that id for that participant
     │   ├── DuplicateUpdate    the task already has an accepted update
-    │   └── LateUpdate         the round closed or its deadline passed
+    │   ├── LateUpdate         the round closed or its deadline passed
+    │   └── StreamStalled      a stream went silent, or slower than the minimum rate
     ├── AccessDenied           the peer's certificate is not allowed here
     │   └── SessionConflict    another certificate of that name holds a live session
     ├── PolicyViolation        the federation plan forbids this (residency, export)
@@ -45,6 +46,7 @@ __all__ = [
     "ProtocolError",
     "SessionConflict",
     "StateError",
+    "StreamStalled",
     "TrainingError",
     "UnknownTask",
 ]
@@ -104,6 +106,17 @@ class DuplicateUpdate(ProtocolError):
 
 class LateUpdate(ProtocolError):
     """The round closed, or its deadline passed, before the update arrived."""
+
+
+class StreamStalled(ProtocolError):
+    """A stream sent nothing for too long, or fell below the minimum transfer rate.
+
+    ``reason`` names which, for the refusal's ``fedsov-reason`` ("idle-timeout", "too-slow").
+    """
+
+    def __init__(self, message: str, *, reason: str = "idle-timeout") -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 class AccessDenied(FedsovError):

@@ -53,6 +53,7 @@ from fedsov.privacy.site_level import SiteLevelLedger, SiteRound
 from fedsov.randomness import secret_seed, warn_if_reproducible
 from fedsov.strategy import Strategy, create_strategy
 from fedsov.transport.client import FederationClient
+from fedsov.transport.options import StreamLimits
 from fedsov.transport.server import start_server
 from fedsov.transport.service import FederationService
 
@@ -212,6 +213,7 @@ class RegionalAggregator:
         self.declined: dict[int, str] = {}
         self.port: int | None = None
         self.listening = asyncio.Event()
+        self.service: FederationService | None = None  # once serving
 
     def _open_audit(self, plan_sha256: str | None) -> AuditTrail:
         """The region's signed audit trail (both tiers), with its sites' checkpoints."""
@@ -236,15 +238,17 @@ class RegionalAggregator:
     async def run(self) -> dict[str, Any]:
         tune_allocator()
         self.config.output_dir.mkdir(parents=True, exist_ok=True)
+        self.service = FederationService(
+            self.engine,
+            insecure=self.server_tls is None,
+            max_transfers=self.config.server.max_transfers,
+            limits=StreamLimits.of(self.config.server),
+            plan_sha256=self.plan_sha256,
+            revocation=self.revocation,
+            node=self.server_tls.identity if self.server_tls else None,
+        )
         server = await start_server(
-            FederationService(
-                self.engine,
-                insecure=self.server_tls is None,
-                max_transfers=self.config.server.max_transfers,
-                plan_sha256=self.plan_sha256,
-                revocation=self.revocation,
-                node=self.server_tls.identity if self.server_tls else None,
-            ),
+            self.service,
             address=self.config.server.address,
             tls=self.server_tls,
             port_file=self.config.server.port_file,
@@ -298,6 +302,7 @@ class RegionalAggregator:
             "site_level_epsilon": self.site_level_epsilon(),
             "site_level_delta": dp.delta if (dp := self.strategy.site_level_dp()) else None,
             "declined_rounds": {str(k): v for k, v in self.declined.items()},
+            "server": self.service.limits_report() if self.service else None,
         }
         return summary
 

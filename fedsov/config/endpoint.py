@@ -6,7 +6,7 @@ from typing import Annotated
 
 from pydantic import AfterValidator, Field
 
-from fedsov.config.base import Bool, ConfigPath, Int, KeyProblem, Section, Str, section
+from fedsov.config.base import Bool, ConfigPath, Int, KeyProblem, Number, Section, Str, section
 
 __all__ = ["ClientEndpoint", "ServerEndpoint", "ServerTable", "TlsPaths", "UpstreamTable"]
 
@@ -34,6 +34,13 @@ class ServerEndpoint(Section):
     tls: TlsPaths | None  # None only with insecure = true
     port_file: ConfigPath | None  # where the bound port is written once listening
     max_transfers: Int = 4  # uploads (and downloads) served at once; the rest wait
+    # What one peer's streams may hold (fedsov.transport.options.StreamLimits).
+    max_streams_per_peer: Int = 2
+    first_message_timeout_s: Number = 10.0
+    idle_timeout_s: Number = 30.0
+    min_transfer_bytes_per_s: Int = 1024 * 1024
+    transfer_grace_s: Number = 1.0
+    send_timeout_s: Number = 30.0
 
 
 @section
@@ -81,6 +88,12 @@ class ServerTable(_Tls):
     address: Address = Field(kw_only=True)
     port_file: ConfigPath | None = None
     max_concurrent_transfers: Annotated[Int, Field(ge=1, le=1024)] = 4
+    max_streams_per_peer: Annotated[Int, Field(ge=1, le=64)] = 2
+    first_message_timeout_s: Annotated[Number, Field(gt=0.0)] = 10.0
+    idle_timeout_s: Annotated[Number, Field(gt=0.0)] = 30.0
+    min_transfer_bytes_per_s: Annotated[Int, Field(ge=0)] = 1024 * 1024  # 0: no floor
+    transfer_grace_s: Annotated[Number, Field(gt=0.0)] = 1.0
+    send_timeout_s: Annotated[Number, Field(gt=0.0)] = 30.0
 
     def endpoint(self) -> ServerEndpoint:
         return ServerEndpoint(
@@ -88,6 +101,12 @@ class ServerTable(_Tls):
             tls=self.tls(),
             port_file=self.port_file,
             max_transfers=self.max_concurrent_transfers,
+            max_streams_per_peer=self.max_streams_per_peer,
+            first_message_timeout_s=self.first_message_timeout_s,
+            idle_timeout_s=self.idle_timeout_s,
+            min_transfer_bytes_per_s=self.min_transfer_bytes_per_s,
+            transfer_grace_s=self.transfer_grace_s,
+            send_timeout_s=self.send_timeout_s,
         )
 
 

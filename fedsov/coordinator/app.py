@@ -23,10 +23,12 @@ from fedsov.node.state_sqlite import STATE_FILE, SqliteStateStore
 from fedsov.node.summary import build_summary
 from fedsov.pki.revoke import open_revocation_list
 from fedsov.pki.tls import TlsMaterial, load_tls_material
+from fedsov.policy.plan import Plan
 from fedsov.policy.runtime import PlanAdmission, load_node_plan
 from fedsov.randomness import warn_if_reproducible
 from fedsov.signals import Stopped, until_signalled
 from fedsov.strategy import create_strategy
+from fedsov.transport.options import StreamLimits
 from fedsov.transport.server import start_server
 from fedsov.transport.service import FederationService
 
@@ -74,12 +76,7 @@ class Coordinator:
         # One line per closed round attempt, rebuilt from the state store on a restart.
         write_atomic(rounds_log, "".join(_line(r) for r in state.reports()).encode())
 
-        plan, admission = None, None
-        if config.plan is not None:
-            me = tls.identity.name if tls is not None else None  # None: the plan's global node
-            plan = load_node_plan(config.plan, me, federation=config.federation)
-            admission = PlanAdmission(plan, me or plan.global_node.name)
-            log.info("enforcing plan %s (%s)", plan.sha256[:16], config.plan)
+        plan, admission = _plan(config, tls)
         revocation = open_revocation_list(plan.revocation_list if plan else None, tls)
         audit = _audit_trail(out, tls, plan.sha256 if plan else None)
         publish = _model_publisher(audit, state)
@@ -123,15 +120,17 @@ class Coordinator:
             audit=audit,
         )
         await _prepare(engine, state, audit)  # refuse a foreign state before listening
+        service = FederationService(
+            engine,
+            insecure=tls is None,
+            max_transfers=config.server.max_transfers,
+            limits=StreamLimits.of(config.server),
+            plan_sha256=plan.sha256 if plan else None,
+            node=tls.identity if tls else None,
+            revocation=revocation,
+        )
         server = await start_server(
-            FederationService(
-                engine,
-                insecure=tls is None,
-                max_transfers=config.server.max_transfers,
-                plan_sha256=plan.sha256 if plan else None,
-                node=tls.identity if tls else None,
-                revocation=revocation,
-            ),
+            service,
             address=config.server.address,
             tls=tls,
             port_file=config.server.port_file,
@@ -159,8 +158,21 @@ class Coordinator:
             seconds=time.time() - started,
             status=status,
         )
+        summary["server"] = service.limits_report()
         write_json_atomic(out / "summary.json", summary)
         return summary
+
+
+def _plan(
+    config: CoordinatorConfig, tls: TlsMaterial | None
+) -> tuple[Plan | None, PlanAdmission | None]:
+    """The plan this coordinator enforces, and who it admits by it (none without a plan)."""
+    if config.plan is None:
+        return None, None
+    me = tls.identity.name if tls is not None else None  # None: the plan's global node
+    plan = load_node_plan(config.plan, me, federation=config.federation)
+    log.info("enforcing plan %s (%s)", plan.sha256[:16], config.plan)
+    return plan, PlanAdmission(plan, me or plan.global_node.name)
 
 
 async def _prepare(engine: ScheduledEngine, state: StateStore, audit: AuditTrail) -> None:

@@ -350,6 +350,15 @@ class Engine:
             f"round {round} is not open" + (f" (round {current.number} is)" if current else "")
         )
 
+    def check_upload(self, identity: NodeIdentity, header: UpdateHeader) -> float:
+        """Before an upload takes a slot: admitted, its own open task, a sane header (a
+        bad one rejects the task). An accepted update sent again passes (replayed)."""
+        self.admit(identity)
+        current = self._open(header.round)
+        if current.replay(identity.name, header) is None:
+            current.check_upload(identity.name, header)
+        return current.deadline
+
     async def receive_update(
         self, identity: NodeIdentity, header: UpdateHeader, chunks: AsyncIterator[bytes]
     ) -> UploadReceipt:

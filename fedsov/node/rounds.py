@@ -18,6 +18,7 @@ from fedsov.exceptions import (
     LateUpdate,
     PayloadSizeError,
     ProtocolError,
+    StreamStalled,
     UnknownTask,
 )
 from fedsov.faults import crash_point
@@ -72,6 +73,9 @@ class Round:
     opened_at: float = field(default_factory=time.time)
     done: asyncio.Event = field(default_factory=asyncio.Event)
     closed: bool = False
+    # The tasks receiving uploads (by task id), and those close() cancelled.
+    _receivers: dict[str, asyncio.Task[object]] = field(default_factory=dict)
+    _closed_on: set[str] = field(default_factory=set)
 
     def __post_init__(self) -> None:
         self.spool_dir.mkdir(parents=True, exist_ok=True)
@@ -107,7 +111,8 @@ class Round:
         """Close the round at its deadline: no more uploads, none half-counted.
 
         Tasks that never delivered become late; uploads still arriving are removed
-        from the aggregate (from their spool) and become late too.
+        from the aggregate (from their spool) and become late too, their calls ended
+        at once (LateUpdate), however silent their peers.
         """
         self.closed = True
         enough = bool(self.target_updates) and (
@@ -118,9 +123,26 @@ class Round:
             if record.status is TaskStatus.RECEIVING and record.upload is not None:
                 record.upload.rollback(True)
                 self._resolve(record, TaskStatus.LATE, f"upload still arriving at {why}")
+                self._cut_off(record.task.task_id)
             elif record.status is TaskStatus.PENDING:
                 earlier = f" ({record.reason})" if record.reason else ""
                 self._resolve(record, TaskStatus.LATE, f"no update before {why}{earlier}")
+
+    def _cut_off(self, task_id: str) -> None:
+        """End the upload of ``task_id`` now: its receive() turns this into LateUpdate."""
+        receiver = self._receivers.pop(task_id, None)
+        if receiver is not None:
+            self._closed_on.add(task_id)
+            receiver.cancel()
+
+    def _ended_by_close(self, task_id: str) -> bool:
+        """Whether the cancellation being handled is close()'s, and only close()'s (a
+        SIGTERM or a cancel by the peer on top of it stays a cancellation)."""
+        if task_id not in self._closed_on:
+            return False
+        self._closed_on.discard(task_id)
+        receiver = asyncio.current_task()
+        return receiver is not None and receiver.uncancel() == 0
 
     def decline(self, site: str, task_id: str, *, round: int, reason: str) -> None:
         """The participant refuses its task (budget, policy, too few sites below)."""
@@ -166,6 +188,16 @@ class Round:
             header.task_id, self.number, header.payload_sha256, header.payload_size
         )
 
+    def check_upload(self, site: str, header: UpdateHeader) -> TaskRecord:
+        """The task an upload with ``header`` answers; a bad header rejects it."""
+        record = self._task_of(site, header.task_id, header.round)
+        try:
+            self._check_header(site, header)
+        except FedsovError as exc:
+            self._resolve(record, TaskStatus.REJECTED, str(exc))
+            raise
+        return record
+
     def _check_header(self, site: str, header: UpdateHeader) -> None:
         header.manifest.require_equal(self.model.manifest, what=f"update from {site!r}")
         if header.base_model_sha256 != self.model.sha256:
@@ -192,26 +224,20 @@ class Round:
         without it. A refused update rejects the task; an upload aborted by the peer
         leaves it pending so the site may try again before the deadline.
         """
-        record = self._task_of(site, header.task_id, header.round)
-        try:
-            self._check_header(site, header)
-        except FedsovError as exc:
-            self._resolve(record, TaskStatus.REJECTED, str(exc))
-            raise
+        record = self.check_upload(site, header)
         upload = _Upload(
             header,
             self.spool_dir / f"{header.task_id}.part",
             fold=self.aggregate.begin(header.num_examples),
         )
         record.status, record.upload = TaskStatus.RECEIVING, upload
+        receiver = asyncio.current_task()
+        if receiver is not None:  # close() cancels it: the call ends with the round
+            self._receivers[header.task_id] = receiver
         try:
             async for chunk in chunks:
-                if record.status is not TaskStatus.RECEIVING:
-                    break  # closed at the deadline meanwhile
                 upload.add(chunk)
                 crash_point("upload-folding", self.number)
-            if record.status is not TaskStatus.RECEIVING:
-                raise LateUpdate(f"round {self.number} closed while this update was arriving")
             upload.finish()
             if self.state is not None and not restoring:
                 self._store_receipt(site, header, upload)
@@ -219,14 +245,19 @@ class Round:
         except FedsovError as exc:
             self._refuse(record, upload, exc)
             raise
-        except BaseException:
+        except BaseException as exc:
             # Aborted by the peer or the network, not refused: the site may upload again.
             upload.rollback(self._aggregate is not None)
+            if isinstance(exc, asyncio.CancelledError) and self._ended_by_close(header.task_id):
+                raise LateUpdate(
+                    f"round {self.number} closed while this update was arriving ({record.reason})"
+                ) from None
             if record.status is TaskStatus.RECEIVING:
                 record.status, record.reason = TaskStatus.PENDING, "upload aborted by the peer"
             raise
         finally:
             record.upload = None
+            self._receivers.pop(header.task_id, None)
         if self.state is None or restoring:
             upload.discard()  # (restoring: its kept copy stays where it was)
         else:
@@ -245,6 +276,8 @@ class Round:
             # The stream ended early: a peer that died or lost its network looks like
             # this. Not refused: the site may send the update again.
             record.status, record.reason = TaskStatus.PENDING, f"upload cut short: {exc}"
+        elif isinstance(exc, StreamStalled):  # a slow link, maybe: it may try again
+            record.status, record.reason = TaskStatus.PENDING, f"upload stalled: {exc}"
         else:
             self._resolve(record, TaskStatus.REJECTED, str(exc))
 

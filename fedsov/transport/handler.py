@@ -1,8 +1,8 @@
 """What the gRPC servicer hands each call to: a node's logic, which knows nothing of gRPC.
 
 ``fedsov.node.engine.Engine`` is the one implementation; tests may pass a fake. The
-servicer checks identity (certificate, plan header) and maps errors; the handler
-admits, allocates and records.
+servicer checks identity (certificate, plan header), bounds streams and maps errors;
+the handler admits, checks and records.
 """
 
 from __future__ import annotations
@@ -36,6 +36,12 @@ class FederationHandler(Protocol):
     def model_payload(self, sha256: str) -> bytes | bytearray: ...
 
     def model_sent(self, identity: NodeIdentity, sha256: str) -> None: ...
+
+    def check_upload(self, identity: NodeIdentity, header: UpdateHeader) -> float:
+        """Raise unless ``header`` opens an upload ``identity`` may send now (an open
+        round, its own pending task, a sane header); return the Unix time it must be
+        in by. Called before the upload gets any resource beyond its header."""
+        ...
 
     async def receive_update(
         self, identity: NodeIdentity, header: UpdateHeader, chunks: AsyncIterator[bytes]

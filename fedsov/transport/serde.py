@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Mapping
 
 from fedsov.codec import Manifest, TensorSpec
 from fedsov.exceptions import CodecError, ConfigError, ProtocolError
@@ -22,6 +23,10 @@ from fedsov.proto.v1 import federation_pb2 as pb
 from fedsov.proto.v1 import tensors_pb2 as tpb
 
 __all__ = [
+    "MAX_DECLINE_REASON_CHARS",
+    "MAX_ID_CHARS",
+    "MAX_METRICS",
+    "decline_from_proto",
     "manifest_from_proto",
     "manifest_to_proto",
     "receipt_from_proto",
@@ -31,6 +36,11 @@ __all__ = [
     "update_header_from_proto",
     "update_header_to_proto",
 ]
+
+# Bounds on what a peer may make this node store or log.
+MAX_METRICS = 32  # entries of an update header's metrics
+MAX_ID_CHARS = 128  # a task id, a metric name, a decline code
+MAX_DECLINE_REASON_CHARS = 1024  # longer decline reasons are cut, not refused
 
 _DTYPE_TO_PROTO = {
     "float32": tpb.DTYPE_FLOAT32,
@@ -161,11 +171,28 @@ def update_header_to_proto(h: UpdateHeader) -> pb.UpdateHeader:
     )
 
 
+def _bounded(value: str, what: str, limit: int = MAX_ID_CHARS) -> str:
+    if len(value) > limit:
+        raise ProtocolError(f"{what} is {len(value)} characters long; at most {limit} allowed")
+    return value
+
+
+def _metrics_from_proto(metrics: Mapping[str, float]) -> dict[str, float]:
+    """An update's metrics: at most MAX_METRICS finite values under short names."""
+    if len(metrics) > MAX_METRICS:
+        raise ProtocolError(f"update header has {len(metrics)} metrics; at most {MAX_METRICS}")
+    for name, value in metrics.items():
+        _bounded(name, "a metric name")
+        if not math.isfinite(value):
+            raise ProtocolError(f"metric {name!r} is {value}; metrics must be finite numbers")
+    return dict(metrics)
+
+
 def update_header_from_proto(h: pb.UpdateHeader) -> UpdateHeader:
     if not h.HasField("privacy"):
         raise ProtocolError("update header has no privacy report")
     return UpdateHeader(
-        task_id=h.task_id,
+        task_id=_bounded(h.task_id, "the task id"),
         round=h.round,
         manifest=manifest_from_proto(h.manifest),
         num_examples=h.num_examples,
@@ -173,13 +200,26 @@ def update_header_from_proto(h: pb.UpdateHeader) -> UpdateHeader:
         payload_sha256=h.payload_sha256,
         base_model_sha256=h.base_model_sha256,
         privacy=_privacy_from_proto(h.privacy),
-        metrics=dict(h.metrics),
+        metrics=_metrics_from_proto(h.metrics),
         contributors=tuple(h.contributors),
         audit_head=(
             AuditHead(h.audit_checkpoint.seq, h.audit_checkpoint.sha256)
             if h.HasField("audit_checkpoint")
             else None
         ),
+    )
+
+
+def decline_from_proto(msg: pb.DeclineRequest) -> tuple[str, int, str, str]:
+    """(task id, round, code, reason) of a decline; the reason cut to its bound."""
+    reason = msg.reason
+    if len(reason) > MAX_DECLINE_REASON_CHARS:
+        reason = reason[: MAX_DECLINE_REASON_CHARS - 1] + "…"
+    return (
+        _bounded(msg.task_id, "the task id"),
+        msg.round,
+        _bounded(msg.code, "the decline code"),
+        reason,
     )
 
 

@@ -3,22 +3,34 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import AsyncGenerator, AsyncIterator
+import time
+from collections import Counter
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator
 from typing import Any, NoReturn
 
 import grpc
 
 from fedsov.codec import DEFAULT_CHUNK_SIZE, iter_chunks
-from fedsov.exceptions import AccessDenied, FedsovError, PKIError, PolicyViolation, ProtocolError
+from fedsov.exceptions import (
+    AccessDenied,
+    FedsovError,
+    LateUpdate,
+    PKIError,
+    PolicyViolation,
+    ProtocolError,
+    StreamStalled,
+)
+from fedsov.messages import UploadReceipt
 from fedsov.pki.identity import NodeIdentity, Role, identity_from_pem
 from fedsov.pki.revoke import RevocationList
 from fedsov.proto.v1 import federation_pb2 as pb
 from fedsov.proto.v1 import federation_pb2_grpc as pb_grpc
 from fedsov.transport import serde
-from fedsov.transport.errors import status_for
+from fedsov.transport.errors import INTERNAL_REASON, reason_for, status_for
 from fedsov.transport.handler import FederationHandler
-from fedsov.transport.options import INSECURE_NAME_HEADER, PLAN_HEADER
+from fedsov.transport.options import INSECURE_NAME_HEADER, PLAN_HEADER, REASON_KEY, StreamLimits
 
 __all__ = ["FederationService"]
 
@@ -31,9 +43,11 @@ Context = grpc.aio.ServicerContext[Any, Any]
 class FederationService(pb_grpc.FederationServicer):
     """``max_transfers`` bounds the uploads (and, separately, downloads) served at once.
 
-    A waiting upload has not asked gRPC for its first message, so flow control keeps
-    its peer's bytes out of this process: memory stays O(model + max_transfers x chunk)
-    however many sites upload together.
+    An upload is admitted, limited per peer (``limits``), and its header read and checked
+    by the handler before it waits for a slot; past its header, a waiting upload has not
+    asked gRPC for a message, so flow control keeps its peer's bytes out of this process:
+    memory stays O(model + max_transfers x chunk) however many sites upload together.
+    ``refusals`` counts the refusals by reason (``fedsov-reason``).
     """
 
     def __init__(
@@ -45,6 +59,7 @@ class FederationService(pb_grpc.FederationServicer):
         plan_sha256: str | None = None,
         node: NodeIdentity | None = None,
         revocation: RevocationList | None = None,
+        limits: StreamLimits | None = None,
     ) -> None:
         """``node``: this server's own identity (its certificate's), told to who joins.
         ``revocation``: the CA's CRL; a revoked client certificate is refused at every call."""
@@ -55,6 +70,17 @@ class FederationService(pb_grpc.FederationServicer):
         self.plan_sha256 = plan_sha256
         self._uploads = asyncio.Semaphore(max_transfers)
         self._downloads = asyncio.Semaphore(max_transfers)
+        self.max_transfers = max_transfers
+        self.limits = limits or StreamLimits()
+        self.refusals: Counter[str] = Counter()
+        self._streams: Counter[tuple[str, str]] = Counter()  # (kind, peer) -> open
+
+    def limits_report(self) -> dict[str, Any]:
+        """The limits in force and the refusals so far by reason (for summary.json)."""
+        return {
+            "limits": {"max_transfers": self.max_transfers, **self.limits.as_json()},
+            "refusals": dict(sorted(self.refusals.items())),
+        }
 
     async def _abort(
         self, context: Context, exc: FedsovError, what: str, who: NodeIdentity | None = None
@@ -63,8 +89,43 @@ class FederationService(pb_grpc.FederationServicer):
         log.warning("%s refused (%s): %s", what, code.name, exc)
         if who is not None and isinstance(exc, AccessDenied | PolicyViolation):
             self.handler.refused(who, "admission", str(exc))
-        await context.abort(code, str(exc))
+        await self._refuse(context, code, reason_for(exc), str(exc))
+
+    async def _refuse(
+        self, context: Context, code: grpc.StatusCode, reason: str, details: str
+    ) -> NoReturn:
+        """End the call with ``code``, ``details`` and ``reason`` (``fedsov-reason``)."""
+        self.refusals[reason] += 1
+        await context.abort(code, details, trailing_metadata=((REASON_KEY, reason),))
         raise AssertionError("unreachable")  # context.abort raises
+
+    async def _internal(self, context: Context, exc: Exception, what: str) -> NoReturn:
+        """Our bug, not the peer's input: one short log line, INTERNAL "internal"."""
+        log.error("%s failed: %s: %s", what, type(exc).__name__, exc)
+        await self._refuse(context, grpc.StatusCode.INTERNAL, INTERNAL_REASON, "internal error")
+
+    @contextlib.contextmanager
+    def _peer_stream(self, kind: str, identity: NodeIdentity) -> Iterator[bool]:
+        """Count one open ``kind`` stream of ``identity``; yields False past the limit."""
+        key = (kind, identity.name)
+        if self._streams[key] >= self.limits.max_streams_per_peer:
+            yield False
+            return
+        self._streams[key] += 1
+        try:
+            yield True
+        finally:
+            self._streams[key] -= 1
+            if not self._streams[key]:
+                del self._streams[key]
+
+    async def _too_many(self, context: Context, kind: str, identity: NodeIdentity) -> NoReturn:
+        details = (
+            f"{identity.name} has {self.limits.max_streams_per_peer} {kind} streams open "
+            "already (max_streams_per_peer); finish one first"
+        )
+        log.warning("%s refused (RESOURCE_EXHAUSTED): %s", kind, details)
+        await self._refuse(context, grpc.StatusCode.RESOURCE_EXHAUSTED, "too-many-streams", details)
 
     async def _identity(self, context: Context) -> NodeIdentity:
         identity = await self._certified(context)
@@ -76,7 +137,7 @@ class FederationService(pb_grpc.FederationServicer):
                 f"the caller {str(theirs)[:16]}"
             )
             self.handler.refused(identity, "plan-mismatch", why)
-            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, why)
+            await self._refuse(context, grpc.StatusCode.FAILED_PRECONDITION, "plan-mismatch", why)
         return identity
 
     async def _certified(self, context: Context) -> NodeIdentity:
@@ -147,63 +208,143 @@ class FederationService(pb_grpc.FederationServicer):
 
     async def DownloadModel(  # noqa: N802
         self, request: pb.DownloadRequest, context: Context
-    ) -> AsyncIterator[pb.ModelChunk]:
+    ) -> None:
+        """Chunks written one by one, each taken by the peer within ``send_timeout_s``."""
         identity = await self._identity(context)
+        what = f"download by {identity.name}"
         try:
             self.handler.admit(identity)
             payload = self.handler.model_payload(request.model_sha256)
         except FedsovError as exc:
-            await self._abort(context, exc, f"download by {identity.name}")
+            await self._abort(context, exc, what)
         total = len(payload)
         if request.offset > total:
-            await context.abort(
+            await self._refuse(
+                context,
                 grpc.StatusCode.OUT_OF_RANGE,
+                "bad-offset",
                 f"offset {request.offset} is past the model's {total} bytes",
             )
-        offset = request.offset
-        async with self._downloads:
-            for chunk in iter_chunks(payload, DEFAULT_CHUNK_SIZE, offset=offset):
-                yield pb.ModelChunk(offset=offset, total_size=total, data=bytes(chunk))
-                offset += len(chunk)
+        with self._peer_stream("download", identity) as allowed:
+            if not allowed:
+                await self._too_many(context, "download", identity)
+            async with self._downloads:
+                await self._send_chunks(context, payload, request.offset, what)
         self.handler.model_sent(identity, request.model_sha256)  # the last byte left
+
+    async def _send_chunks(
+        self, context: Context, payload: bytes | bytearray, offset: int, what: str
+    ) -> None:
+        total, timeout = len(payload), self.limits.send_timeout_s
+        for chunk in iter_chunks(payload, DEFAULT_CHUNK_SIZE, offset=offset):
+            try:
+                async with asyncio.timeout(timeout):
+                    await context.write(
+                        pb.ModelChunk(offset=offset, total_size=total, data=bytes(chunk))
+                    )
+            except TimeoutError:
+                stalled = StreamStalled(
+                    f"the peer took no model chunk for {timeout:g} s (send_timeout_s)",
+                    reason="too-slow",
+                )
+                await self._abort(context, stalled, what)
+            offset += len(chunk)
 
     async def UploadUpdate(  # noqa: N802
         self, request_iterator: AsyncIterator[pb.UpdateChunk], context: Context
     ) -> pb.UploadReceipt:
+        """Admission, the per-peer limit, the header (in time) and the handler's check of
+        it, and only then a slot; then chunks, each in time and at the minimum rate."""
         identity = await self._identity(context)
         what = f"upload from {identity.name}"
-        try:
-            async with self._uploads:
-                first = await anext(aiter(request_iterator), None)
-                if first is None or first.WhichOneof("part") != "header":
-                    raise ProtocolError("the first message of an upload must be its header")
-                header = serde.update_header_from_proto(first.header)
-                receipt = await self.handler.receive_update(
-                    identity, header, _data_chunks(request_iterator)
-                )
-        except FedsovError as exc:
-            await self._abort(context, exc, what)
+        with self._peer_stream("upload", identity) as allowed:
+            try:
+                self.handler.admit(identity)
+            except FedsovError as exc:
+                await self._abort(context, exc, what, identity)
+            if not allowed:
+                await self._too_many(context, "upload", identity)
+            try:
+                receipt = await self._upload(identity, aiter(request_iterator))
+            except FedsovError as exc:
+                await self._abort(context, exc, what)
+            except Exception as exc:  # our bug: INTERNAL, not UNKNOWN
+                await self._internal(context, exc, what)
         return serde.receipt_to_proto(receipt)
+
+    async def _upload(
+        self, identity: NodeIdentity, messages: AsyncIterator[pb.UpdateChunk]
+    ) -> UploadReceipt:
+        limits = self.limits
+        try:
+            async with asyncio.timeout(limits.first_message_timeout_s):
+                first = await anext(messages, None)
+        except TimeoutError:
+            raise StreamStalled(
+                f"no header within {limits.first_message_timeout_s:g} s (first_message_timeout_s)"
+            ) from None
+        if first is None or first.WhichOneof("part") != "header":
+            raise ProtocolError("the first message of an upload must be its header")
+        header = serde.update_header_from_proto(first.header)
+        deadline = self.handler.check_upload(identity, header)
+        try:
+            async with asyncio.timeout(max(0.0, deadline - time.time())):
+                await self._uploads.acquire()
+        except TimeoutError:
+            raise LateUpdate(
+                f"round {header.round} closed before an upload slot came free"
+            ) from None
+        try:
+            return await self.handler.receive_update(
+                identity, header, _data_chunks(messages, limits)
+            )
+        finally:
+            self._uploads.release()
 
     async def DeclineTask(  # noqa: N802
         self, request: pb.DeclineRequest, context: Context
     ) -> pb.DeclineReceipt:
         identity = await self._identity(context)
+        what = f"decline by {identity.name}"
         try:
-            self.handler.decline(
-                identity,
-                task_id=request.task_id,
-                round=request.round,
-                code=request.code,
-                reason=request.reason,
-            )
+            task_id, round, code, reason = serde.decline_from_proto(request)
+            self.handler.decline(identity, task_id=task_id, round=round, code=code, reason=reason)
         except FedsovError as exc:
-            await self._abort(context, exc, f"decline by {identity.name}")
+            await self._abort(context, exc, what)
+        except Exception as exc:  # our bug: INTERNAL, not UNKNOWN
+            await self._internal(context, exc, what)
         return pb.DeclineReceipt(task_id=request.task_id, round=request.round)
 
 
-async def _data_chunks(messages: AsyncIterator[pb.UpdateChunk]) -> AsyncIterator[bytes]:
-    async for message in messages:
+async def _data_chunks(
+    messages: AsyncIterator[pb.UpdateChunk], limits: StreamLimits
+) -> AsyncIterator[bytes]:
+    """The data chunks after the header: each within ``idle_timeout_s`` of the last, and,
+    past ``transfer_grace_s``, on average at least ``min_transfer_bytes_per_s``."""
+    loop = asyncio.get_running_loop()
+    started, received = loop.time(), 0
+    rate = limits.min_transfer_bytes_per_s
+    while True:
+        idle_by = loop.time() + limits.idle_timeout_s
+        rate_by = started + limits.transfer_grace_s + received / rate if rate else idle_by
+        try:
+            async with asyncio.timeout_at(min(idle_by, rate_by)):
+                message = await anext(messages, None)
+        except TimeoutError:
+            raise _stalled(idle_by <= rate_by, limits, received) from None
+        if message is None:
+            return
         if message.WhichOneof("part") != "data":
             raise ProtocolError("an upload carries one header, then only data chunks")
+        received += len(message.data)
         yield message.data
+
+
+def _stalled(idle: bool, limits: StreamLimits, received: int) -> StreamStalled:
+    if idle:
+        return StreamStalled(f"no data for {limits.idle_timeout_s:g} s (idle_timeout_s)")
+    return StreamStalled(
+        f"{received} bytes in; slower than min_transfer_bytes_per_s = "
+        f"{limits.min_transfer_bytes_per_s} after {limits.transfer_grace_s:g} s",
+        reason="too-slow",
+    )

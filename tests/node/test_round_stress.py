@@ -355,7 +355,7 @@ def test_an_upload_that_outlives_its_round_is_late_or_cancelled(tmp_path: Path) 
     """The regression under the crowd: an upload still arriving when the deadline closed
     a round that then produced its model used to fail with RuntimeError (the aggregate
     was gone) instead of LateUpdate, and a cancelled one with it instead of
-    CancelledError."""
+    CancelledError. close() now ends them itself: LateUpdate, unless cancelled too."""
 
     async def scenario() -> None:
         rnd = make_round(tmp_path)
@@ -370,12 +370,12 @@ def test_an_upload_that_outlives_its_round_is_late_or_cancelled(tmp_path: Path) 
             chunks = stream(payload, hold_after=1, p=p)
             uploads.append(asyncio.ensure_future(rnd.receive(p.site, header, chunks)))
             await p.held.wait()
-        rnd.close()
+        rnd.close()  # ends both calls at once (LateUpdate), silent or not...
+        uploads[1].cancel()  # ...but a cancellation on top of it (SIGTERM) stays one
         rnd.next_model()
         late.release.set()
         with pytest.raises(LateUpdate, match="closed while this update was arriving"):
             await uploads[0]
-        uploads[1].cancel()
         with pytest.raises(asyncio.CancelledError):
             await uploads[1]
         assert [rnd.tasks[f"t-{s}"].status for s in ("site-a", "site-b")] == ["late", "late"]
