@@ -8,6 +8,7 @@ log line a minute at most, however often a peer sends it.
 
 from __future__ import annotations
 
+import inspect
 import logging
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -64,7 +65,7 @@ def _method_handler(method: Any, impl: Callable[..., Any]) -> grpc.RpcMethodHand
             return await impl(_parse_stream(request, raws), context)
 
         return grpc.stream_unary_rpc_method_handler(stream_unary, response_serializer=serialize)
-    if method.server_streaming:  # SubscribeTasks, DownloadModel
+    if method.server_streaming and inspect.isasyncgenfunction(impl):  # yields its messages
 
         async def unary_stream(raw: bytes, context: Context) -> AsyncIterator[Any]:
             message = await _parse_unary(request, raw, context)
@@ -72,6 +73,12 @@ def _method_handler(method: Any, impl: Callable[..., Any]) -> grpc.RpcMethodHand
                 yield item
 
         return grpc.unary_stream_rpc_method_handler(unary_stream, response_serializer=serialize)
+    if method.server_streaming:  # writes its messages with context.write
+
+        async def unary_writer(raw: bytes, context: Context) -> None:
+            await impl(await _parse_unary(request, raw, context), context)
+
+        return grpc.unary_stream_rpc_method_handler(unary_writer, response_serializer=serialize)
 
     async def unary_unary(raw: bytes, context: Context) -> Any:
         return await impl(await _parse_unary(request, raw, context), context)
