@@ -12,7 +12,8 @@
     ├── ProtocolError          a peer broke the protocol (unexpected message, bad header)
     │   ├── UnknownTask        no open task with that id for that participant
     │   ├── DuplicateUpdate    the task already has an accepted update
-    │   └── LateUpdate         the round closed or its deadline passed
+    │   ├── LateUpdate         the round closed or its deadline passed
+    │   └── UpdateOutOfBounds  an update's weight or L2 norm is past the round's bound
     ├── AccessDenied           the peer's certificate is not allowed here
     ├── PolicyViolation        the federation plan forbids this (residency, export)
     ├── StateError             an aggregator's persisted state is inconsistent or unwritable
@@ -45,6 +46,7 @@ __all__ = [
     "StateError",
     "TrainingError",
     "UnknownTask",
+    "UpdateOutOfBounds",
 ]
 
 
@@ -102,6 +104,10 @@ class DuplicateUpdate(ProtocolError):
 
 class LateUpdate(ProtocolError):
     """The round closed, or its deadline passed, before the update arrived."""
+
+
+class UpdateOutOfBounds(ProtocolError):
+    """An update claims more examples, or has a larger L2 norm, than the round allows."""
 
 
 class AccessDenied(FedsovError):
