@@ -1,9 +1,9 @@
 """Bounds on one update, in a coordinator's or regional aggregator's ``[rounds]``.
 
 An update past either is refused with the reason, before it touches the aggregate.
-The defaults sit far above honest updates (the simulations' measure below 100 in L2
-norm and a few thousand examples) and keep float32 sums finite: every element of
-a sum stays below sites x ``MAX_EXAMPLES`` x ``MAX_UPDATE_NORM``.
+The defaults sit far above honest updates (the quickstart's measure 3.1 to 3.6 in L2
+norm, from about 320 examples) and keep float32 sums finite: every element of a sum
+stays below sites x ``MAX_EXAMPLES`` x ``MAX_UPDATE_NORM``.
 """
 
 from __future__ import annotations

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -30,6 +31,8 @@ from fedsov.node.state import Receipt, StateStore
 from fedsov.strategy import RoundAggregate, UpdateFold
 
 __all__ = ["Round", "TaskRecord", "TaskStatus"]
+
+log = logging.getLogger("fedsov.node")
 
 
 class TaskStatus(StrEnum):
@@ -249,6 +252,13 @@ class Round:
             upload.close()  # kept until the round commits: a restart folds it again
         record.header = header
         self._resolve(record, TaskStatus.ACCEPTED)
+        log.debug(  # what honest updates measure, to set the bounds by
+            "round %d: update of %s: %d examples, L2 norm %.4g",
+            self.number,
+            site,
+            header.num_examples,
+            upload.fold.norm,
+        )
         return UploadReceipt(
             header.task_id, self.number, upload.reader.sha256, upload.reader.received
         )
