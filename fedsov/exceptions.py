@@ -13,7 +13,8 @@
     │   ├── UnknownTask        no open task with that id for that participant
     │   ├── DuplicateUpdate    the task already has an accepted update
     │   ├── LateUpdate         the round closed or its deadline passed
-    │   └── StreamStalled      a stream went silent, or slower than the minimum rate
+    │   ├── StreamStalled      a stream went silent, or slower than the minimum rate
+    │   └── UpdateOutOfBounds  an update's weight or L2 norm is past the round's bound
     ├── AccessDenied           the peer's certificate is not allowed here
     │   └── SessionConflict    another certificate of that name holds a live session
     ├── PolicyViolation        the federation plan forbids this (residency, export)
@@ -49,6 +50,7 @@ __all__ = [
     "StreamStalled",
     "TrainingError",
     "UnknownTask",
+    "UpdateOutOfBounds",
 ]
 
 
@@ -117,6 +119,10 @@ class StreamStalled(ProtocolError):
     def __init__(self, message: str, *, reason: str = "idle-timeout") -> None:
         super().__init__(message)
         self.reason = reason
+
+
+class UpdateOutOfBounds(ProtocolError):
+    """An update claims more examples, or has a larger L2 norm, than the round allows."""
 
 
 class AccessDenied(FedsovError):

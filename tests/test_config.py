@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from fedsov.aggregator.config import RegionRounds
 from fedsov.coordinator import config as coordinator_config
 from fedsov.exceptions import ConfigError
 from fedsov.policy.plan import load_plan
@@ -19,6 +20,7 @@ def test_example_configs_and_scenarios_load() -> None:
     coord = coordinator_config.load(ROOT / "sites" / "coordinator.example.toml")
     assert coord.rounds.min_updates == 3 and coord.server.tls is not None
     assert coord.rounds.over_select == 0
+    assert (coord.rounds.max_update_norm, coord.rounds.max_examples) == (1000.0, 10_000_000)
     site = site_config.load(ROOT / "sites" / "site-1.example.toml")
     assert site.name == "site-1" and site.privacy.noise_multiplier == 2.0
     assert site.upstream.tls is not None
@@ -76,6 +78,9 @@ num_rounds = 2
             BASE + "over_select = 2\n",
             r"rounds\.over_select: needs sites_per_round",
         ),
+        (BASE + "max_update_norm = 0\n", r"rounds\.max_update_norm: must be > 0"),
+        (BASE + "max_update_norm = inf\n", r"rounds\.max_update_norm: must be finite, got inf"),
+        (BASE + "max_examples = 0\n", r"rounds\.max_examples: must be >= 1"),
         ("[federation\n", "invalid TOML"),
         (
             BASE + "max_atempts = 2\n",
@@ -90,6 +95,16 @@ def test_coordinator_config_errors_name_file_and_key(
     with pytest.raises(ConfigError, match=message) as info:
         coordinator_config.load(path)
     assert str(path) in str(info.value)
+
+
+def test_update_bounds_are_on_by_default_and_configurable(tmp_path: Path) -> None:
+    default = coordinator_config.load(write(tmp_path, BASE)).rounds
+    assert (default.max_update_norm, default.max_examples) == (1000.0, 10_000_000)
+    text = BASE + "max_update_norm = 50\nmax_examples = 400\n"
+    rounds = coordinator_config.load(write(tmp_path, text)).rounds
+    assert (rounds.max_update_norm, rounds.max_examples) == (50.0, 400)
+    region = RegionRounds()  # a regional aggregator's [rounds]: the same bounds
+    assert (region.max_update_norm, region.max_examples) == (1000.0, 10_000_000)
 
 
 def test_missing_config_file_is_named(tmp_path: Path) -> None:

@@ -182,6 +182,8 @@ class RegionalAggregator:
                 min_updates=r.min_sites,
                 sites_per_round=r.sites_per_round,
                 over_select=r.over_select,
+                max_update_norm=r.max_update_norm,
+                max_examples=r.max_examples,
                 round_timeout_s=r.timeout_s,
                 start_timeout_s=r.start_timeout_s,
                 seed=config.seed,
@@ -331,6 +333,9 @@ class RegionalAggregator:
             await self._decline(upstream, task, "below-k", str(exc))
             return
         accepted = [s for s in report.sites if s.status == "accepted"]
+        if report.failure:
+            await self._decline(upstream, task, "no-model", report.failure)
+            return
         if not report.completed:
             await self._decline(
                 upstream,

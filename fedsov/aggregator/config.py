@@ -10,13 +10,17 @@ from typing import Annotated
 from pydantic import Field
 
 from fedsov.config import (
+    MAX_EXAMPLES,
+    MAX_UPDATE_NORM,
     Backoff,
     ClientEndpoint,
     ConfigPath,
     EvaluationConfig,
+    ExampleCap,
     Int,
     KeyProblem,
     ModelConfig,
+    NormBound,
     Number,
     Section,
     ServerEndpoint,
@@ -49,6 +53,8 @@ class RegionRounds(Section):
     # Sites asked beyond sites_per_round; the first to answer count. Not with [site_dp]:
     # keeping the fastest is no uniform sample, which site-level accounting assumes.
     over_select: Annotated[Int, Field(ge=0)] = 0
+    max_update_norm: NormBound = MAX_UPDATE_NORM  # larger site updates are refused
+    max_examples: ExampleCap = MAX_EXAMPLES  # a site update claiming more is refused
 
     def __post_init__(self) -> None:
         if self.over_select and not self.sites_per_round:

@@ -2,9 +2,9 @@
 
 The bottom layer: it imports nothing from fedsov but ``fedsov.exceptions``. One module
 per section (``[model]``, ``[training]``, ``[privacy]``, ``[site_dp]``, ``[reconnect]``,
-the data choice, ``[server]``/``[upstream]``); ``toml`` reads and validates a file,
-``errors`` words pydantic's errors as ``"{file}: {section.key}: {message}"``, and
-``writer`` writes mappings of sections back as TOML.
+the update bounds, the data choice, ``[server]``/``[upstream]``); ``toml`` reads and
+validates a file, ``errors`` words pydantic's errors as ``"{file}: {section.key}:
+{message}"``, and ``writer`` writes mappings of sections back as TOML.
 """
 
 from fedsov.config.backoff import Backoff
@@ -21,6 +21,7 @@ from fedsov.config.base import (
     section,
     with_fields,
 )
+from fedsov.config.bounds import MAX_EXAMPLES, MAX_UPDATE_NORM, ExampleCap, NormBound
 from fedsov.config.data import DATASETS, PARTITIONS, DataChoice, SimulationSpec
 from fedsov.config.endpoint import (
     ClientEndpoint,
@@ -38,6 +39,8 @@ from fedsov.config.writer import dump_toml, write_toml
 
 __all__ = [
     "DATASETS",
+    "MAX_EXAMPLES",
+    "MAX_UPDATE_NORM",
     "PARTITIONS",
     "SITE_ACCOUNTANTS",
     "Backoff",
@@ -46,9 +49,11 @@ __all__ = [
     "ConfigPath",
     "DataChoice",
     "EvaluationConfig",
+    "ExampleCap",
     "Int",
     "KeyProblem",
     "ModelConfig",
+    "NormBound",
     "Number",
     "PrivacyConfig",
     "Section",

@@ -99,6 +99,8 @@ class Coordinator:
                 round_timeout_s=config.rounds.timeout_s,
                 start_timeout_s=config.rounds.start_timeout_s,
                 over_select=config.rounds.over_select,
+                max_update_norm=config.rounds.max_update_norm,
+                max_examples=config.rounds.max_examples,
                 plan_sha256=plan.sha256 if plan else None,
                 seed=config.seed,
                 heartbeat_s=config.heartbeat_s,

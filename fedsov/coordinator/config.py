@@ -10,11 +10,15 @@ from typing import Annotated, Any
 from pydantic import Field, model_validator
 
 from fedsov.config import (
+    MAX_EXAMPLES,
+    MAX_UPDATE_NORM,
     ConfigPath,
     EvaluationConfig,
+    ExampleCap,
     Int,
     KeyProblem,
     ModelConfig,
+    NormBound,
     Number,
     Section,
     ServerEndpoint,
@@ -53,6 +57,8 @@ class RoundsConfig(Section):
     start_timeout_s: Seconds = 600.0
     max_attempts: PositiveInt = 3
     over_select: Annotated[Int, Field(ge=0)] = 0  # sites asked beyond sites_per_round
+    max_update_norm: NormBound = MAX_UPDATE_NORM  # larger updates are refused
+    max_examples: ExampleCap = MAX_EXAMPLES  # an update claiming more is refused
 
     @model_validator(mode="before")
     @classmethod

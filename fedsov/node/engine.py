@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from fedsov.audit.trail import AuditTrail, NullAuditTrail
 from fedsov.codec import DEFAULT_CHUNK_SIZE
+from fedsov.config import MAX_EXAMPLES, MAX_UPDATE_NORM
 from fedsov.node.model import GlobalModel, ModelStore
 from fedsov.node.state import MemoryStateStore, ModelRow, RoundRow, StateStore, TaskRow
 
@@ -29,6 +30,7 @@ from fedsov.exceptions import (
     AccessDenied,
     FedsovError,
     LateUpdate,
+    NonFiniteTensor,
     SessionConflict,
     StateError,
     UnknownTask,
@@ -81,6 +83,8 @@ class EngineSettings:
     # as soon as sites_per_round updates are in (the slowest are told they are late).
     over_select: int = 0
     plan_sha256: str | None = None  # recorded with every model version (lineage)
+    max_update_norm: float = MAX_UPDATE_NORM  # an update with a larger L2 norm is refused
+    max_examples: int = MAX_EXAMPLES  # an update claiming more examples is refused
 
 
 @dataclass(frozen=True)
@@ -154,6 +158,7 @@ class RoundReport:
     # The connected sites the round's participants were drawn from (sorted): the n of
     # an m-of-n sample, as it was when the round opened.
     population: tuple[str, ...] = ()
+    failure: str = ""  # why a round with enough updates produced no model
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -165,7 +170,7 @@ class RoundReport:
             "metrics": dict(self.metrics),
             "sites": [s.to_json() for s in self.sites],
             "population": list(self.population),
-        }
+        } | ({"failure": self.failure} if self.failure else {})
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> RoundReport:
@@ -178,6 +183,7 @@ class RoundReport:
             metrics=dict(data["metrics"]),
             sites=tuple(SiteResult.from_json(s) for s in data["sites"]),
             population=tuple(data.get("population", ())),
+            failure=data.get("failure", ""),
         )
 
 
@@ -505,6 +511,8 @@ class Engine:
             state=self.state,
             target_updates=target,
             population=population,
+            max_update_norm=self.settings.max_update_norm,
+            max_examples=self.settings.max_examples,
         )
         self.current = rnd
         return rnd
@@ -565,9 +573,15 @@ class Engine:
         completed = len(accepted) >= self.settings.min_updates
         metrics: dict[str, float] = {}
         new: GlobalModel | None = None
+        failure = ""
         sites = [_site_result(r) for r in sorted(rnd.tasks.values(), key=lambda r: r.site)]
         if completed:
-            new = rnd.next_model()
+            try:
+                new = rnd.next_model()
+            except NonFiniteTensor as exc:  # the round fails; the current model stays
+                completed, failure = False, str(exc)
+                log.error("round %d: %s", rnd.number, failure)
+        if new is not None:
             if self.evaluator is not None:
                 metrics = dict(await asyncio.to_thread(self.evaluator, new.arrays()))
             lineage = _lineage([s for s in sites if s.status == TaskStatus.ACCEPTED])
@@ -582,6 +596,7 @@ class Engine:
             metrics=metrics,
             sites=tuple(sites),
             population=rnd.population,
+            failure=failure,
         )
         self.state.close_round(
             rnd.number,

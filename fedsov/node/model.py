@@ -17,11 +17,13 @@ import torch
 
 from fedsov.codec import EncodedTensors, Manifest, allocate, encode, sha256_hex, views_of
 from fedsov.codec.safetensors_file import write_safetensors
-from fedsov.exceptions import StateError
+from fedsov.exceptions import NonFiniteTensor, StateError
 from fedsov.fileio import write_atomic
 from fedsov.strategy import RoundAggregate
 
 __all__ = ["GlobalModel", "ModelStore", "state_to_numpy"]
+
+_SLICE = 1 << 20  # elements per finiteness check (bounded temporaries)
 
 
 def state_to_numpy(module: torch.nn.Module) -> dict[str, np.ndarray]:
@@ -55,13 +57,18 @@ class GlobalModel:
     def from_aggregate(
         cls, aggregate: RoundAggregate, *, base: GlobalModel, round: int
     ) -> GlobalModel:
-        """The next model, written by the aggregate straight into its payload buffer."""
+        """The next model, written by the aggregate straight into its payload buffer.
+
+        NonFiniteTensor if it holds NaN or Inf (a float16 model can overflow even
+        with bounded updates): no such model is ever made.
+        """
         payload = aggregate.result_buffer()
         if payload is None:
             payload, views = allocate(base.manifest)
         else:
             views = views_of(base.manifest, payload)
         aggregate.write_result(base.arrays(), views)
+        _require_finite(views, round)
         encoded = EncodedTensors(base.manifest, payload, sha256_hex(payload))
         return cls(round=round, encoded=encoded, parent=base.sha256)
 
@@ -129,6 +136,21 @@ class ModelStore:
             raise StateError(f"{blob}: holds model {model.sha256[:16]}, expected {sha256[:16]}")
         model.manifest.require_equal(manifest, what=str(blob))
         return model
+
+
+def _require_finite(arrays: Mapping[str, np.ndarray], round: int) -> None:
+    for name, array in arrays.items():
+        flat = array.reshape(-1)
+        if not np.issubdtype(flat.dtype, np.floating):
+            continue
+        for start in range(0, flat.size, _SLICE):
+            finite = np.isfinite(flat[start : start + _SLICE])
+            if not finite.all():
+                bad = start + int(np.argmin(finite))
+                raise NonFiniteTensor(
+                    f"the aggregate of round {round} is not finite: tensor {name!r} holds "
+                    f"{flat[bad]} at element {bad} ({flat.dtype} overflow?); no model is stored"
+                )
 
 
 def _link_atomic(target: Path, link: Path) -> None:

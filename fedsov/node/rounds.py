@@ -1,8 +1,9 @@
-"""One federated round: its tasks, and the receipt of updates folded chunk by chunk."""
+"""One federated round: its tasks, and the receipt of updates, each folded once accepted."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -12,6 +13,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from fedsov.codec import DEFAULT_CHUNK_SIZE, PayloadReader, Segment
+from fedsov.config import MAX_EXAMPLES, MAX_UPDATE_NORM
 from fedsov.exceptions import (
     DuplicateUpdate,
     FedsovError,
@@ -20,6 +22,7 @@ from fedsov.exceptions import (
     ProtocolError,
     StreamStalled,
     UnknownTask,
+    UpdateOutOfBounds,
 )
 from fedsov.faults import crash_point
 from fedsov.fileio import fsync_dir
@@ -29,6 +32,8 @@ from fedsov.node.state import Receipt, StateStore
 from fedsov.strategy import RoundAggregate, UpdateFold
 
 __all__ = ["Round", "TaskRecord", "TaskStatus"]
+
+log = logging.getLogger("fedsov.node")
 
 
 class TaskStatus(StrEnum):
@@ -55,6 +60,9 @@ class TaskRecord:
 class Round:
     """Tasks of one round and the aggregate their updates are folded into.
 
+    An upload is kept apart (in its spool) while it arrives and folded once, when it
+    is complete, validated, within ``max_examples`` and ``max_update_norm`` and (with
+    a state store) acknowledged: nothing refused or aborted ever touches the sums.
     With a state store, refusals are stored as they happen and an update is
     acknowledged only once its spool is fsynced and its receipt stored: a restarted
     aggregator re-opens the round and folds the acknowledged updates again.
@@ -70,6 +78,8 @@ class Round:
     state: StateStore | None = None
     target_updates: int = 0  # close as soon as this many are accepted (0: wait for all)
     population: tuple[str, ...] = ()  # the connected sites the tasks were drawn from
+    max_update_norm: float = MAX_UPDATE_NORM  # L2 norm past which an update is refused
+    max_examples: int = MAX_EXAMPLES  # num_examples past which an update is refused
     opened_at: float = field(default_factory=time.time)
     done: asyncio.Event = field(default_factory=asyncio.Event)
     closed: bool = False
@@ -110,8 +120,8 @@ class Round:
     def close(self) -> None:
         """Close the round at its deadline: no more uploads, none half-counted.
 
-        Tasks that never delivered become late; uploads still arriving are removed
-        from the aggregate (from their spool) and become late too, their calls ended
+        Tasks that never delivered become late; uploads still arriving (never
+        folded) are dropped with their spool and become late too, their calls ended
         at once (LateUpdate), however silent their peers.
         """
         self.closed = True
@@ -121,7 +131,7 @@ class Round:
         why = "the round closed with enough updates" if enough else "the deadline"
         for record in self.tasks.values():
             if record.status is TaskStatus.RECEIVING and record.upload is not None:
-                record.upload.rollback(True)
+                record.upload.discard()
                 self._resolve(record, TaskStatus.LATE, f"upload still arriving at {why}")
                 self._cut_off(record.task.task_id)
             elif record.status is TaskStatus.PENDING:
@@ -188,17 +198,19 @@ class Round:
             header.task_id, self.number, header.payload_sha256, header.payload_size
         )
 
-    def check_upload(self, site: str, header: UpdateHeader) -> TaskRecord:
+    def check_upload(
+        self, site: str, header: UpdateHeader, *, restoring: bool = False
+    ) -> TaskRecord:
         """The task an upload with ``header`` answers; a bad header rejects it."""
         record = self._task_of(site, header.task_id, header.round)
         try:
-            self._check_header(site, header)
+            self._check_header(site, header, restoring=restoring)
         except FedsovError as exc:
             self._resolve(record, TaskStatus.REJECTED, str(exc))
             raise
         return record
 
-    def _check_header(self, site: str, header: UpdateHeader) -> None:
+    def _check_header(self, site: str, header: UpdateHeader, *, restoring: bool) -> None:
         header.manifest.require_equal(self.model.manifest, what=f"update from {site!r}")
         if header.base_model_sha256 != self.model.sha256:
             raise ProtocolError(
@@ -207,6 +219,11 @@ class Round:
             )
         if header.num_examples <= 0:
             raise ProtocolError("update header: num_examples must be positive")
+        if header.num_examples > self.max_examples and not restoring:
+            raise UpdateOutOfBounds(
+                f"update header: num_examples = {header.num_examples} is above this "
+                f"round's max_examples = {self.max_examples} ([rounds] max_examples)"
+            )
 
     async def receive(
         self,
@@ -216,19 +233,23 @@ class Round:
         *,
         restoring: bool = False,
     ) -> UploadReceipt:
-        """Validate and fold an upload as its chunks arrive.
+        """Validate an upload as its chunks arrive, then fold it once.
 
-        Each chunk is written to a spool file before it is folded, so an upload that
-        fails part-way (bad chunk, truncation, hash mismatch, cancellation, deadline)
-        is removed from the running sum by replaying its spool; the round goes on
-        without it. A refused update rejects the task; an upload aborted by the peer
-        leaves it pending so the site may try again before the deadline.
+        Each chunk is checked (size, finiteness, the running L2 norm against
+        ``max_update_norm``) and written to a spool file; only a complete upload whose
+        hash matches, once its receipt is stored, is folded, replayed from the spool.
+        One that fails part-way (bad chunk, too large, truncation, hash mismatch,
+        cancellation, deadline) is dropped with its spool: it never touched the sums.
+        A refused update rejects the task; an upload aborted by the peer leaves it
+        pending so the site may try again before the deadline. ``restoring``: an
+        update acknowledged before a restart, accepted under the bounds of then.
         """
-        record = self.check_upload(site, header)
+        record = self.check_upload(site, header, restoring=restoring)
         upload = _Upload(
             header,
             self.spool_dir / f"{header.task_id}.part",
             fold=self.aggregate.begin(header.num_examples),
+            max_norm=None if restoring else self.max_update_norm,
         )
         record.status, record.upload = TaskStatus.RECEIVING, upload
         receiver = asyncio.current_task()
@@ -247,7 +268,7 @@ class Round:
             raise
         except BaseException as exc:
             # Aborted by the peer or the network, not refused: the site may upload again.
-            upload.rollback(self._aggregate is not None)
+            upload.discard()
             if isinstance(exc, asyncio.CancelledError) and self._ended_by_close(header.task_id):
                 raise LateUpdate(
                     f"round {self.number} closed while this update was arriving ({record.reason})"
@@ -264,12 +285,19 @@ class Round:
             upload.close()  # kept until the round commits: a restart folds it again
         record.header = header
         self._resolve(record, TaskStatus.ACCEPTED)
+        log.debug(  # what honest updates measure, to set the bounds by
+            "round %d: update of %s: %d examples, L2 norm %.4g",
+            self.number,
+            site,
+            header.num_examples,
+            upload.fold.norm,
+        )
         return UploadReceipt(
             header.task_id, self.number, upload.reader.sha256, upload.reader.received
         )
 
     def _refuse(self, record: TaskRecord, upload: _Upload, exc: FedsovError) -> None:
-        upload.rollback(self._aggregate is not None)
+        upload.discard()
         if record.status is not TaskStatus.RECEIVING:
             return
         if isinstance(exc, PayloadSizeError) and upload.ended and upload.short:
@@ -303,24 +331,34 @@ class Round:
 
 class _Upload:
     """One update being received: its validator, its spool, and its fold into the
-    round's aggregate (the strategy's: what is folded when is not the round's concern)."""
+    round's aggregate (the strategy's: how it is weighted is not the round's concern)."""
 
-    def __init__(self, header: UpdateHeader, spool: Path, *, fold: UpdateFold) -> None:
+    def __init__(
+        self, header: UpdateHeader, spool: Path, *, fold: UpdateFold, max_norm: float | None
+    ) -> None:
         self.header = header
         self.fold = fold
+        self.max_norm = max_norm
         self.ended = False  # the peer's stream ended (complete or not)
         self.reader = PayloadReader(
             header.manifest, size=header.payload_size, sha256=header.payload_sha256
         )
         self.spool = spool
-        self._file: BinaryIO | None = open(spool, "wb")  # noqa: SIM115 - closed in discard
+        self._file: BinaryIO | None = open(spool, "w+b")  # noqa: SIM115 - closed in discard
 
     def add(self, chunk: bytes) -> None:
-        segments = list(self.reader.feed(chunk))  # validates the whole chunk first
+        """Validate and measure ``chunk``, then spool it; refused as soon as the
+        running norm passes ``max_norm``."""
+        for segment in self.reader.feed(chunk):
+            self.fold.add(segment)
+        if self.max_norm is not None and self.fold.norm > self.max_norm:
+            raise UpdateOutOfBounds(
+                f"update L2 norm is above this round's max_update_norm = {self.max_norm:g} "
+                f"([rounds] max_update_norm): {self.fold.norm:.4g} after "
+                f"{self.reader.received} of {self.reader.size} bytes"
+            )
         assert self._file is not None
         self._file.write(chunk)
-        for segment in segments:
-            self.fold.add(segment)
 
     @property
     def short(self) -> bool:
@@ -351,25 +389,14 @@ class _Upload:
         self.close()
         self.spool.unlink(missing_ok=True)
 
-    def rollback(self, aggregate_alive: bool) -> None:
-        """Unfold everything folded so far (exactly the spooled bytes); idempotent.
-
-        The aggregate is gone once the round produced its model: ``Round.close`` rolled
-        back every upload still arriving before that, so an upload that ends later
-        (late, or cut off) has nothing left to unfold.
-        """
-        if self._file is None:
-            return
-        assert aggregate_alive, "an upload outlived the aggregate it was folded into"
-        self._file.flush()
-        self.fold.rollback(self.replay)
-        self.discard()
-
     def replay(self) -> Iterator[Segment]:
-        """The spooled update's segments, in order."""
+        """The spooled update's segments, in order, read back through the open file
+        (whatever its name has become, or a tmp cleaner did to it)."""
+        assert self._file is not None
+        self._file.flush()
+        self._file.seek(0)
         reader = PayloadReader(
             self.header.manifest, size=self.header.payload_size, allow_nonfinite=True
         )
-        with open(self.spool, "rb") as f:
-            while chunk := f.read(DEFAULT_CHUNK_SIZE):
-                yield from reader.feed(chunk)
+        while chunk := self._file.read(DEFAULT_CHUNK_SIZE):
+            yield from reader.feed(chunk)

@@ -19,61 +19,49 @@ Replay = Callable[[], Iterable[Segment]]
 
 
 class UpdateFold:
-    """One update's way into a round's aggregate: the round streams each validated
-    segment to ``add`` as it arrives, calls ``finish`` once the update is complete and
-    stored (from then on it counts), or ``rollback`` to take it out again before that.
+    """One update's way into a round's aggregate: the round hands each validated
+    segment to ``add`` as it arrives, then calls ``finish`` once the update is complete,
+    validated and stored (from then on it counts).
 
-    This one folds each segment at once with ``fold_weight(num_examples)``. Where the
-    aggregate ``needs_norm`` (clipping), nothing is folded while the update arrives: it
-    is measured, then folded once from ``replay`` with ``weight + correction(norm)``.
-    Folding first and correcting later is not exact in float32: a huge update would
-    swallow the other sites' sums, and clipping it afterwards would not restore them.
+    Nothing is folded while the update arrives: ``add`` only measures it (the float64
+    squared L2 norm, for the round's bound and the aggregate's ``correction``), and
+    ``finish`` folds it once, from ``replay``, with ``weight + correction(norm)``. An
+    update refused or aborted before ``finish`` never touched the sums, so there is
+    nothing to undo: removal is exact whatever the values (no subtract-to-undo, which
+    float32 sums cannot do exactly).
     """
 
     def __init__(self, aggregate: RoundAggregate, num_examples: int) -> None:
         self.aggregate = aggregate
         self.weight = aggregate.fold_weight(num_examples)
         self._squared_norm = 0.0
-        self._folded = 0.0  # the weight the segments seen so far are in the aggregate with
         self.counted = False
 
+    @property
+    def norm(self) -> float:
+        """L2 norm of the segments added so far."""
+        return math.sqrt(self._squared_norm)
+
     def add(self, segment: Segment) -> None:
-        if self.aggregate.needs_norm:
-            values = segment.values.astype(np.float64)
-            self._squared_norm += float(np.dot(values, values))
-        else:
-            self.aggregate.fold(segment, weight=self.weight)
-            self._folded = self.weight
+        values = segment.values.astype(np.float64)
+        self._squared_norm += float(np.dot(values, values))
 
     def finish(self, replay: Replay) -> None:
-        if self.aggregate.needs_norm:  # deferred: fold once, already clipped
-            norm = math.sqrt(self._squared_norm)
-            weight = self.weight + self.aggregate.correction(norm=norm, weight=self.weight)
-            self._fold(replay, weight)
-            self._folded = weight
-        self.aggregate.commit(weight=self.weight)
-        self.counted = True
-
-    def rollback(self, replay: Replay) -> None:
-        """Unfold exactly what was folded so far; idempotent."""
-        assert not self.counted, "an update that counts is not rolled back"
-        if self._folded:
-            self._fold(replay, -self._folded)
-            self._folded = 0.0
-
-    def _fold(self, replay: Replay, weight: float) -> None:
+        """Fold the complete update once, corrected for its norm, and count it."""
+        assert not self.counted, "an update is folded once"
+        weight = self.weight + self.aggregate.correction(norm=self.norm, weight=self.weight)
         for segment in replay():
             self.aggregate.fold(segment, weight=weight)
+        self.aggregate.commit(weight=self.weight)
+        self.counted = True
 
 
 class RoundAggregate(ABC):
     """Running state of one round's aggregation; memory is O(model), not O(sites x model).
 
-    The round hands each update to ``begin``'s ``UpdateFold``, which decides what is
-    folded when; the methods below are the linear pieces it is made of.
+    The round hands each update to ``begin``'s ``UpdateFold``, which folds it once it
+    is complete and accepted; the methods below are the pieces it is made of.
     """
-
-    needs_norm: bool = False
 
     def begin(self, num_examples: int) -> UpdateFold:
         """The fold of one update of ``num_examples`` examples."""
@@ -89,11 +77,7 @@ class RoundAggregate(ABC):
 
     @abstractmethod
     def fold(self, segment: Segment, *, weight: float) -> None:
-        """Add one segment of an update, scaled by ``weight``.
-
-        Aggregates are linear in what they fold: a negative weight removes a segment
-        folded earlier (an upload that failed part-way is replayed from its spool).
-        """
+        """Add one segment of an accepted update, scaled by ``weight`` (>= 0)."""
 
     @abstractmethod
     def commit(self, *, weight: float) -> None:

@@ -156,11 +156,9 @@ class DPFedAvgAggregate(FedAvgAggregate):
     """One round: clipped, unweighted sums; noise added once, in ``write_result``.
 
     Every committed update must have had its norm checked by ``correction`` first
-    (the round engine does so where ``needs_norm`` is set): an update committed
-    unchecked would have unbounded sensitivity, so ``commit`` refuses it.
+    (``UpdateFold.finish`` does so): an update committed unchecked would have
+    unbounded sensitivity, so ``commit`` refuses it.
     """
-
-    needs_norm = True
 
     def __init__(self, strategy: DPFedAvg, manifest: Manifest) -> None:
         super().__init__(manifest)
@@ -217,5 +215,6 @@ class DPFedAvgAggregate(FedAvgAggregate):
                     del noise
                 mean /= self.sites
                 mean += src[start:end]
-                dst[start:end] = mean
+                with np.errstate(over="ignore"):  # inf, which GlobalModel refuses
+                    dst[start:end] = mean
         self.strategy.finish_round(self)

@@ -5,7 +5,10 @@ which equals the weighted mean of the local models.
 
 Running sums are kept in each tensor's own precision (float16 widened to float32),
 as Flower's FedAvg does: the coordinator's memory stays about one model in size
-whatever the number of sites. The final division runs in float64.
+whatever the number of sites. The final division runs in float64. Removing an update
+is never needed: the round folds only accepted ones (``UpdateFold``), and bounds each
+update's weight and norm, so float32 sums stay finite; the next model may still
+overflow its own dtype (float16), which ``GlobalModel`` refuses to make.
 """
 
 from __future__ import annotations
@@ -66,7 +69,8 @@ class FedAvgAggregate(RoundAggregate):
                 mean = total[start : start + _SLICE].astype(np.float64)
                 mean /= self._total_weight
                 mean += src[start : start + _SLICE]
-                dst[start : start + _SLICE] = mean
+                with np.errstate(over="ignore"):  # inf, which GlobalModel refuses
+                    dst[start : start + _SLICE] = mean
 
 
 class FedAvg(Strategy):

@@ -1,6 +1,6 @@
 """Edges of one round: what a task's record says when it ends, the exact refusals a
-site hears, the crash points an upload passes, and rollback when folding, spooling
-or storing the receipt fails part-way."""
+site hears, the crash points an upload passes, and what is left when folding,
+spooling or storing the receipt fails part-way."""
 
 from __future__ import annotations
 
@@ -134,7 +134,7 @@ def test_closing_again_after_the_model_was_produced_changes_nothing(tmp_path: Pa
         late = rnd.tasks["t-site-b"]
         before = (late.status, late.reason, late.finished_at)
         new = rnd.next_model()
-        rnd.close()  # the upload still in flight was already rolled back: left alone
+        rnd.close()  # the upload still in flight was already dropped: left alone
         assert (late.status, late.reason, late.finished_at) == before
         gate.go.set()
         with pytest.raises(LateUpdate, match="closed while this update was arriving"):
@@ -244,7 +244,7 @@ def test_an_upload_whose_first_fold_fails_leaves_the_sums_as_they_were(tmp_path:
 
 
 def test_a_clipped_upload_cut_off_mid_way_leaves_no_trace(tmp_path: Path) -> None:
-    """Clipping defers folding to the end: nothing to unfold when the peer goes away."""
+    """Folding waits for the end: nothing to undo when the peer goes away."""
 
     async def scenario() -> None:
         rnd = make_round(tmp_path)
@@ -271,7 +271,7 @@ class _StoreRefusingReceipts(MemoryStateStore):
         raise StateError("state/fedsov.db: database or disk is full")
 
 
-@pytest.mark.parametrize("clipped", [False, True], ids=["folded-as-it-came", "clipped"])
+@pytest.mark.parametrize("clipped", [False, True], ids=["fedavg", "clipped"])
 def test_an_update_whose_receipt_cannot_be_stored_is_not_counted(
     tmp_path: Path, clipped: bool
 ) -> None:

@@ -65,7 +65,6 @@ def test_correction_is_the_extra_weight_and_zero_below_c() -> None:
     agg = DPFedAvg(SiteDPSettings(clip=2.0, noise_multiplier=1.0), seed=0).start_round(
         Manifest.from_arrays(BASE)
     )
-    assert agg.needs_norm
     assert agg.correction(norm=8.0, weight=1.0) == pytest.approx(-0.75)
     assert agg.correction(norm=2.0, weight=1.0) == 0.0
     assert agg.correction(norm=math.inf, weight=1.0) == -1.0  # removed entirely

@@ -35,25 +35,6 @@ def test_chunked_fedavg_equals_flower_weighted_average() -> None:
         np.testing.assert_allclose(ours[name], expected, atol=1e-6)
 
 
-def test_unfold_removes_a_partial_update() -> None:
-    base = {"w": np.zeros(6, dtype=np.float32)}
-    agg = FedAvg().start_round(Manifest.from_arrays(base))
-    good = encode({"w": np.full(6, 2.0, dtype=np.float32)})
-    bad = encode({"w": np.full(6, 100.0, dtype=np.float32)})
-    reader = PayloadReader(good.manifest, size=good.size)
-    for seg in reader.feed(good.payload):
-        agg.fold(seg, weight=3)
-    agg.commit(weight=3)
-    partial = PayloadReader(bad.manifest, size=bad.size)
-    segments = list(partial.feed(bad.payload[:10]))  # 2.5 elements: 2 folded
-    for seg in segments:
-        agg.fold(seg, weight=5)
-    for seg in segments:
-        agg.fold(seg, weight=-5)  # linear: a negative weight removes it again
-    np.testing.assert_array_equal(agg.result(base)["w"], np.full(6, 2.0, dtype=np.float32))
-    assert agg.total_weight == 3
-
-
 def test_fedavg_refuses_integer_tensors_and_empty_rounds() -> None:
     with pytest.raises(ConfigError, match="'steps' is int64"):
         FedAvg().start_round(Manifest.from_arrays({"steps": np.zeros(1, dtype=np.int64)}))

@@ -23,9 +23,8 @@ def _fold(agg: FedAvgAggregate, update: dict[str, np.ndarray], weight: float) ->
     agg.commit(weight=weight)
 
 
-def test_the_default_correction_adds_no_weight_and_needs_no_norm() -> None:
+def test_the_default_correction_adds_no_weight() -> None:
     agg = FedAvg().start_round(Manifest.from_arrays({"w": np.zeros(3, dtype=np.float32)}))
-    assert agg.needs_norm is False
     assert agg.correction(norm=10.0, weight=3.0) == 0.0
     assert agg.fold_weight(7) == 7.0
     assert agg.total_weight == 0.0
