@@ -98,10 +98,17 @@ async def _hostile_messages(
     await asyncio.Event().wait()
 
 
+# What grpc's client reports, instead of the server's status, when the server ended
+# the call while a trickling request stream was still writing to it.
+CLIENT_SIDE_INTERNAL = "Internal error from Core"
+
+
 async def _ended(call: Any) -> tuple[str, str]:
     try:
         await call
     except grpc.aio.AioRpcError as exc:
+        if exc.code() is grpc.StatusCode.INTERNAL and exc.details() == CLIENT_SIDE_INTERNAL:
+            return "CLIENT_SIDE", ""  # the server's refusal lands in its own counts
         return exc.code().name, dict(exc.trailing_metadata() or ()).get(REASON_KEY, "")
     return "OK", ""
 

@@ -18,6 +18,7 @@ NAMED = {
     ("DEADLINE_EXCEEDED", "too-slow"),
     ("DEADLINE_EXCEEDED", "idle-timeout"),
     ("DEADLINE_EXCEEDED", "late"),
+    ("CLIENT_SIDE", ""),  # ended while still writing; the server's counts name why
 }
 
 
