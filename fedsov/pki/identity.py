@@ -7,11 +7,13 @@ jurisdiction. The same facts are repeated as the SAN URI
 
 from __future__ import annotations
 
+import hashlib
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
 from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import NameOID
 
 from fedsov.exceptions import PKIError
@@ -56,6 +58,14 @@ class NodeIdentity:
     role: Role
     jurisdiction: str
     federation: str
+    certificate_der: bytes | None = field(default=None, compare=False, repr=False)
+
+    @property
+    def certificate_sha256(self) -> str | None:
+        """Hex SHA-256 of the certificate's DER; None without a certificate."""
+        if self.certificate_der is None:
+            return None
+        return hashlib.sha256(self.certificate_der).hexdigest()
 
     @classmethod
     def create(
@@ -146,6 +156,7 @@ def identity_from_name(name: x509.Name, *, source: str = "certificate") -> NodeI
 def identity_from_certificate(cert: x509.Certificate) -> NodeIdentity:
     """The identity in ``cert``'s subject; a fedsov SAN URI, if present, must agree with it."""
     identity = identity_from_name(cert.subject)
+    identity = replace(identity, certificate_der=cert.public_bytes(serialization.Encoding.DER))
     try:
         san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     except x509.ExtensionNotFound:
