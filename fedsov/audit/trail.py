@@ -19,6 +19,7 @@ from fedsov.audit.checkpoint import Checkpoint, append_checkpoint
 from fedsov.audit.ledger import AuditLedger
 from fedsov.audit.record import AuditEvent
 from fedsov.audit.signing import Signer
+from fedsov.audit.statement import sign_statement
 from fedsov.messages import AuditHead, PrivacyReport, UpdateHeader
 from fedsov.pki.identity import NodeIdentity
 from fedsov.pki.tls import TlsMaterial
@@ -56,9 +57,13 @@ def _update_detail(header: UpdateHeader) -> dict[str, Any]:
 class AuditTrail:
     """A node's audit ledger, and the checkpoints of its participants' ledgers it keeps."""
 
-    def __init__(self, ledger: AuditLedger, *, checkpoints: Path | None = None) -> None:
+    def __init__(
+        self, ledger: AuditLedger, *, checkpoints: Path | None = None, federation: str = ""
+    ) -> None:
+        """``federation``: what this node's contributors statements name."""
         self.ledger = ledger
         self.checkpoints = checkpoints
+        self.federation = federation
         # What is recorded already: a restart or a resent update is not recorded twice.
         self._received = {
             (r.round, r.peer, r.content_sha256)
@@ -95,7 +100,7 @@ class AuditTrail:
                     "reason": "DP randomness derived from public seeds; no DP guarantee",
                 },
             )
-        return cls(ledger, checkpoints=checkpoints)
+        return cls(ledger, checkpoints=checkpoints, federation=tls.identity.federation)
 
     @property
     def node(self) -> str:
@@ -113,6 +118,10 @@ class AuditTrail:
             self.ledger.append(event="ledger-opened")  # (head: its own, not an event)
             checkpoint = self.ledger.checkpoint()
         return AuditHead(checkpoint.seq, checkpoint.sha256)
+
+    def sign_contributors(self, header: UpdateHeader) -> str:
+        """This node's signed statement of ``header``'s contributors and audit head."""
+        return sign_statement(self.ledger.signer, self.federation, header)
 
     def model_received(
         self, *, round: int, upstream: str, upstream_jurisdiction: str | None, sha256: str
@@ -189,6 +198,8 @@ class AuditTrail:
                 "border": self._border(peer.jurisdiction),
                 # The sender's ledger head, kept here too: its ledger cannot lose the tail.
                 "audit_head": asdict(header.audit_head) if header.audit_head else None,
+                # Its signed statement of contributors and head, verified on receipt.
+                "contributors_signature": header.contributors_signature or None,
             },
         )
         self._received.add(key)
@@ -250,6 +261,7 @@ class NullAuditTrail(AuditTrail):
 
     def __init__(self) -> None:  # no ledger, no checkpoints: nothing is written
         self.checkpoints = None
+        self.federation = ""
         self._received = set()
         self._published = set()
 
@@ -262,6 +274,9 @@ class NullAuditTrail(AuditTrail):
 
     def head(self) -> AuditHead | None:
         return None
+
+    def sign_contributors(self, header: UpdateHeader) -> str:
+        return ""  # no key: the receiver counts this node only
 
     def close(self) -> None:
         pass

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from fedsov.audit.trail import AuditTrail, NullAuditTrail
 from fedsov.codec import DEFAULT_CHUNK_SIZE
+from fedsov.node.contributors import ContributorCheck
 from fedsov.node.model import GlobalModel, ModelStore
 from fedsov.node.state import MemoryStateStore, ModelRow, RoundRow, StateStore, TaskRow
 
@@ -224,14 +225,17 @@ class Engine:
         state: StateStore | None = None,
         fingerprint: str | None = None,
         audit: AuditTrail | None = None,
+        contributors: ContributorCheck | None = None,
     ) -> None:
         """``state``: where rounds, receipts and models are recorded (default: memory,
         gone with the process). ``fingerprint``: what a resumed state must have been
-        written with (default: federation, seed, strategy and the model's manifest)."""
+        written with (default: federation, seed, strategy and the model's manifest).
+        ``contributors``: what an update may claim is behind it (default: without a plan)."""
         self.settings = settings
         self.state: StateStore = state or MemoryStateStore()
         self.fingerprint = fingerprint or _fingerprint(settings, initial, strategy)
         self.audit: AuditTrail = audit or NullAuditTrail()
+        self.contributors = contributors or ContributorCheck(settings.federation)
         self.admit: Admission = admission or SiteAdmission(
             settings.federation, settings.allowed_sites
         )
@@ -330,6 +334,7 @@ class Engine:
     ) -> UploadReceipt:
         self.admit(identity)
         header = _public_metrics_only(identity.name, header)
+        header = self.contributors(identity, header)  # only what the sender can prove
         current = self._open(header.round)
         receipt = current.replay(identity.name, header)
         if receipt is None:

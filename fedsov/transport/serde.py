@@ -158,6 +158,7 @@ def update_header_to_proto(h: UpdateHeader) -> pb.UpdateHeader:
             if h.audit_head
             else None
         ),
+        contributors_signature=h.contributors_signature,
     )
 
 
@@ -180,6 +181,7 @@ def update_header_from_proto(h: pb.UpdateHeader) -> UpdateHeader:
             if h.HasField("audit_checkpoint")
             else None
         ),
+        contributors_signature=h.contributors_signature,
     )
 
 
