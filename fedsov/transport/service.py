@@ -140,7 +140,8 @@ class FederationService(pb_grpc.FederationServicer):
             for chunk in iter_chunks(payload, DEFAULT_CHUNK_SIZE, offset=offset):
                 yield pb.ModelChunk(offset=offset, total_size=total, data=bytes(chunk))
                 offset += len(chunk)
-        self.handler.model_sent(identity, request.model_sha256)  # the last byte left
+        if offset > request.offset:  # the last byte left (a zero-byte download: nothing)
+            self.handler.model_sent(identity, request.model_sha256)
 
     async def UploadUpdate(  # noqa: N802
         self, request_iterator: AsyncIterator[pb.UpdateChunk], context: Context
