@@ -85,6 +85,8 @@ class UpdateHeader:
     metrics: Mapping[str, float] = field(default_factory=dict)
     contributors: tuple[str, ...] = ()  # the sites behind the update (lineage)
     audit_head: AuditHead | None = None  # the sender's ledger head, kept by the upstream
+    # Base64 signature of fedsov.audit.statement over the contributors and audit head.
+    contributors_signature: str = ""
 
 
 @dataclass(frozen=True)
@@ -109,6 +111,7 @@ def header_to_json(header: UpdateHeader) -> dict[str, Any]:
         "metrics": dict(header.metrics),
         "contributors": list(header.contributors),
         "audit_head": asdict(header.audit_head) if header.audit_head else None,
+        "contributors_signature": header.contributors_signature,
     }
 
 
@@ -129,4 +132,5 @@ def header_from_json(data: Mapping[str, Any]) -> UpdateHeader:
         metrics={str(k): float(v) for k, v in data["metrics"].items()},
         contributors=tuple(str(c) for c in data.get("contributors", ())),
         audit_head=AuditHead(**data["audit_head"]) if data.get("audit_head") else None,
+        contributors_signature=str(data.get("contributors_signature", "")),
     )

@@ -27,6 +27,7 @@ from fedsov.fileio import write_json_atomic
 from fedsov.messages import PrivacyReport, TrainTask, UpdateHeader
 from fedsov.modelref import build_model
 from fedsov.node.allocator import tune_allocator
+from fedsov.node.contributors import ContributorCheck
 from fedsov.node.engine import (
     FINISH_GRACE_S,
     Admission,
@@ -198,6 +199,7 @@ class RegionalAggregator:
             evaluator=make_evaluator(config.model, config.evaluation),
             state=SqliteStateStore(config.output_dir / STATE_FILE),
             audit=self.audit,
+            contributors=ContributorCheck(config.federation, plan),
         )
         self.engine.resume()  # after a crash: the regional rounds it already ran
         self.exported: list[int] = []

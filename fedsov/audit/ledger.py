@@ -6,6 +6,9 @@ line, cut off when the ledger is next opened, and the chain goes on from the rec
 before it. Every ``checkpoint_every`` records, and on ``close``, the ledger appends a
 signed ``checkpoint`` record naming the head (seq and SHA-256 of the record before
 it) and hands a ``Checkpoint`` to ``on_checkpoint`` so that someone else can hold it.
+
+Memory does not grow with the ledger: it keeps the last record and two counters;
+``records`` reads the file when asked.
 """
 
 from __future__ import annotations
@@ -54,6 +57,7 @@ class AuditLedger:
         on_checkpoint: CheckpointHook | None,
         records: Sequence[AuditRecord],
     ) -> None:
+        """``records``: those already in the file (only the last is kept)."""
         self.path = path
         self.signer = signer
         self.node = node
@@ -61,11 +65,11 @@ class AuditLedger:
         self.plan_sha256 = plan_sha256
         self.checkpoint_every = checkpoint_every
         self.on_checkpoint = on_checkpoint
-        self._records = list(records)
+        self._last: AuditRecord | None = records[-1] if records else None
         self._lock = threading.Lock()
         self._closed = False
         self._since_checkpoint = 0
-        for record in reversed(self._records):
+        for record in reversed(records):
             if record.event == AuditEvent.checkpoint:
                 break
             self._since_checkpoint += 1
@@ -149,16 +153,24 @@ class AuditLedger:
 
     @property
     def records(self) -> tuple[AuditRecord, ...]:
-        """Every record, in order."""
-        return tuple(self._records)
+        """Every record, in order, read from the file (not kept in memory)."""
+        with self._lock:
+            if self._last is None:
+                return ()
+            return tuple(read_ledger(self.path))
+
+    @property
+    def last(self) -> AuditRecord | None:
+        """The last record; None while the ledger is empty."""
+        return self._last
 
     @property
     def head(self) -> Checkpoint | None:
         """A checkpoint naming the last record; None while the ledger is empty."""
-        return Checkpoint.of(self._records[-1]) if self._records else None
+        return Checkpoint.of(self._last) if self._last else None
 
     def __len__(self) -> int:
-        return len(self._records)
+        return 0 if self._last is None else self._last.seq + 1
 
     def append(
         self,
@@ -204,10 +216,10 @@ class AuditLedger:
     def checkpoint(self) -> Checkpoint:
         """Append a checkpoint record now (unless the last record is one) and return it."""
         with self._lock:
-            if not self._records:
+            if self._last is None:
                 raise AuditError(f"audit ledger {self.path} is empty: nothing to checkpoint")
-            if self._records[-1].event == AuditEvent.checkpoint:
-                return Checkpoint.of(self._records[-1])
+            if self._last.event == AuditEvent.checkpoint:
+                return Checkpoint.of(self._last)
             checkpoint = self._write_checkpoint()
         if self.on_checkpoint is not None:
             self.on_checkpoint(checkpoint)
@@ -217,7 +229,7 @@ class AuditLedger:
         """Checkpoint a non-empty ledger and refuse further appends. Idempotent."""
         if self._closed:
             return
-        if self._records:
+        if self._last is not None:
             self.checkpoint()
         self._closed = True
 
@@ -233,7 +245,8 @@ class AuditLedger:
         self.close()
 
     def _write_checkpoint(self) -> Checkpoint:
-        last = self._records[-1]
+        last = self._last
+        assert last is not None  # checkpoint() checked
         detail = {"head_seq": last.seq, "head_sha256": last.sha256}
         record = self._write({"event": str(AuditEvent.checkpoint), "detail": detail})
         self._since_checkpoint = 0
@@ -242,7 +255,7 @@ class AuditLedger:
     def _write(self, fields: Mapping[str, Any]) -> AuditRecord:
         if self._closed:
             raise AuditError(f"audit ledger {self.path} is closed")
-        last = self._records[-1] if self._records else None
+        last = self._last
         unsigned: dict[str, Any] = {
             "v": FORMAT_VERSION,
             "seq": 0 if last is None else last.seq + 1,
@@ -268,7 +281,7 @@ class AuditLedger:
             raise AuditError(f"audit record for {self.path}: {exc}") from None
         record = AuditRecord(**unsigned, sig=self.signer.sign(signed_bytes))
         append_line(self.path, record.line(), what="audit ledger")
-        self._records.append(record)
+        self._last = record
         return record
 
 

@@ -3,12 +3,16 @@
 The record conventions (events, peers, details) live here and in docs/audit.md, so
 the coordinator, the regional aggregators and the sites write the same records for
 the same facts. Contents never go in a record: payload and model hashes do.
+
+Bounded: text a peer supplied is capped (``MAX_TEXT``), refusals are counted per
+interval (``fedsov.audit.refusals``), and what is remembered to record an event once
+covers the latest ``KEEP_ROUNDS`` rounds only.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -17,16 +21,62 @@ from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
 from fedsov.audit.checkpoint import Checkpoint, append_checkpoint
 from fedsov.audit.ledger import AuditLedger
-from fedsov.audit.record import AuditEvent
+from fedsov.audit.record import AuditEvent, AuditRecord
+from fedsov.audit.refusals import RefusalCount, RefusalCounter
 from fedsov.audit.signing import Signer
+from fedsov.audit.statement import sign_statement
 from fedsov.messages import AuditHead, PrivacyReport, UpdateHeader
 from fedsov.pki.identity import NodeIdentity
 from fedsov.pki.tls import TlsMaterial
 from fedsov.randomness import REPRODUCIBLE_ENV, reproducible
 
-__all__ = ["AuditTrail", "NullAuditTrail", "open_audit_trail"]
+__all__ = [
+    "KEEP_ROUNDS",
+    "MAX_CODE",
+    "MAX_TEXT",
+    "AuditTrail",
+    "NullAuditTrail",
+    "RecentKeys",
+    "cap_text",
+    "open_audit_trail",
+]
 
 log = logging.getLogger("fedsov.audit")
+
+MAX_TEXT = 512  # characters of a peer's free text (reasons) kept in a record
+MAX_CODE = 64  # characters of a peer's decision code
+KEEP_ROUNDS = 4  # rounds whose events are remembered, to record each once
+
+
+def cap_text(text: str, limit: int = MAX_TEXT) -> str:
+    """``text`` cut to ``limit`` characters, with a marker saying how much was cut."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}... [{len(text) - limit} more characters cut]"
+
+
+class RecentKeys:
+    """Keys seen, by round, for the latest ``rounds`` rounds (older ones are forgotten,
+    so memory is bounded; a key of the current round is always remembered)."""
+
+    def __init__(self, rounds: int = KEEP_ROUNDS) -> None:
+        self.rounds = rounds
+        self._by_round: dict[int, set[Hashable]] = {}
+
+    def add(self, round: int | None, key: Hashable) -> bool:
+        """Remember ``key``; False when it was remembered already."""
+        number = -1 if round is None else round
+        keys = self._by_round.setdefault(number, set())
+        if key in keys:
+            return False
+        keys.add(key)
+        while len(self._by_round) > self.rounds:
+            del self._by_round[min(r for r in self._by_round if r != number)]
+        return True
+
+    def __contains__(self, item: tuple[int | None, Hashable]) -> bool:
+        round, key = item
+        return key in self._by_round.get(-1 if round is None else round, ())
 
 
 def _dp(privacy: PrivacyReport) -> dict[str, Any]:
@@ -56,18 +106,21 @@ def _update_detail(header: UpdateHeader) -> dict[str, Any]:
 class AuditTrail:
     """A node's audit ledger, and the checkpoints of its participants' ledgers it keeps."""
 
-    def __init__(self, ledger: AuditLedger, *, checkpoints: Path | None = None) -> None:
+    def __init__(
+        self,
+        ledger: AuditLedger,
+        *,
+        checkpoints: Path | None = None,
+        federation: str = "",
+        refusals: RefusalCounter | None = None,
+    ) -> None:
+        """``federation``: what this node's contributors statements name."""
         self.ledger = ledger
         self.checkpoints = checkpoints
+        self.federation = federation
+        self.refusals = refusals or RefusalCounter()
         # What is recorded already: a restart or a resent update is not recorded twice.
-        self._received = {
-            (r.round, r.peer, r.content_sha256)
-            for r in ledger.records
-            if r.event == AuditEvent.update_received
-        }
-        self._published = {
-            r.content_sha256 for r in ledger.records if r.event == AuditEvent.model_published
-        }
+        self._once: dict[str, RecentKeys] = _remembered(ledger.records)
 
     @classmethod
     def open(
@@ -95,7 +148,7 @@ class AuditTrail:
                     "reason": "DP randomness derived from public seeds; no DP guarantee",
                 },
             )
-        return cls(ledger, checkpoints=checkpoints)
+        return cls(ledger, checkpoints=checkpoints, federation=tls.identity.federation)
 
     @property
     def node(self) -> str:
@@ -114,10 +167,17 @@ class AuditTrail:
             checkpoint = self.ledger.checkpoint()
         return AuditHead(checkpoint.seq, checkpoint.sha256)
 
+    def sign_contributors(self, header: UpdateHeader) -> str:
+        """This node's signed statement of ``header``'s contributors and audit head."""
+        return sign_statement(self.ledger.signer, self.federation, header)
+
     def model_received(
         self, *, round: int, upstream: str, upstream_jurisdiction: str | None, sha256: str
     ) -> None:
-        self._append(
+        """A verified download; once per (round, upstream, model), as ``model_sent``."""
+        if not self._first(AuditEvent.model_received, round, (upstream, sha256)):
+            return
+        self._write(
             event=AuditEvent.model_received,
             round=round,
             peer=upstream,
@@ -130,7 +190,7 @@ class AuditTrail:
     ) -> None:
         """An upload the upstream acknowledged: what left this node, and where to."""
         p = header.privacy
-        self._append(
+        self._write(
             event=AuditEvent.update_sent,
             round=header.round,
             peer=upstream,
@@ -146,36 +206,37 @@ class AuditTrail:
         self, *, round: int, peer: str, peer_jurisdiction: str | None, code: str, reason: str
     ) -> None:
         """A task refused: by this node (peer: its upstream) or by a participant."""
-        self._append(
+        self._write(
             event=AuditEvent.task_declined,
             round=round,
             peer=peer,
             peer_jurisdiction=peer_jurisdiction,
-            decision=code,
-            detail={"reason": reason},
+            decision=cap_text(code, MAX_CODE) or None,
+            detail={"reason": cap_text(reason)},
         )
 
     def refused(
         self, *, peer: str, peer_jurisdiction: str | None, decision: str, reason: str
     ) -> None:
-        """The policy stopped something: a peer not admitted, an upstream not allowed."""
-        self._append(
-            event=AuditEvent.policy_refused,
-            peer=peer,
-            peer_jurisdiction=peer_jurisdiction,
-            decision=decision,
-            detail={"reason": reason},
+        """The policy stopped something: a peer not admitted, an upstream not allowed.
+
+        Counted per (peer, decision): the first is written at once, the rest of the
+        interval as one record with their count (``fedsov.audit.refusals``).
+        """
+        counts = self.refusals.add(
+            peer, peer_jurisdiction, cap_text(decision, MAX_CODE), cap_text(reason)
         )
+        self._write_refusals(counts)
 
     # ----- as an aggregator (coordinator, or a region towards its sites) ------------
 
     def update_received(self, peer: NodeIdentity, header: UpdateHeader) -> None:
         """An update accepted; once per (round, peer, payload), however often it is sent."""
-        key = (header.round, peer.name, header.payload_sha256)
-        if key in self._received:
+        key = (peer.name, header.payload_sha256)
+        if (header.round, key) in self._once[AuditEvent.update_received]:
             return
         p = header.privacy
-        self._append(
+        self._write(
             event=AuditEvent.update_received,
             round=header.round,
             peer=peer.name,
@@ -189,9 +250,11 @@ class AuditTrail:
                 "border": self._border(peer.jurisdiction),
                 # The sender's ledger head, kept here too: its ledger cannot lose the tail.
                 "audit_head": asdict(header.audit_head) if header.audit_head else None,
+                # Its signed statement of contributors and head, verified on receipt.
+                "contributors_signature": header.contributors_signature or None,
             },
         )
-        self._received.add(key)
+        self._first(AuditEvent.update_received, header.round, key)
         if header.audit_head is not None and self.checkpoints is not None:
             head = header.audit_head
             append_checkpoint(
@@ -200,7 +263,10 @@ class AuditTrail:
             )
 
     def model_sent(self, *, round: int | None, peer: NodeIdentity, sha256: str) -> None:
-        self._append(
+        """A download served; once per (round, peer, model), however often it is asked."""
+        if not self._first(AuditEvent.model_sent, round, (peer.name, sha256)):
+            return
+        self._write(
             event=AuditEvent.model_sent,
             round=round,
             peer=peer.name,
@@ -220,9 +286,9 @@ class AuditTrail:
         metrics: Mapping[str, float],
     ) -> None:
         """A new global model version; once per model, also when a restart replays it."""
-        if sha256 in self._published:
+        if (round, sha256) in self._once[AuditEvent.model_published]:
             return
-        self._append(
+        self._write(
             event=AuditEvent.model_published,
             round=round,
             content_sha256=sha256,
@@ -234,10 +300,31 @@ class AuditTrail:
                 "metrics": dict(metrics),
             },
         )
-        self._published.add(sha256)
+        self._first(AuditEvent.model_published, round, sha256)
 
     def close(self) -> None:
+        """Write the refusals still counted, then checkpoint and close the ledger."""
+        self._write_refusals(self.refusals.drain())
         self.ledger.close()
+
+    def _first(self, event: AuditEvent, round: int | None, key: Hashable) -> bool:
+        """Remember ``key`` of ``event`` in ``round``; False when it was recorded already."""
+        return self._once[event].add(round, key)
+
+    def _write(self, **fields: Any) -> None:
+        """One event, after the refusal counts whose interval ended."""
+        self._write_refusals(self.refusals.due())
+        self._append(**fields)
+
+    def _write_refusals(self, counts: Iterable[RefusalCount]) -> None:
+        for c in counts:
+            self._append(
+                event=AuditEvent.policy_refused,
+                peer=c.peer,
+                peer_jurisdiction=c.peer_jurisdiction,
+                decision=c.decision,
+                detail=c.detail(),
+            )
 
     def _append(self, **fields: Any) -> None:
         """Every event method records through here (the null trail records nothing)."""
@@ -250,8 +337,9 @@ class NullAuditTrail(AuditTrail):
 
     def __init__(self) -> None:  # no ledger, no checkpoints: nothing is written
         self.checkpoints = None
-        self._received = set()
-        self._published = set()
+        self.federation = ""
+        self.refusals = RefusalCounter()
+        self._once = _remembered(())
 
     @property
     def node(self) -> str:
@@ -262,6 +350,9 @@ class NullAuditTrail(AuditTrail):
 
     def head(self) -> AuditHead | None:
         return None
+
+    def sign_contributors(self, header: UpdateHeader) -> str:
+        return ""  # no key: the receiver counts this node only
 
     def close(self) -> None:
         pass
@@ -282,3 +373,25 @@ def open_audit_trail(
     if ledger is None or tls is None:
         return NullAuditTrail()
     return AuditTrail.open(ledger, tls, plan_sha256=plan_sha256, checkpoints=checkpoints)
+
+
+_ONCE = (
+    AuditEvent.update_received,
+    AuditEvent.model_sent,
+    AuditEvent.model_received,
+    AuditEvent.model_published,
+)
+
+
+def _remembered(records: Iterable[AuditRecord]) -> dict[str, RecentKeys]:
+    """What ``records`` hold of the events recorded once, for their latest rounds."""
+    once = {str(event): RecentKeys() for event in _ONCE}
+    for r in records:
+        if r.event in once:
+            key = (
+                r.content_sha256
+                if r.event == AuditEvent.model_published
+                else (r.peer, r.content_sha256)
+            )
+            once[r.event].add(r.round, key)
+    return once

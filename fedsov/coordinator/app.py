@@ -15,6 +15,7 @@ from fedsov.exceptions import FedsovError
 from fedsov.fileio import write_atomic, write_json_atomic
 from fedsov.modelref import build_model
 from fedsov.node.allocator import tune_allocator
+from fedsov.node.contributors import ContributorCheck
 from fedsov.node.engine import FINISH_GRACE_S, EngineSettings, RoundReport
 from fedsov.node.evaluation import make_evaluator
 from fedsov.node.model import GlobalModel, ModelStore, state_to_numpy
@@ -120,6 +121,7 @@ class Coordinator:
             on_round=record,
             state=state,
             audit=audit,
+            contributors=ContributorCheck(config.federation, plan),
         )
         await _prepare(engine, state, audit)  # refuse a foreign state before listening
         service = FederationService(

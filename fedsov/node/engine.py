@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from fedsov.audit.trail import AuditTrail, NullAuditTrail
 from fedsov.codec import DEFAULT_CHUNK_SIZE
 from fedsov.config import MAX_EXAMPLES, MAX_UPDATE_NORM
+from fedsov.node.contributors import ContributorCheck
 from fedsov.node.model import GlobalModel, ModelStore
 from fedsov.node.state import MemoryStateStore, ModelRow, RoundRow, StateStore, TaskRow
 
@@ -237,14 +238,17 @@ class Engine:
         state: StateStore | None = None,
         fingerprint: str | None = None,
         audit: AuditTrail | None = None,
+        contributors: ContributorCheck | None = None,
     ) -> None:
         """``state``: where rounds, receipts and models are recorded (default: memory,
         gone with the process). ``fingerprint``: what a resumed state must have been
-        written with (default: federation, seed, strategy and the model's manifest)."""
+        written with (default: federation, seed, strategy and the model's manifest).
+        ``contributors``: what an update may claim is behind it (default: without a plan)."""
         self.settings = settings
         self.state: StateStore = state or MemoryStateStore()
         self.fingerprint = fingerprint or _fingerprint(settings, initial, strategy)
         self.audit: AuditTrail = audit or NullAuditTrail()
+        self.contributors = contributors or ContributorCheck(settings.federation)
         self.admit: Admission = admission or SiteAdmission(
             settings.federation, settings.allowed_sites
         )
@@ -360,6 +364,7 @@ class Engine:
         """Before an upload takes a slot: admitted, its own open task, a sane header (a
         bad one rejects the task). An accepted update sent again passes (replayed)."""
         self.admit(identity)
+        header = self.contributors(identity, header)  # a forged list takes no slot either
         current = self._open(header.round)
         if current.replay(identity.name, header) is None:
             current.check_upload(identity.name, header)
@@ -370,6 +375,7 @@ class Engine:
     ) -> UploadReceipt:
         self.admit(identity)
         header = _public_metrics_only(identity.name, header)
+        header = self.contributors(identity, header)  # only what the sender can prove
         current = self._open(header.round)
         receipt = current.replay(identity.name, header)
         if receipt is None:

@@ -65,13 +65,15 @@ class Upstream:
         )
 
     async def send(self, header: UpdateHeader, payload: bytes | bytearray) -> bool:
-        """Upload, with this node's ledger head; a refusal of this one update (late,
+        """Upload, with this node's ledger head and its signed statement of contributors
+        (``fedsov.audit.statement``); a refusal of this one update (late,
         invalid) is logged and returns False.
 
         Refusals of the node itself and a lost connection propagate, so the upstream
         loop stops or reconnects.
         """
         header = replace(header, audit_head=self.audit.head())
+        header = replace(header, contributors_signature=self.audit.sign_contributors(header))
         try:
             await self.client.upload(header, payload)
         except grpc.aio.AioRpcError as exc:

@@ -168,6 +168,7 @@ def update_header_to_proto(h: UpdateHeader) -> pb.UpdateHeader:
             if h.audit_head
             else None
         ),
+        contributors_signature=h.contributors_signature,
     )
 
 
@@ -207,6 +208,7 @@ def update_header_from_proto(h: pb.UpdateHeader) -> UpdateHeader:
             if h.HasField("audit_checkpoint")
             else None
         ),
+        contributors_signature=h.contributors_signature,
     )
 
 

@@ -230,7 +230,8 @@ class FederationService(pb_grpc.FederationServicer):
                 await self._too_many(context, "download", identity)
             async with self._downloads:
                 await self._send_chunks(context, payload, request.offset, what)
-        self.handler.model_sent(identity, request.model_sha256)  # the last byte left
+        if total > request.offset:  # the last byte left (a zero-byte download: nothing)
+            self.handler.model_sent(identity, request.model_sha256)
 
     async def _send_chunks(
         self, context: Context, payload: bytes | bytearray, offset: int, what: str

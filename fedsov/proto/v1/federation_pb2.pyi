@@ -136,7 +136,7 @@ class PrivacyReport(_message.Message):
     def __init__(self, enabled: bool = ..., epsilon: _Optional[float] = ..., delta: _Optional[float] = ..., noise_multiplier: _Optional[float] = ..., max_grad_norm: _Optional[float] = ..., sample_rate: _Optional[float] = ..., steps: _Optional[int] = ..., total_steps: _Optional[int] = ..., accountant: _Optional[str] = ...) -> None: ...
 
 class UpdateHeader(_message.Message):
-    __slots__ = ("task_id", "round", "manifest", "num_examples", "payload_size", "payload_sha256", "base_model_sha256", "privacy", "metrics", "contributors", "audit_checkpoint")
+    __slots__ = ("task_id", "round", "manifest", "num_examples", "payload_size", "payload_sha256", "base_model_sha256", "privacy", "metrics", "contributors", "audit_checkpoint", "contributors_signature")
     class MetricsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -155,6 +155,7 @@ class UpdateHeader(_message.Message):
     METRICS_FIELD_NUMBER: _ClassVar[int]
     CONTRIBUTORS_FIELD_NUMBER: _ClassVar[int]
     AUDIT_CHECKPOINT_FIELD_NUMBER: _ClassVar[int]
+    CONTRIBUTORS_SIGNATURE_FIELD_NUMBER: _ClassVar[int]
     task_id: str
     round: int
     manifest: _tensors_pb2.Manifest
@@ -166,7 +167,8 @@ class UpdateHeader(_message.Message):
     metrics: _containers.ScalarMap[str, float]
     contributors: _containers.RepeatedScalarFieldContainer[str]
     audit_checkpoint: AuditCheckpoint
-    def __init__(self, task_id: _Optional[str] = ..., round: _Optional[int] = ..., manifest: _Optional[_Union[_tensors_pb2.Manifest, _Mapping]] = ..., num_examples: _Optional[int] = ..., payload_size: _Optional[int] = ..., payload_sha256: _Optional[str] = ..., base_model_sha256: _Optional[str] = ..., privacy: _Optional[_Union[PrivacyReport, _Mapping]] = ..., metrics: _Optional[_Mapping[str, float]] = ..., contributors: _Optional[_Iterable[str]] = ..., audit_checkpoint: _Optional[_Union[AuditCheckpoint, _Mapping]] = ...) -> None: ...
+    contributors_signature: str
+    def __init__(self, task_id: _Optional[str] = ..., round: _Optional[int] = ..., manifest: _Optional[_Union[_tensors_pb2.Manifest, _Mapping]] = ..., num_examples: _Optional[int] = ..., payload_size: _Optional[int] = ..., payload_sha256: _Optional[str] = ..., base_model_sha256: _Optional[str] = ..., privacy: _Optional[_Union[PrivacyReport, _Mapping]] = ..., metrics: _Optional[_Mapping[str, float]] = ..., contributors: _Optional[_Iterable[str]] = ..., audit_checkpoint: _Optional[_Union[AuditCheckpoint, _Mapping]] = ..., contributors_signature: _Optional[str] = ...) -> None: ...
 
 class AuditCheckpoint(_message.Message):
     __slots__ = ("seq", "sha256")
