@@ -37,7 +37,7 @@ names = st.text(min_size=1, max_size=12).filter(lambda s: s != "__metadata__")
 uint32s = st.integers(min_value=0, max_value=2**32 - 1)
 uint64s = st.integers(min_value=0, max_value=2**64 - 1)
 # NaN is the one double that does not equal itself; every other double survives protobuf.
-finite_doubles = st.floats(allow_nan=False)
+finite_doubles = st.floats(allow_nan=False, allow_infinity=False)
 
 
 def shapes(*, max_dims: int = 3, max_side: int = 5) -> st.SearchStrategy[tuple[int, ...]]:
