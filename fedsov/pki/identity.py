@@ -7,11 +7,14 @@ jurisdiction. The same facts are repeated as the SAN URI
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 
 from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import NameOID
 
 from fedsov.exceptions import PKIError
@@ -56,6 +59,7 @@ class NodeIdentity:
     role: Role
     jurisdiction: str
     federation: str
+    certificate_der: bytes | None = field(default=None, compare=False, repr=False)
 
     @classmethod
     def create(
@@ -68,6 +72,13 @@ class NodeIdentity:
             jurisdiction=validate_jurisdiction(jurisdiction),
             federation=validate_name(federation, what="federation name"),
         )
+
+    @property
+    def certificate_sha256(self) -> str | None:
+        """Hex SHA-256 of the certificate this identity was read from (None: no certificate)."""
+        if self.certificate_der is None:
+            return None
+        return hashlib.sha256(self.certificate_der).hexdigest()
 
     @property
     def urn(self) -> str:
@@ -145,7 +156,10 @@ def identity_from_name(name: x509.Name, *, source: str = "certificate") -> NodeI
 
 def identity_from_certificate(cert: x509.Certificate) -> NodeIdentity:
     """The identity in ``cert``'s subject; a fedsov SAN URI, if present, must agree with it."""
-    identity = identity_from_name(cert.subject)
+    identity = dataclasses.replace(
+        identity_from_name(cert.subject),
+        certificate_der=cert.public_bytes(serialization.Encoding.DER),
+    )
     try:
         san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     except x509.ExtensionNotFound:
