@@ -11,6 +11,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from fedsov import __version__
 from fedsov.cli.audit import app as audit_app
@@ -57,7 +58,7 @@ def _warn_if_insecure(flag: bool, tls: object | None) -> bool:
 
 
 def _fail(exc: Exception) -> typer.Exit:
-    err.print(f"[bold red]error:[/] {exc}", markup=True, highlight=False)
+    err.print(f"[bold red]error:[/] {escape(str(exc))}", markup=True, highlight=False)
     return typer.Exit(2)
 
 
