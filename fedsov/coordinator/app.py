@@ -126,7 +126,7 @@ class Coordinator:
                 insecure=tls is None,
                 max_transfers=config.server.max_transfers,
                 plan_sha256=plan.sha256 if plan else None,
-                node=tls.identity if tls else None,
+                tls=tls,
             ),
             address=config.server.address,
             tls=tls,
