@@ -80,6 +80,12 @@ async def serve_upstream(
                 exc, address=address, server_name=client.server_name, tls=client.tls
             )
             if why is not None:
+                audit.refused(
+                    peer=client.upstream_name,
+                    peer_jurisdiction=None,
+                    decision="upstream-tls",
+                    reason=why,
+                )
                 raise PKIError(why) from exc
             log.warning("upstream unreachable (%s: %s)", exc.code().name, exc.details())
         failures += 1

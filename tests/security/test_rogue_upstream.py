@@ -157,9 +157,9 @@ async def run_site(config: Path) -> tuple[int, str]:
     return proc.returncode, out.decode(errors="replace")
 
 
-def refusals(tmp_path: Path) -> list[str]:
+def refusals(tmp_path: Path, decision: str = "upstream-identity") -> list[str]:
     ledger = read_ledger(tmp_path / "site-1.audit.jsonl")
-    return [str(r.detail["reason"]) for r in ledger if r.decision == "upstream-identity"]
+    return [str(r.detail["reason"]) for r in ledger if r.decision == decision]
 
 
 @pytest.mark.e2e
@@ -218,3 +218,4 @@ def test_site_stops_on_a_host_name_mismatch_naming_both(
     assert "coordinator, role coordinator, EU" in out  # who the certificate is for
     assert "reconnecting in" not in out
     assert upstream.calls == {"download": 0, "upload": 0}
+    assert any("dialled the name 'coordinator'" in r for r in refusals(tmp_path, "upstream-tls"))
