@@ -40,7 +40,14 @@ from fedsov.node.evaluation import make_evaluator
 from fedsov.node.model import GlobalModel, ModelStore, state_to_numpy
 from fedsov.node.state_sqlite import STATE_FILE, SqliteStateStore
 from fedsov.node.summary import build_summary
-from fedsov.participant import JoinCheck, Upstream, may_join, may_send, serve_upstream
+from fedsov.participant import (
+    ExpectedUpstream,
+    JoinCheck,
+    Upstream,
+    may_join,
+    may_send,
+    serve_upstream,
+)
 from fedsov.pki.identity import Role
 from fedsov.pki.revoke import open_revocation_list
 from fedsov.pki.tls import TlsMaterial, load_tls_material
@@ -176,6 +183,9 @@ class RegionalAggregator:
         self.on_join: JoinCheck | None = (
             may_join(plan, config.name, self.audit) if plan is not None else None
         )
+        self.expect = ExpectedUpstream.of(
+            plan=plan, node=config.name, name=config.upstream.upstream_name
+        )
         self.engine = Engine(
             EngineSettings(
                 federation=config.federation,
@@ -249,7 +259,7 @@ class RegionalAggregator:
             limits=StreamLimits.of(self.config.server),
             plan_sha256=self.plan_sha256,
             revocation=self.revocation,
-            node=self.server_tls.identity if self.server_tls else None,
+            tls=self.server_tls,
         )
         server = await start_server(
             self.service,
@@ -269,6 +279,8 @@ class RegionalAggregator:
                 handle=self._handle,
                 audit=self.audit,
                 on_join=self.on_join,
+                expect=self.expect,
+                revocation=self.revocation,
             )
             self.engine.finish(finished.reason)
         except FedsovError as exc:

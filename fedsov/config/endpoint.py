@@ -48,6 +48,7 @@ class ClientEndpoint(Section):
     address: Address
     tls: TlsPaths | None
     server_name: Str | None  # TLS name to expect, when it differs from the address host
+    upstream_name: Str | None = None  # node name the upstream's certificate must carry
 
 
 @section
@@ -117,6 +118,7 @@ class UpstreamTable(_Tls):
     SECTION = "upstream"
     address: Address = Field(kw_only=True)
     server_name: Str | None = None
+    name: Str | None = None  # the upstream's node name, checked against its certificate
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -124,4 +126,9 @@ class UpstreamTable(_Tls):
             raise KeyProblem("address", f"upstream address {self.address!r} has port 0")
 
     def endpoint(self) -> ClientEndpoint:
-        return ClientEndpoint(address=self.address, tls=self.tls(), server_name=self.server_name)
+        return ClientEndpoint(
+            address=self.address,
+            tls=self.tls(),
+            server_name=self.server_name,
+            upstream_name=self.name,
+        )

@@ -130,7 +130,7 @@ class Coordinator:
             max_transfers=config.server.max_transfers,
             limits=StreamLimits.of(config.server),
             plan_sha256=plan.sha256 if plan else None,
-            node=tls.identity if tls else None,
+            tls=tls,
             revocation=revocation,
         )
         server = await start_server(

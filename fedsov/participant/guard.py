@@ -37,19 +37,23 @@ def may_send(plan: Plan, node: str, audit: AuditTrail) -> None:
 
 def may_join(plan: Plan, node: str, audit: AuditTrail) -> JoinCheck:
     """``serve_upstream``'s ``on_join``: refuse, before any task is taken, an upstream
-    whose join answer (its federation, name, jurisdiction) the plan's rules forbid.
+    whose federation, name and jurisdiction (those its join proof showed; without TLS,
+    those its answer says) the plan's rules forbid.
 
     The refusal is recorded in the node's audit trail, then raised (PolicyViolation).
     """
 
     def check(upstream: Upstream, joined: JoinResponse) -> None:
+        proved = upstream.client.upstream  # None without TLS: then what the answer says
         try:
             require_may_join(
                 plan,
                 node,
-                federation=joined.federation,
-                upstream_name=joined.upstream_name,
-                upstream_jurisdiction=joined.upstream_jurisdiction,
+                federation=proved.federation if proved else joined.federation,
+                upstream_name=proved.name if proved else joined.upstream_name,
+                upstream_jurisdiction=proved.jurisdiction
+                if proved
+                else joined.upstream_jurisdiction,
             )
         except PolicyViolation as exc:
             audit.refused(

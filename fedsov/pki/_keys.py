@@ -19,6 +19,7 @@ from fedsov.pki._files import PRIVATE_MODE, read_bytes, write_atomic
 __all__ = [
     "generate_key",
     "load_private_key",
+    "private_key_from_pem",
     "public_keys_equal",
     "signing_hash",
     "write_private_key",
@@ -49,17 +50,19 @@ def write_private_key(path: Path, key: PrivateKeyTypes) -> None:
 
 def load_private_key(path: Path, what: str = "private key") -> CertificateIssuerPrivateKeyTypes:
     """Read an unencrypted PEM private key that can sign; errors name the file."""
-    data = read_bytes(path, what)
+    return private_key_from_pem(read_bytes(path, what), f"{what} {path}")
+
+
+def private_key_from_pem(data: bytes, what: str) -> CertificateIssuerPrivateKeyTypes:
+    """Parse an unencrypted PEM private key that can sign; errors start with ``what``."""
     try:
         key = serialization.load_pem_private_key(data, password=None)
     except TypeError:
-        raise PKIError(
-            f"{what} {path}: key is encrypted; fedsov expects an unencrypted key"
-        ) from None
+        raise PKIError(f"{what}: key is encrypted; fedsov expects an unencrypted key") from None
     except (ValueError, UnsupportedAlgorithm) as exc:
-        raise PKIError(f"{what} {path}: not a valid PEM private key ({exc})") from None
+        raise PKIError(f"{what}: not a valid PEM private key ({exc})") from None
     if not isinstance(key, _SIGNING_KEYS):
-        raise PKIError(f"{what} {path}: unsupported key type {type(key).__name__}")
+        raise PKIError(f"{what}: unsupported key type {type(key).__name__}")
     return key
 
 

@@ -15,7 +15,13 @@ from fedsov.pki._files import write_atomic
 from fedsov.pki._keys import generate_key, signing_hash, write_private_key
 from fedsov.pki.identity import NodeIdentity, Role
 
-__all__ = ["make_csr", "parse_host", "parse_hosts"]
+__all__ = ["SITE_HOSTS_REFUSED", "make_csr", "parse_host", "parse_hosts"]
+
+SITE_HOSTS_REFUSED = (
+    "sites never listen, so a site certificate carries no host name (one would let the "
+    "site pass a TLS host check as a server); drop --host, or issue a coordinator or "
+    "aggregator certificate for a node that serves"
+)
 
 _LABEL = r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)"
 _DNS_RE = re.compile(rf"{_LABEL}(\.{_LABEL})*\.?")
@@ -58,6 +64,8 @@ def make_csr(
     Refuses to replace an existing key unless ``force``.
     """
     identity = NodeIdentity.create(name, role, jurisdiction, federation)
+    if hosts and identity.role is Role.site:
+        raise PKIError(f"--host {', '.join(hosts)} for site {name!r}: {SITE_HOSTS_REFUSED}")
     sans = parse_hosts(hosts)
     key_path, csr_path = out_dir / f"{name}.key", out_dir / f"{name}.csr.pem"
     if key_path.exists() and not force:

@@ -16,8 +16,8 @@ from fedsov.exceptions import PKIError
 from fedsov.pki._files import write_atomic
 from fedsov.pki._keys import signing_hash
 from fedsov.pki.ca import CertificateAuthority
-from fedsov.pki.csr import parse_host
-from fedsov.pki.identity import NodeIdentity, identity_from_name
+from fedsov.pki.csr import SITE_HOSTS_REFUSED, parse_host
+from fedsov.pki.identity import NodeIdentity, Role, identity_from_name
 
 __all__ = ["issue_certificate", "sign_csr", "write_certificate"]
 
@@ -111,7 +111,8 @@ def sign_csr(ca: CertificateAuthority, csr_pem: bytes, *, days: int = 365) -> x5
     """Verify a PEM CSR and issue a leaf certificate for it, valid for ``days`` days.
 
     The CSR must be self-consistent (signature), name a valid identity of the CA's
-    federation, and carry only DNS/IP SAN entries. The validity never outlives the CA.
+    federation, and carry only DNS/IP SAN entries, none for a site (sites never
+    serve). The validity never outlives the CA.
     """
     if days < 1:
         raise PKIError(f"certificate validity must be at least 1 day, got {days}")
@@ -129,6 +130,10 @@ def sign_csr(ca: CertificateAuthority, csr_pem: bytes, *, days: int = 365) -> x5
         )
     public_key = csr.public_key()
     _check_public_key(public_key)
+    hosts = _csr_hosts(csr)
+    if hosts and identity.role is Role.site:
+        names = ", ".join(str(h.value) for h in hosts)
+        raise PKIError(f"CSR for site {identity.name!r} names hosts {names}: {SITE_HOSTS_REFUSED}")
     now = dt.datetime.now(dt.UTC)
     not_after = min(now + dt.timedelta(days=days), ca.cert.not_valid_after_utc)
     if not_after <= now:
@@ -137,7 +142,7 @@ def sign_csr(ca: CertificateAuthority, csr_pem: bytes, *, days: int = 365) -> x5
         ca,
         identity=identity,
         public_key=public_key,
-        hosts=_csr_hosts(csr),
+        hosts=hosts,
         not_before=now - _BACKDATE,
         not_after=not_after,
     )

@@ -16,7 +16,14 @@ from fedsov.config import TrainingPlan
 from fedsov.exceptions import CodecError, FedsovError, TrainingError
 from fedsov.messages import Finished, PrivacyReport, TrainTask, UpdateHeader
 from fedsov.modelref import build_model, load_weights
-from fedsov.participant import JoinCheck, Upstream, may_join, may_send, serve_upstream
+from fedsov.participant import (
+    ExpectedUpstream,
+    JoinCheck,
+    Upstream,
+    may_join,
+    may_send,
+    serve_upstream,
+)
 from fedsov.pki.revoke import open_revocation_list
 from fedsov.pki.tls import TlsMaterial, load_tls_material
 from fedsov.policy.runtime import load_node_plan
@@ -84,6 +91,10 @@ class SiteAgent:
         self.audit: AuditTrail = open_audit_trail(
             config.audit_ledger, self.tls, plan_sha256=plan.sha256 if plan else None
         )
+        # Under TLS the upstream proves its certificate at each join; it must be this one.
+        self.expect = ExpectedUpstream.of(
+            plan=plan, node=config.name, name=config.upstream.upstream_name
+        )
         self.on_join: JoinCheck | None = None
         if plan is not None:
             may_send(plan, config.name, self.audit)  # before any byte leaves
@@ -140,6 +151,8 @@ class SiteAgent:
                 handle=self._handle,
                 audit=self.audit,
                 on_join=self.on_join,
+                expect=self.expect,
+                revocation=self.revocation,
             )
         finally:
             self.audit.close()  # a last checkpoint

@@ -10,9 +10,11 @@ import grpc
 
 from fedsov import __version__
 from fedsov.codec import DEFAULT_CHUNK_SIZE, iter_chunks, sha256_hex
-from fedsov.exceptions import PayloadHashError, PayloadSizeError
+from fedsov.exceptions import PayloadHashError, PayloadSizeError, PKIError
 from fedsov.faults import crash_point
 from fedsov.messages import TaskEvent, UpdateHeader, UploadReceipt
+from fedsov.pki.identity import NodeIdentity
+from fedsov.pki.proof import new_nonce, verify_join_proof
 from fedsov.pki.tls import TlsMaterial
 from fedsov.proto.v1 import federation_pb2 as pb
 from fedsov.proto.v1 import federation_pb2_grpc as pb_grpc
@@ -41,6 +43,7 @@ class FederationClient:
         insecure_name: str | None = None,
         plan_sha256: str | None = None,
     ) -> None:
+        self.address, self.server_name, self.tls = address, server_name, tls
         options = list(CLIENT_OPTIONS)
         plan_metadata = ((PLAN_HEADER, plan_sha256),) if plan_sha256 else ()
         if tls is None:
@@ -59,8 +62,9 @@ class FederationClient:
             self._channel = grpc.aio.secure_channel(address, credentials, options=options)
             self._metadata = plan_metadata
         self._stub = pb_grpc.FederationStub(self._channel)  # type: ignore[no-untyped-call]
-        # Who answered the join (from its certificate): where updates go, for the audit.
-        # Until then, and for an upstream that does not say: the name TLS checked.
+        # Who answered the join: where updates go, for the audit. Under TLS the identity
+        # its join proof verified; without, what it says. Until then: the name dialled.
+        self.upstream: NodeIdentity | None = None
         self.upstream_name: str = server_name or address
         self.upstream_jurisdiction: str | None = None
 
@@ -74,14 +78,22 @@ class FederationClient:
         await self.close()
 
     async def join(self, *, device: str, timeout: float = 30.0) -> pb.JoinResponse:
+        """Join; under TLS, ``upstream`` is then the identity the answer's proof verified
+        (PKIError, saying what failed, when it does not)."""
+        nonce = new_nonce() if self.tls is not None else b""
         response: pb.JoinResponse = await self._stub.Join(
-            pb.JoinRequest(software_version=__version__, device=device),
+            pb.JoinRequest(software_version=__version__, device=device, nonce=nonce),
             timeout=timeout,
             metadata=self._metadata,
             wait_for_ready=False,
         )
-        self.upstream_name = response.upstream_name or self.upstream_name
-        self.upstream_jurisdiction = response.upstream_jurisdiction or None
+        if self.tls is None:  # local development: nothing to prove anything with
+            self.upstream_name = response.upstream_name or self.upstream_name
+            self.upstream_jurisdiction = response.upstream_jurisdiction or None
+            return response
+        self.upstream = _verified_upstream(self.tls, response, nonce)
+        self.upstream_name = self.upstream.name
+        self.upstream_jurisdiction = self.upstream.jurisdiction
         return response
 
     async def tasks(self) -> AsyncIterator[TaskEvent]:
@@ -157,6 +169,21 @@ class FederationClient:
             timeout=timeout,
         )
         return serde.receipt_from_proto(receipt)
+
+
+def _verified_upstream(tls: TlsMaterial, response: pb.JoinResponse, nonce: bytes) -> NodeIdentity:
+    """The identity the join answer's proof shows, checked against this node's CA."""
+    own = tls.identity
+    if own.certificate_sha256 is None:
+        raise PKIError("this node's TLS identity was not read from its certificate")
+    return verify_join_proof(
+        certificate_der=response.upstream_certificate,
+        proof=response.proof,
+        nonce=nonce,
+        client_certificate_sha256=own.certificate_sha256,
+        federation=own.federation,
+        ca_pem=tls.ca_pem,
+    )
 
 
 def _upload_messages(

@@ -24,7 +24,9 @@ from fedsov.exceptions import (
 )
 from fedsov.messages import UploadReceipt
 from fedsov.pki.identity import NodeIdentity, Role, identity_from_pem
+from fedsov.pki.proof import NONCE_BYTES, JoinProver
 from fedsov.pki.revoke import RevocationList
+from fedsov.pki.tls import TlsMaterial
 from fedsov.proto.v1 import federation_pb2 as pb
 from fedsov.proto.v1 import federation_pb2_grpc as pb_grpc
 from fedsov.transport import serde
@@ -60,12 +62,15 @@ class FederationService(pb_grpc.FederationServicer):
         node: NodeIdentity | None = None,
         revocation: RevocationList | None = None,
         limits: StreamLimits | None = None,
+        tls: TlsMaterial | None = None,
     ) -> None:
-        """``node``: this server's own identity (its certificate's), told to who joins.
+        """``node``: this server's own identity (default: ``tls``'s), told to who joins;
+        ``tls``: this server's certificate and key, which sign each join's proof;
         ``revocation``: the CA's CRL; a revoked client certificate is refused at every call."""
         self.revocation = revocation
         self.handler = handler
-        self.node = node
+        self.node = node or (tls.identity if tls is not None else None)
+        self._prover = JoinProver(tls) if tls is not None else None
         self.insecure = insecure
         self.plan_sha256 = plan_sha256
         self._uploads = asyncio.Semaphore(max_transfers)
@@ -178,6 +183,7 @@ class FederationService(pb_grpc.FederationServicer):
         identity = await self._identity(context)
         try:
             self.handler.admit(identity)
+            certificate, proof = self._join_proof(identity, request.nonce)
         except FedsovError as exc:
             await self._abort(context, exc, f"join of {identity.name}", identity)
         return pb.JoinResponse(
@@ -188,7 +194,23 @@ class FederationService(pb_grpc.FederationServicer):
             current_round=self.handler.current_round,
             upstream_name=self.node.name if self.node else "",
             upstream_jurisdiction=self.node.jurisdiction if self.node else "",
+            upstream_certificate=certificate,
+            proof=proof,
         )
+
+    def _join_proof(self, identity: NodeIdentity, nonce: bytes) -> tuple[bytes, bytes]:
+        """This server's certificate and its signature binding the caller's nonce and
+        certificate; nothing without TLS, or for a caller that sent no nonce."""
+        if self._prover is None or identity.certificate_sha256 is None or not nonce:
+            return b"", b""
+        if len(nonce) != NONCE_BYTES:
+            raise ProtocolError(f"a join nonce has {NONCE_BYTES} bytes, got {len(nonce)}")
+        proof = self._prover.prove(
+            nonce=nonce,
+            client_certificate_sha256=identity.certificate_sha256,
+            federation=self.handler.federation,
+        )
+        return self._prover.certificate_der, proof
 
     async def SubscribeTasks(  # noqa: N802
         self, request: pb.SubscribeRequest, context: Context

@@ -123,11 +123,8 @@ def accept_any_node_of(federation: str):  # type: ignore[no-untyped-def]
 
 async def serve(engine: Engine, pki: dict[str, NodePaths]):  # type: ignore[no-untyped-def]
     c = pki["coordinator"]
-    return await start_server(
-        FederationService(engine),
-        address="127.0.0.1:0",
-        tls=load_tls_material(cert=c.cert, key=c.key, ca=c.ca),
-    )
+    tls = load_tls_material(cert=c.cert, key=c.key, ca=c.ca)
+    return await start_server(FederationService(engine, tls=tls), address="127.0.0.1:0", tls=tls)
 
 
 async def flat(tmp_path: Path, pki: dict[str, NodePaths]) -> dict[str, np.ndarray]:

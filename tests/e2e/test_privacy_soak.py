@@ -354,7 +354,7 @@ async def one_run(
     engine = make_engine(tmp_path, run)
     soak.engines.append(engine)
     server: RunningServer = await start_server(
-        FederationService(engine), address="127.0.0.1:0", tls=tls
+        FederationService(engine, tls=tls), address="127.0.0.1:0", tls=tls
     )
     helper = SiteAgent(helper_config(tmp_path, pki[HELPER], server.port, helper_data))
     helper_run = asyncio.ensure_future(helper.run())

@@ -36,14 +36,14 @@ def ca(ca_dir: Path) -> CertificateAuthority:
 @pytest.fixture
 def node(tmp_path: Path, ca_dir: Path, ca: CertificateAuthority) -> NodePaths:
     key, csr = make_csr(
-        tmp_path / "site",
-        name="site-eu-1",
-        role=Role.site,
+        tmp_path / "agg",
+        name="agg-eu-1",
+        role=Role.aggregator,
         jurisdiction="EU",
         federation=FEDERATION,
         hosts=("localhost", "127.0.0.1", "::1"),
     )
-    cert = tmp_path / "site" / "site-eu-1.pem"
+    cert = tmp_path / "agg" / "agg-eu-1.pem"
     write_certificate(cert, sign_csr(ca, csr.read_bytes()))
     return NodePaths(cert=cert, key=key, ca=ca_dir / "ca.pem")
 

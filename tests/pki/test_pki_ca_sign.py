@@ -102,7 +102,8 @@ def test_csr_key_is_local_and_0600(tmp_path: Path) -> None:
         ({"name": "Bad"}, "invalid node name"),
         ({"jurisdiction": "europe"}, "invalid jurisdiction"),
         ({"role": "boss"}, "invalid role"),
-        ({"hosts": ("bad host",)}, "invalid host"),
+        ({"hosts": ("bad host",), "role": Role.aggregator}, "invalid host"),
+        ({"hosts": ("localhost",)}, "sites never listen"),
     ],
 )
 def test_make_csr_validates(tmp_path: Path, kwargs: dict[str, object], message: str) -> None:
@@ -133,11 +134,13 @@ def test_signed_leaf_has_expected_extensions(node_cert: x509.Certificate) -> Non
         ipaddress.ip_address("::1"),
     ]
     assert san.get_values_for_type(x509.UniformResourceIdentifier) == [
-        f"urn:fedsov:{FEDERATION}:site:EU:site-eu-1"
+        f"urn:fedsov:{FEDERATION}:aggregator:EU:agg-eu-1"
     ]
     cert.extensions.get_extension_for_class(x509.AuthorityKeyIdentifier)
     cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier)
-    assert identity_from_certificate(cert) == NodeIdentity("site-eu-1", Role.site, "EU", FEDERATION)
+    assert identity_from_certificate(cert) == NodeIdentity(
+        "agg-eu-1", Role.aggregator, "EU", FEDERATION
+    )
     age = cert.not_valid_after_utc - cert.not_valid_before_utc
     assert 365 * 86400 <= age.total_seconds() <= 365 * 86400 + 301
 
@@ -206,3 +209,20 @@ def test_leaf_never_outlives_ca(tmp_path: Path) -> None:
     csr = _csr_with(NodeIdentity("s", Role.site, "EU", FEDERATION).to_x509_name())
     cert = sign_csr(ca, csr, days=365)
     assert cert.not_valid_after_utc == ca.cert.not_valid_after_utc
+
+
+@pytest.mark.parametrize(
+    "host", [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+)
+def test_site_csr_with_a_host_is_refused(ca: CertificateAuthority, host: x509.GeneralName) -> None:
+    """A site certificate with a host name would pass a participant's TLS host check."""
+    csr = _csr_with(NodeIdentity("s", Role.site, "EU", FEDERATION).to_x509_name(), [host])
+    with pytest.raises(PKIError, match=r"CSR for site 's' names hosts .*sites never listen"):
+        sign_csr(ca, csr)
+
+
+def test_server_csr_with_a_host_is_signed(ca: CertificateAuthority) -> None:
+    name = NodeIdentity("agg", Role.aggregator, "EU", FEDERATION).to_x509_name()
+    cert = sign_csr(ca, _csr_with(name, [x509.DNSName("agg.example")]))
+    san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert san.get_values_for_type(x509.DNSName) == ["agg.example"]

@@ -148,3 +148,16 @@ def test_cli_error_text_is_not_eaten_as_markup(tmp_path: Path) -> None:
     result = runner.invoke(app, ["show", str(missing)])
     assert result.exit_code == 2
     assert "[red]x.pem: file not found" in result.output
+
+
+def test_cli_csr_refuses_a_host_for_a_site(tmp_path: Path) -> None:
+    result = runner.invoke(
+        app,
+        [
+            "csr", "--name", "s", "--role", "site", "--jurisdiction", "EU",
+            "--federation", "fed", "--host", "localhost", "--out-dir", str(tmp_path),
+        ],
+    )  # fmt: skip
+    assert result.exit_code != 0
+    assert "sites never listen" in result.output
+    assert list(tmp_path.iterdir()) == []  # refused before any key was made

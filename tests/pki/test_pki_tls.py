@@ -38,7 +38,7 @@ def _load(node: NodePaths) -> object:
 
 def test_round_trip(node: NodePaths) -> None:
     tls = load_tls_material(cert=node.cert, key=node.key, ca=node.ca)
-    assert tls.identity == NodeIdentity("site-eu-1", Role.site, "EU", FEDERATION)
+    assert tls.identity == NodeIdentity("agg-eu-1", Role.aggregator, "EU", FEDERATION)
     assert tls.cert_pem == node.cert.read_bytes()
     assert tls.ca_pem == node.ca.read_bytes()
     assert tls.key_pem.startswith(b"-----BEGIN PRIVATE KEY-----")
@@ -145,7 +145,7 @@ def _issue(ca: CertificateAuthority, node: NodePaths, start: dt.datetime, end: d
     key = serialization.load_pem_private_key(node.key.read_bytes(), password=None)
     cert = issue_certificate(
         ca,
-        identity=NodeIdentity("site-eu-1", Role.site, "EU", FEDERATION),
+        identity=NodeIdentity("agg-eu-1", Role.aggregator, "EU", FEDERATION),
         public_key=key.public_key(),  # type: ignore[arg-type]
         not_before=start,
         not_after=end,
@@ -170,7 +170,7 @@ def test_not_yet_valid_cert_refused(node: NodePaths, ca: CertificateAuthority) -
 def test_control_freshly_issued_cert_accepted(node: NodePaths, ca: CertificateAuthority) -> None:
     now = dt.datetime.now(dt.UTC)
     _issue(ca, node, now - dt.timedelta(minutes=1), now + dt.timedelta(days=1))
-    assert load_tls_material(cert=node.cert, key=node.key, ca=node.ca).identity.name == "site-eu-1"
+    assert load_tls_material(cert=node.cert, key=node.key, ca=node.ca).identity.name == "agg-eu-1"
 
 
 def test_ca_cert_as_leaf_refused(node: NodePaths, ca_dir: Path) -> None:

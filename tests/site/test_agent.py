@@ -100,7 +100,7 @@ def test_site_waits_for_a_late_coordinator_then_trains_every_round(
             try:
                 await asyncio.wait_for(refused(site_run), 60)
                 server = await start_server(
-                    FederationService(eng), address=f"127.0.0.1:{port}", tls=tls
+                    FederationService(eng, tls=tls), address=f"127.0.0.1:{port}", tls=tls
                 )
                 reports = await asyncio.wait_for(eng.run(), 120)
                 outcome = await asyncio.wait_for(site_run, 30)
@@ -139,7 +139,7 @@ def test_site_refuses_the_round_that_would_cross_its_budget(
         c = pki["coordinator"]
         tls = load_tls_material(cert=c.cert, key=c.key, ca=c.ca)
         eng = engine(tmp_path, rounds=3)
-        server = await start_server(FederationService(eng), address="127.0.0.1:0", tls=tls)
+        server = await start_server(FederationService(eng, tls=tls), address="127.0.0.1:0", tls=tls)
         agent = SiteAgent(replace(site_config(tmp_path, pki, server.port), budget_epsilon=5.0))
         site_run = asyncio.ensure_future(agent.run())
         try:
@@ -249,7 +249,7 @@ def test_a_round_whose_training_fails_is_declined_and_spends_no_epsilon(
             timeout_s=60,
             plan=TrainingPlan(1, 32, 1e38),  # diverges: the weights overflow
         )
-        server = await start_server(FederationService(eng), address="127.0.0.1:0", tls=tls)
+        server = await start_server(FederationService(eng, tls=tls), address="127.0.0.1:0", tls=tls)
         agent = SiteAgent(site_config(tmp_path, pki, server.port))
         site_run = asyncio.ensure_future(agent.run())
         try:

@@ -70,11 +70,8 @@ async def federation(
         timeout_s=timeout_s,
     )
     c = pki["coordinator"]
-    server = await start_server(
-        FederationService(engine),
-        address="127.0.0.1:0",
-        tls=load_tls_material(cert=c.cert, key=c.key, ca=c.ca),
-    )
+    tls = load_tls_material(cert=c.cert, key=c.key, ca=c.ca)
+    server = await start_server(FederationService(engine, tls=tls), address="127.0.0.1:0", tls=tls)
     run = asyncio.ensure_future(engine.run())
     try:
         yield Federation(f"127.0.0.1:{server.port}", engine, pki, run)
@@ -279,10 +276,11 @@ def test_peer_with_another_plan_is_refused(tmp_path: Path, pki: dict[str, NodePa
     async def scenario() -> None:
         eng = make_engine(tmp_path, BASE, federation="test-fed", timeout_s=5)
         c = pki["coordinator"]
+        server_tls = load_tls_material(cert=c.cert, key=c.key, ca=c.ca)
         server = await start_server(
-            FederationService(eng, plan_sha256="a" * 64),
+            FederationService(eng, plan_sha256="a" * 64, tls=server_tls),
             address="127.0.0.1:0",
-            tls=load_tls_material(cert=c.cert, key=c.key, ca=c.ca),
+            tls=server_tls,
         )
         p = pki["site-1"]
         tls = load_tls_material(cert=p.cert, key=p.key, ca=p.ca)

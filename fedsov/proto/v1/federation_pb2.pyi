@@ -8,15 +8,17 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class JoinRequest(_message.Message):
-    __slots__ = ("software_version", "device")
+    __slots__ = ("software_version", "device", "nonce")
     SOFTWARE_VERSION_FIELD_NUMBER: _ClassVar[int]
     DEVICE_FIELD_NUMBER: _ClassVar[int]
+    NONCE_FIELD_NUMBER: _ClassVar[int]
     software_version: str
     device: str
-    def __init__(self, software_version: _Optional[str] = ..., device: _Optional[str] = ...) -> None: ...
+    nonce: bytes
+    def __init__(self, software_version: _Optional[str] = ..., device: _Optional[str] = ..., nonce: _Optional[bytes] = ...) -> None: ...
 
 class JoinResponse(_message.Message):
-    __slots__ = ("federation", "node_name", "role", "jurisdiction", "current_round", "upstream_name", "upstream_jurisdiction")
+    __slots__ = ("federation", "node_name", "role", "jurisdiction", "current_round", "upstream_name", "upstream_jurisdiction", "upstream_certificate", "proof")
     FEDERATION_FIELD_NUMBER: _ClassVar[int]
     NODE_NAME_FIELD_NUMBER: _ClassVar[int]
     ROLE_FIELD_NUMBER: _ClassVar[int]
@@ -24,6 +26,8 @@ class JoinResponse(_message.Message):
     CURRENT_ROUND_FIELD_NUMBER: _ClassVar[int]
     UPSTREAM_NAME_FIELD_NUMBER: _ClassVar[int]
     UPSTREAM_JURISDICTION_FIELD_NUMBER: _ClassVar[int]
+    UPSTREAM_CERTIFICATE_FIELD_NUMBER: _ClassVar[int]
+    PROOF_FIELD_NUMBER: _ClassVar[int]
     federation: str
     node_name: str
     role: str
@@ -31,7 +35,9 @@ class JoinResponse(_message.Message):
     current_round: int
     upstream_name: str
     upstream_jurisdiction: str
-    def __init__(self, federation: _Optional[str] = ..., node_name: _Optional[str] = ..., role: _Optional[str] = ..., jurisdiction: _Optional[str] = ..., current_round: _Optional[int] = ..., upstream_name: _Optional[str] = ..., upstream_jurisdiction: _Optional[str] = ...) -> None: ...
+    upstream_certificate: bytes
+    proof: bytes
+    def __init__(self, federation: _Optional[str] = ..., node_name: _Optional[str] = ..., role: _Optional[str] = ..., jurisdiction: _Optional[str] = ..., current_round: _Optional[int] = ..., upstream_name: _Optional[str] = ..., upstream_jurisdiction: _Optional[str] = ..., upstream_certificate: _Optional[bytes] = ..., proof: _Optional[bytes] = ...) -> None: ...
 
 class SubscribeRequest(_message.Message):
     __slots__ = ()
