@@ -56,7 +56,8 @@ async def serve_upstream(
         client = connect()
         try:
             async with client:
-                joined = await _join(client, device, audit, expect or ExpectedUpstream(), revocation)
+                expected = expect or ExpectedUpstream()
+                joined = await _join(client, device, audit, expected, revocation)
                 upstream = Upstream(client, audit)
                 if on_join is not None:
                     on_join(upstream, joined)
