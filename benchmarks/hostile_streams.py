@@ -134,9 +134,9 @@ def _open_hostile(clients: dict[str, FederationClient], tasks: dict[str, TrainTa
 async def scenario(root: Path, *, round_timeout_s: float = 6.0) -> Outcome:
     pki = make_pki(root / "pki")
     engine = make_engine(root, BASE, federation="bench-fed", min_sites=5, timeout_s=round_timeout_s)
-    service = FederationService(engine)  # default limits, 4 transfers
     c = pki["coordinator"]
     tls = load_tls_material(cert=c.cert, key=c.key, ca=c.ca)
+    service = FederationService(engine, tls=tls)  # default limits, 4 transfers
     server = await start_server(service, address="127.0.0.1:0", tls=tls)
     address = f"127.0.0.1:{server.port}"
     run = asyncio.ensure_future(engine.run())

@@ -95,7 +95,7 @@ def test_check_names_node_serial_and_date_and_follows_the_file(
     crl.check(_der(node_cert))
     revoke(ca_dir, serial=node_cert.serial_number, reason=x509.ReasonFlags.key_compromise)
     serial = f"{node_cert.serial_number:x}"
-    with pytest.raises(PKIError, match=rf"'site-eu-1' \(serial {serial}\) was revoked on 20"):
+    with pytest.raises(PKIError, match=rf"'agg-eu-1' \(serial {serial}\) was revoked on 20"):
         crl.check(_der(node_cert))
     (ca_dir / CRL_FILE).write_text("torn")  # a bad update keeps the last good list
     with caplog.at_level(logging.ERROR, logger="fedsov.pki"), pytest.raises(PKIError):
@@ -111,7 +111,7 @@ def test_a_node_with_a_revoked_certificate_cannot_start(ca_dir: Path, node: Node
     assert open_revocation_list(path, None) is None  # insecure mode: no certificates
     serial = x509.load_pem_x509_certificate(tls.cert_pem).serial_number
     revoke(ca_dir, serial=serial)
-    with pytest.raises(PKIError, match=r"this node cannot start: .*'site-eu-1'"):
+    with pytest.raises(PKIError, match=r"this node cannot start: .*'agg-eu-1'"):
         open_revocation_list(path, tls)
 
 

@@ -84,10 +84,11 @@ def test_poisoned_uploads_leave_the_honest_fedavg(
     async def scenario() -> None:
         engine = make_engine(tmp_path, BASE, federation="fed", min_sites=4, min_updates=2)
         c = pki["coordinator"]
+        server_tls = load_tls_material(cert=c.cert, key=c.key, ca=c.ca)
         server = await start_server(
-            FederationService(engine),
+            FederationService(engine, tls=server_tls),
             address="127.0.0.1:0",
-            tls=load_tls_material(cert=c.cert, key=c.key, ca=c.ca),
+            tls=server_tls,
         )
         address = f"127.0.0.1:{server.port}"
         run = asyncio.ensure_future(engine.run())

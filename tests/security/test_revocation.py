@@ -53,10 +53,11 @@ def test_a_revoked_site_is_refused_at_every_call_from_the_moment_the_crl_changes
         eng = make_engine(tmp_path, BASE, federation="fed")
         refusals: list[tuple[str, str]] = []
         eng.refused = lambda who, decision, why: refusals.append((who.name, decision))  # type: ignore[method-assign]
+        server_tls = load_tls_material(cert=c.cert, key=c.key, ca=c.ca)
         server = await start_server(
-            FederationService(eng, revocation=crl),
+            FederationService(eng, revocation=crl, tls=server_tls),
             address="127.0.0.1:0",
-            tls=load_tls_material(cert=c.cert, key=c.key, ca=c.ca),
+            tls=server_tls,
         )
         address = f"127.0.0.1:{server.port}"
         one, two = client(address, pki["site-1"]), client(address, pki["site-2"])

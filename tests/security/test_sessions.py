@@ -108,10 +108,11 @@ def test_over_mtls_a_second_certificate_gets_already_exists(tmp_path: Path) -> N
 
     async def scenario() -> None:
         eng = make_engine(tmp_path, BASE, federation="fed")
+        server_tls = load_tls_material(cert=c.cert, key=c.key, ca=c.ca)
         server = await start_server(
-            FederationService(eng),
+            FederationService(eng, tls=server_tls),
             address="127.0.0.1:0",
-            tls=load_tls_material(cert=c.cert, key=c.key, ca=c.ca),
+            tls=server_tls,
         )
         address = f"127.0.0.1:{server.port}"
         clients = [

@@ -67,11 +67,10 @@ async def federation(
     engine = make_engine(
         tmp_path, BASE, federation="test-fed", min_sites=min_sites, timeout_s=timeout_s
     )
-    service = FederationService(engine, max_transfers=max_transfers, limits=limits)
     c = pki["coordinator"]
-    server = await start_server(
-        service, address="127.0.0.1:0", tls=load_tls_material(cert=c.cert, key=c.key, ca=c.ca)
-    )
+    server_tls = load_tls_material(cert=c.cert, key=c.key, ca=c.ca)
+    service = FederationService(engine, max_transfers=max_transfers, limits=limits, tls=server_tls)
+    server = await start_server(service, address="127.0.0.1:0", tls=server_tls)
     run = asyncio.ensure_future(engine.run())
     try:
         yield Fed(f"127.0.0.1:{server.port}", engine, service, pki, run)
