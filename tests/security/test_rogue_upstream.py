@@ -172,6 +172,7 @@ def test_site_refuses_an_upstream_whose_certificate_says_site(
         return code, out, rogue
 
     code, out, rogue = asyncio.run(scenario())
+    print(out)  # the site's own words (pytest -s shows them)
     assert code != 0, out
     said = "the upstream's certificate says name site-2, role site, jurisdiction EU"
     assert said in out
@@ -192,6 +193,7 @@ def test_site_refuses_an_upstream_with_another_name(
         return code, out, rogue
 
     code, out, rogue = asyncio.run(scenario())
+    print(out)  # the site's own words (pytest -s shows them)
     assert code != 0, out
     assert "says name other-coordinator, role coordinator, jurisdiction IN" in out
     assert "this node expects name coordinator, role aggregator or coordinator" in out
@@ -212,6 +214,7 @@ def test_site_stops_on_a_host_name_mismatch_naming_both(
         return code, out, upstream
 
     code, out, upstream = asyncio.run(scenario())
+    print(out)  # the site's own words (pytest -s shows them)
     assert code != 0, out
     assert "TLS host name check failed: this node dialled the name 'coordinator'" in out
     assert "names DNS localhost, IP 127.0.0.1" in out
