@@ -61,7 +61,6 @@ from fedsov.privacy.site_level import SiteLevelLedger, SiteRound
 from fedsov.randomness import secret_seed, warn_if_reproducible
 from fedsov.strategy import Strategy, create_strategy
 from fedsov.transport.client import FederationClient
-from fedsov.transport.options import StreamLimits
 from fedsov.transport.server import start_server
 from fedsov.transport.service import FederationService
 
@@ -256,7 +255,7 @@ class RegionalAggregator:
             self.engine,
             insecure=self.server_tls is None,
             max_transfers=self.config.server.max_transfers,
-            limits=StreamLimits.of(self.config.server),
+            limits=self.config.server.limits,
             plan_sha256=self.plan_sha256,
             revocation=self.revocation,
             tls=self.server_tls,

@@ -27,6 +27,7 @@ from fedsov.config.endpoint import (
     ClientEndpoint,
     ServerEndpoint,
     ServerTable,
+    StreamLimits,
     TlsPaths,
     UpstreamTable,
 )
@@ -62,6 +63,7 @@ __all__ = [
     "SimulationSpec",
     "SiteDPSettings",
     "Str",
+    "StreamLimits",
     "TlsPaths",
     "TrainingPlan",
     "UpstreamTable",

@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Annotated
 
 from pydantic import AfterValidator, Field
 
 from fedsov.config.base import Bool, ConfigPath, Int, KeyProblem, Number, Section, Str, section
 
-__all__ = ["ClientEndpoint", "ServerEndpoint", "ServerTable", "TlsPaths", "UpstreamTable"]
+__all__ = [
+    "ClientEndpoint",
+    "ServerEndpoint",
+    "ServerTable",
+    "StreamLimits",
+    "TlsPaths",
+    "UpstreamTable",
+]
 
 
 def _address(address: str) -> str:
@@ -28,19 +36,37 @@ class TlsPaths(Section):
     ca: ConfigPath
 
 
+@dataclasses.dataclass(frozen=True)
+class StreamLimits:
+    """What one peer's streams may hold of a server (the ``[server]`` keys of that name).
+
+    An upload gets ``first_message_timeout_s`` for its header, then must send a message
+    at least every ``idle_timeout_s`` and, after ``transfer_grace_s``, average at least
+    ``min_transfer_bytes_per_s`` (a 1 MiB chunk at that rate must fit in the grace).
+    A download's peer must take each chunk within ``send_timeout_s``.
+    """
+
+    max_streams_per_peer: int = 2  # uploads (and, apart, downloads) of one peer at once
+    first_message_timeout_s: float = 10.0
+    idle_timeout_s: float = 30.0
+    min_transfer_bytes_per_s: int = 1024 * 1024  # 0: no floor
+    transfer_grace_s: float = 1.0
+    send_timeout_s: float = 30.0
+
+    def as_json(self) -> dict[str, float]:
+        return {k: float(v) for k, v in dataclasses.asdict(self).items()}
+
+
+_LIMITS = StreamLimits()
+
+
 @section
 class ServerEndpoint(Section):
     address: Address  # host:port; port 0 binds a free port
     tls: TlsPaths | None  # None only with insecure = true
     port_file: ConfigPath | None  # where the bound port is written once listening
     max_transfers: Int = 4  # uploads (and downloads) served at once; the rest wait
-    # What one peer's streams may hold (fedsov.transport.options.StreamLimits).
-    max_streams_per_peer: Int = 2
-    first_message_timeout_s: Number = 10.0
-    idle_timeout_s: Number = 30.0
-    min_transfer_bytes_per_s: Int = 1024 * 1024
-    transfer_grace_s: Number = 1.0
-    send_timeout_s: Number = 30.0
+    limits: StreamLimits = dataclasses.field(default_factory=StreamLimits)
 
 
 @section
@@ -89,12 +115,12 @@ class ServerTable(_Tls):
     address: Address = Field(kw_only=True)
     port_file: ConfigPath | None = None
     max_concurrent_transfers: Annotated[Int, Field(ge=1, le=1024)] = 4
-    max_streams_per_peer: Annotated[Int, Field(ge=1, le=64)] = 2
-    first_message_timeout_s: Annotated[Number, Field(gt=0.0)] = 10.0
-    idle_timeout_s: Annotated[Number, Field(gt=0.0)] = 30.0
-    min_transfer_bytes_per_s: Annotated[Int, Field(ge=0)] = 1024 * 1024  # 0: no floor
-    transfer_grace_s: Annotated[Number, Field(gt=0.0)] = 1.0
-    send_timeout_s: Annotated[Number, Field(gt=0.0)] = 30.0
+    max_streams_per_peer: Annotated[Int, Field(ge=1, le=64)] = _LIMITS.max_streams_per_peer
+    first_message_timeout_s: Annotated[Number, Field(gt=0.0)] = _LIMITS.first_message_timeout_s
+    idle_timeout_s: Annotated[Number, Field(gt=0.0)] = _LIMITS.idle_timeout_s
+    min_transfer_bytes_per_s: Annotated[Int, Field(ge=0)] = _LIMITS.min_transfer_bytes_per_s
+    transfer_grace_s: Annotated[Number, Field(gt=0.0)] = _LIMITS.transfer_grace_s
+    send_timeout_s: Annotated[Number, Field(gt=0.0)] = _LIMITS.send_timeout_s
 
     def endpoint(self) -> ServerEndpoint:
         return ServerEndpoint(
@@ -102,12 +128,14 @@ class ServerTable(_Tls):
             tls=self.tls(),
             port_file=self.port_file,
             max_transfers=self.max_concurrent_transfers,
-            max_streams_per_peer=self.max_streams_per_peer,
-            first_message_timeout_s=self.first_message_timeout_s,
-            idle_timeout_s=self.idle_timeout_s,
-            min_transfer_bytes_per_s=self.min_transfer_bytes_per_s,
-            transfer_grace_s=self.transfer_grace_s,
-            send_timeout_s=self.send_timeout_s,
+            limits=StreamLimits(
+                max_streams_per_peer=self.max_streams_per_peer,
+                first_message_timeout_s=self.first_message_timeout_s,
+                idle_timeout_s=self.idle_timeout_s,
+                min_transfer_bytes_per_s=self.min_transfer_bytes_per_s,
+                transfer_grace_s=self.transfer_grace_s,
+                send_timeout_s=self.send_timeout_s,
+            ),
         )
 
 

@@ -29,7 +29,6 @@ from fedsov.policy.runtime import PlanAdmission, load_node_plan
 from fedsov.randomness import warn_if_reproducible
 from fedsov.signals import Stopped, until_signalled
 from fedsov.strategy import create_strategy
-from fedsov.transport.options import StreamLimits
 from fedsov.transport.server import start_server
 from fedsov.transport.service import FederationService
 
@@ -128,7 +127,7 @@ class Coordinator:
             engine,
             insecure=tls is None,
             max_transfers=config.server.max_transfers,
-            limits=StreamLimits.of(config.server),
+            limits=config.server.limits,
             plan_sha256=plan.sha256 if plan else None,
             tls=tls,
             revocation=revocation,

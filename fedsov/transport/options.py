@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
-from fedsov.config.endpoint import ServerEndpoint
-
 __all__ = [
     "CLIENT_OPTIONS",
     "INSECURE_NAME_HEADER",
@@ -13,7 +9,6 @@ __all__ = [
     "PLAN_HEADER",
     "REASON_KEY",
     "SERVER_OPTIONS",
-    "StreamLimits",
 ]
 
 # Chunks are 1 MiB by default; a message may carry at most 4 MiB plus framing.
@@ -53,36 +48,3 @@ INSECURE_NAME_HEADER = "fedsov-insecure-node-name"
 PLAN_HEADER = "fedsov-plan-sha256"
 # Trailing metadata of every refusal: a kebab-case reason a program can act on.
 REASON_KEY = "fedsov-reason"
-
-
-@dataclass(frozen=True)
-class StreamLimits:
-    """What one peer's streams may hold of a server (the ``[server]`` keys of that name).
-
-    An upload gets ``first_message_timeout_s`` for its header, then must send a message
-    at least every ``idle_timeout_s`` and, after ``transfer_grace_s``, average at least
-    ``min_transfer_bytes_per_s`` (a 1 MiB chunk at that rate must fit in the grace).
-    A download's peer must take each chunk within ``send_timeout_s``.
-    """
-
-    max_streams_per_peer: int = 2  # uploads (and, apart, downloads) of one peer at once
-    first_message_timeout_s: float = 10.0
-    idle_timeout_s: float = 30.0
-    min_transfer_bytes_per_s: int = 1024 * 1024
-    transfer_grace_s: float = 1.0
-    send_timeout_s: float = 30.0
-
-    @classmethod
-    def of(cls, endpoint: ServerEndpoint) -> StreamLimits:
-        """The limits a ``[server]`` table sets."""
-        return cls(
-            max_streams_per_peer=endpoint.max_streams_per_peer,
-            first_message_timeout_s=endpoint.first_message_timeout_s,
-            idle_timeout_s=endpoint.idle_timeout_s,
-            min_transfer_bytes_per_s=endpoint.min_transfer_bytes_per_s,
-            transfer_grace_s=endpoint.transfer_grace_s,
-            send_timeout_s=endpoint.send_timeout_s,
-        )
-
-    def as_json(self) -> dict[str, float]:
-        return {k: float(v) for k, v in self.__dict__.items()}

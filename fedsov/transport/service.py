@@ -13,6 +13,7 @@ from typing import Any, NoReturn
 import grpc
 
 from fedsov.codec import DEFAULT_CHUNK_SIZE, iter_chunks
+from fedsov.config import StreamLimits
 from fedsov.exceptions import (
     AccessDenied,
     FedsovError,
@@ -32,7 +33,7 @@ from fedsov.proto.v1 import federation_pb2_grpc as pb_grpc
 from fedsov.transport import serde
 from fedsov.transport.errors import INTERNAL_REASON, reason_for, status_for
 from fedsov.transport.handler import FederationHandler
-from fedsov.transport.options import INSECURE_NAME_HEADER, PLAN_HEADER, REASON_KEY, StreamLimits
+from fedsov.transport.options import INSECURE_NAME_HEADER, PLAN_HEADER, REASON_KEY
 
 __all__ = ["FederationService"]
 

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from fedsov.codec import encode
+from fedsov.config import StreamLimits
 from fedsov.messages import PrivacyReport, TrainTask, UpdateHeader
 from fedsov.node.engine import Engine
 from fedsov.pki import NodePaths, NodeSpec, Role, build_pki, load_tls_material
@@ -23,7 +24,7 @@ from fedsov.proto.v1 import federation_pb2 as pb
 from fedsov.testing import make_engine
 from fedsov.transport import serde
 from fedsov.transport.client import FederationClient
-from fedsov.transport.options import REASON_KEY, StreamLimits
+from fedsov.transport.options import REASON_KEY
 from fedsov.transport.server import start_server
 from fedsov.transport.service import FederationService
 
