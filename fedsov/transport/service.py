@@ -369,6 +369,7 @@ def _stalled(idle: bool, limits: StreamLimits, received: int) -> StreamStalled:
         return StreamStalled(f"no data for {limits.idle_timeout_s:g} s (idle_timeout_s)")
     return StreamStalled(
         f"{received} bytes in; slower than min_transfer_bytes_per_s = "
-        f"{limits.min_transfer_bytes_per_s} after {limits.transfer_grace_s:g} s",
+        f"{limits.min_transfer_bytes_per_s} after transfer_grace_s = {limits.transfer_grace_s:g} s"
+        " (a server whose sites have slower links raises its [server] transfer_grace_s)",
         reason="too-slow",
     )
