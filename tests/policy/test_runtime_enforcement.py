@@ -48,6 +48,15 @@ def rounds(dep: Deployment) -> list[dict[str, object]]:
     return [json.loads(line) for line in lines if line.strip()]
 
 
+def completed(dep: Deployment) -> list[dict[str, object]]:
+    """The attempts that completed, one per round if the federation went on. (On a
+    loaded machine a round's first attempt may fail because the sites below a region
+    were still starting: it is retried, and that is not what these tests are about.)"""
+    done = [r for r in rounds(dep) if r["completed"]]
+    assert [r["round"] for r in done] == [1, 2], rounds(dep)
+    return done
+
+
 def reissue(dep: Deployment, node: str, *, jurisdiction: str) -> None:
     """Give ``node`` a CA-signed certificate that says another jurisdiction."""
     ca = load_ca(dep.out / "pki")
@@ -80,8 +89,7 @@ def test_certificate_jurisdiction_must_match_the_plan(tmp_path: Path) -> None:
         if r.event == "policy-refused"
     ]
     assert refused and {(r.peer, r.decision) for r in refused} == {("berlin", "admission")}
-    # The federation went on without that link.
-    assert [r["completed"] for r in rounds(dep)] == [True, True]
+    completed(dep)  # the federation went on without that link
 
 
 @pytest.mark.e2e
@@ -100,14 +108,14 @@ def test_site_refuses_to_send_to_a_forbidden_upstream(tmp_path: Path) -> None:
     )
     # agg-in never heard from paris: the refusal happened before dialing.
     assert "paris" not in group.log("agg-in").read_text()
-    assert all(r["completed"] for r in rounds(dep))
+    completed(dep)
 
 
 @pytest.mark.e2e
 def test_region_below_k_exports_nothing(tmp_path: Path) -> None:
     dep = deploy(tmp_path)
     run(dep, kill=("delhi",))  # agg-in keeps 1 site; IN exports only aggregates of >= 2
-    for r in rounds(dep):
+    for r in completed(dep):
         status = {s["site"]: (s["status"], s["reason"]) for s in r["sites"]}  # type: ignore[index]
         assert status["agg-eu"][0] == "accepted"
         assert status["agg-in"][0] == "declined"
