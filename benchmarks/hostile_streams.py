@@ -28,6 +28,7 @@ import grpc
 import numpy as np
 
 from fedsov.codec import encode
+from fedsov.config import StreamLimits
 from fedsov.messages import PrivacyReport, TrainTask, UpdateHeader
 from fedsov.node.engine import RoundReport
 from fedsov.pki import NodePaths, NodeSpec, Role, build_pki, load_tls_material
@@ -131,12 +132,15 @@ def _open_hostile(clients: dict[str, FederationClient], tasks: dict[str, TrainTa
     return calls
 
 
-async def scenario(root: Path, *, round_timeout_s: float = 6.0) -> Outcome:
+async def scenario(
+    root: Path, *, round_timeout_s: float = 6.0, limits: StreamLimits | None = None
+) -> Outcome:
+    """``limits``: the server's ``[server]`` stream limits (default: the defaults)."""
     pki = make_pki(root / "pki")
     engine = make_engine(root, BASE, federation="bench-fed", min_sites=5, timeout_s=round_timeout_s)
     c = pki["coordinator"]
     tls = load_tls_material(cert=c.cert, key=c.key, ca=c.ca)
-    service = FederationService(engine, tls=tls)  # default limits, 4 transfers
+    service = FederationService(engine, tls=tls, limits=limits)  # 4 transfers
     server = await start_server(service, address="127.0.0.1:0", tls=tls)
     address = f"127.0.0.1:{server.port}"
     run = asyncio.ensure_future(engine.run())

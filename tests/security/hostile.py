@@ -166,13 +166,21 @@ class CoordinatorProcess:
     """A real ``fedsov coordinator`` over mTLS on 127.0.0.1 port 0; killed on exit."""
 
     def __init__(
-        self, out: Path, pki: HostilePki, *, rounds: Mapping[str, object], heartbeat_s: float = 0.5
+        self,
+        out: Path,
+        pki: HostilePki,
+        *,
+        rounds: Mapping[str, object],
+        heartbeat_s: float = 0.5,
+        server: Mapping[str, object] | None = None,
     ) -> None:
-        """``heartbeat_s``: short, so an open task stream says so at once."""
+        """``heartbeat_s``: short, so an open task stream says so at once; ``server``:
+        more ``[server]`` keys (stream limits)."""
         self.out = out
         self.pki = pki
         self.rounds = rounds
         self.heartbeat_s = heartbeat_s
+        self.server = dict(server or {})
         self.port_file = out / "coordinator.port"
         self.log = out / "coordinator.log"
         self.output_dir = out / "coordinator"
@@ -200,6 +208,7 @@ class CoordinatorProcess:
                     "cert": str(c.cert),
                     "key": str(c.key),
                     "ca": str(c.ca),
+                    **self.server,
                 },
                 "model": MODEL,
                 "rounds": dict(self.rounds),

@@ -83,7 +83,8 @@ async def _aborted_halfway(client: FederationClient, header: UpdateHeader, paylo
 def test_a_real_coordinator_keeps_its_round_whole(tmp_path: Path) -> None:
     pki = build_hostile_pki(tmp_path / "pki", hostile=HOSTILE)
     rounds = {"num_rounds": 1, "min_sites": 4, "min_updates": 2, "timeout_s": 60.0}
-    with CoordinatorProcess(tmp_path, pki, rounds=rounds) as coordinator:
+    server = {"first_message_timeout_s": 2.0}  # the silent streams end sooner
+    with CoordinatorProcess(tmp_path, pki, rounds=rounds, server=server) as coordinator:
         result = asyncio.run(asyncio.wait_for(_round(coordinator), 120))
     codes, model_error, round_sites, lineage = result
     assert codes == {

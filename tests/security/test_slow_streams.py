@@ -11,6 +11,8 @@ import sys
 from pathlib import Path
 from types import ModuleType
 
+from fedsov.config import StreamLimits
+
 BENCHMARK = Path(__file__).parents[2] / "benchmarks" / "hostile_streams.py"
 NAMED = {
     ("PERMISSION_DENIED", "not-admitted"),
@@ -33,7 +35,9 @@ def _benchmark() -> ModuleType:
 
 def test_honest_upload_completes_among_idle_and_slow_streams(tmp_path: Path) -> None:
     bench = _benchmark()
-    outcome = asyncio.run(bench.scenario(tmp_path, round_timeout_s=3.0))
+    # The defaults, but a 2 s wait for a header (the benchmark shows the defaults).
+    limits = StreamLimits(first_message_timeout_s=2.0)
+    outcome = asyncio.run(bench.scenario(tmp_path, round_timeout_s=3.0, limits=limits))
     report = outcome.report
     assert report.completed
     assert {s.site: s.status for s in report.sites} == {
