@@ -825,6 +825,25 @@ class Listener:
         await self.client.close()
 
 
+def update_for(
+    task: TrainTask, delta: Mapping[str, np.ndarray], n: int, *, sha256: str | None = None
+) -> tuple[UpdateHeader, bytes]:
+    """An update of ``delta`` for ``task`` (without DP), weighing ``n`` examples; ``sha256``
+    overrides the payload's true hash."""
+    enc = encode(dict(delta))
+    header = UpdateHeader(
+        task_id=task.task_id,
+        round=task.round,
+        manifest=enc.manifest,
+        num_examples=n,
+        payload_size=enc.size,
+        payload_sha256=sha256 or enc.sha256,
+        base_model_sha256=task.model_sha256,
+        privacy=PrivacyReport(enabled=False, epsilon=0.0, delta=0.0),
+    )
+    return header, bytes(enc.payload)
+
+
 def honest_delta(manifest: Manifest, seed: int) -> dict[str, np.ndarray]:
     gen = np.random.default_rng(seed)
     return {
@@ -930,18 +949,8 @@ async def _honest_round(
     for i, site in enumerate(honest):
         task, n = target.tasks[site], 10 * (i + 1)
         delta = honest_delta(target.manifest, seed=i)
-        enc = encode(delta)
-        header = UpdateHeader(
-            task_id=task.task_id,
-            round=task.round,
-            manifest=enc.manifest,
-            num_examples=n,
-            payload_size=enc.size,
-            payload_sha256=enc.sha256,
-            base_model_sha256=task.model_sha256,
-            privacy=PrivacyReport(enabled=False, epsilon=0.0, delta=0.0),
-        )
-        code, _ = await status_of(listeners[site].client.upload(header, enc.payload, timeout=30))
+        header, payload = update_for(task, delta, n)
+        code, _ = await status_of(listeners[site].client.upload(header, payload, timeout=30))
         report.honest_receipts[site] = code.name
         updates.append((n, delta))
     for site in coordinator.pki.hostile:  # so the round need not wait for its deadline

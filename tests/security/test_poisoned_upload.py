@@ -16,9 +16,10 @@ from pathlib import Path
 import grpc
 import numpy as np
 import pytest
+from hostile import update_for
 
-from fedsov.codec import encode, iter_chunks
-from fedsov.messages import PrivacyReport, TrainTask, UpdateHeader
+from fedsov.codec import iter_chunks
+from fedsov.messages import TrainTask, UpdateHeader
 from fedsov.node.rounds import TaskStatus
 from fedsov.pki import NodePaths, NodeSpec, Role, build_pki, load_tls_material
 from fedsov.proto.v1 import federation_pb2 as pb
@@ -46,23 +47,6 @@ def client(address: str, paths: NodePaths) -> FederationClient:
 
 def full(value: float) -> dict[str, np.ndarray]:
     return {k: np.full(v.shape, value, dtype=np.float32) for k, v in BASE.items()}
-
-
-def update_for(
-    task: TrainTask, delta: dict[str, np.ndarray], n: int, *, sha256: str | None = None
-) -> tuple[UpdateHeader, bytes]:
-    enc = encode(delta)
-    header = UpdateHeader(
-        task_id=task.task_id,
-        round=task.round,
-        manifest=enc.manifest,
-        num_examples=n,
-        payload_size=enc.size,
-        payload_sha256=sha256 or enc.sha256,
-        base_model_sha256=task.model_sha256,
-        privacy=PrivacyReport(enabled=False, epsilon=0.0, delta=0.0),
-    )
-    return header, bytes(enc.payload)
 
 
 async def first_task(events: AsyncIterator[object]) -> TrainTask:

@@ -23,10 +23,11 @@ from hostile import (
     federation_client,
     honest_delta,
     status_of,
+    update_for,
 )
 
-from fedsov.codec import decode, encode, iter_chunks
-from fedsov.messages import PrivacyReport, TrainTask, UpdateHeader
+from fedsov.codec import decode, iter_chunks
+from fedsov.messages import UpdateHeader
 from fedsov.proto.v1 import federation_pb2 as pb
 from fedsov.transport import serde
 from fedsov.transport.client import FederationClient
@@ -34,21 +35,6 @@ from fedsov.transport.client import FederationClient
 pytestmark = pytest.mark.e2e
 
 HOSTILE = ("mallory-1", "mallory-2")
-
-
-def _header(task: TrainTask, arrays: dict[str, np.ndarray], n: int) -> tuple[UpdateHeader, bytes]:
-    enc = encode(arrays)
-    header = UpdateHeader(
-        task_id=task.task_id,
-        round=task.round,
-        manifest=enc.manifest,
-        num_examples=n,
-        payload_size=enc.size,
-        payload_sha256=enc.sha256,
-        base_model_sha256=task.model_sha256,
-        privacy=PrivacyReport(enabled=False, epsilon=0.0, delta=0.0),
-    )
-    return header, bytes(enc.payload)
 
 
 async def _silent(client: FederationClient, header: UpdateHeader | None) -> grpc.StatusCode:
@@ -130,17 +116,17 @@ async def _round(
         codes["impostor subscription"] = (await status_of(impostor_subscribes()))[0]
 
         shape = {s.name: np.ones(s.shape, np.float32) for s in first.manifest.tensors}
-        header, payload = _header(tasks["mallory-1"], shape, 10)
+        header, payload = update_for(tasks["mallory-1"], shape, 10)
         forged = replace(header, contributors=("ghost-hospital",))
         codes["forged contributors"] = (await status_of(mallory_1.upload(forged, payload)))[0]
         await _aborted_halfway(mallory_1, header, payload)
 
         huge = {k: v * np.float32(1e30) for k, v in shape.items()}
-        header, payload = _header(tasks["mallory-2"], huge, 10)
+        header, payload = update_for(tasks["mallory-2"], huge, 10)
         wrong = replace(header, payload_sha256="0" * 64)
         codes["1e30 with a wrong hash"] = (await status_of(mallory_2.upload(wrong, payload)))[0]
 
-        header, payload = _header(tasks["mallory-1"], shape, 10)
+        header, payload = update_for(tasks["mallory-1"], shape, 10)
         codes["outsider upload"] = (await status_of(outsider.upload(header, payload)))[0]
         silent = await asyncio.gather(_silent(mallory_1, None), _silent(mallory_1, header))
         codes["silent before the header"], codes["silent after the header"] = silent
@@ -152,7 +138,7 @@ async def _round(
         updates = []
         for i, site in enumerate(("site-1", "site-2")):
             delta, n = honest_delta(first.manifest, seed=i), 10 * (i + 1)
-            header, payload = _header(tasks[site], delta, n)
+            header, payload = update_for(tasks[site], delta, n)
             sent = listeners[site].client.upload(header, payload)
             codes[f"honest {site}"] = (await status_of(sent))[0]
             updates.append((n, delta))
