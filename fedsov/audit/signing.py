@@ -15,13 +15,13 @@ from pathlib import Path
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, padding, rsa
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes, PublicKeyTypes
 
 from fedsov.exceptions import AuditError, PKIError
 from fedsov.pki._files import read_bytes
-from fedsov.pki._keys import load_private_key
+from fedsov.pki._keys import load_private_key, sign_message, verify_message
 
 __all__ = [
     "Signer",
@@ -80,15 +80,7 @@ def fingerprint(key: PublicKeyTypes) -> str:
 def verify_signature(key: PublicKeyTypes, signature: str, data: bytes) -> bool:
     """Whether ``signature`` (base64) is ``key``'s signature over ``data``."""
     try:
-        raw = base64.b64decode(signature.encode(), validate=True)
-        if isinstance(key, ec.EllipticCurvePublicKey):
-            key.verify(raw, data, ec.ECDSA(hashes.SHA256()))
-        elif isinstance(key, rsa.RSAPublicKey):
-            key.verify(raw, data, padding.PKCS1v15(), hashes.SHA256())
-        elif isinstance(key, ed25519.Ed25519PublicKey | ed448.Ed448PublicKey):
-            key.verify(raw, data)
-        else:
-            return False
+        verify_message(key, base64.b64decode(signature.encode(), validate=True), data)
     except (InvalidSignature, binascii.Error, ValueError):
         return False
     return True
@@ -118,14 +110,7 @@ class Signer:
 
     def sign(self, data: bytes) -> str:
         """Base64 signature over ``data``."""
-        key = self._key
-        if isinstance(key, ec.EllipticCurvePrivateKey):
-            raw = key.sign(data, ec.ECDSA(hashes.SHA256()))
-        elif isinstance(key, rsa.RSAPrivateKey):
-            raw = key.sign(data, padding.PKCS1v15(), hashes.SHA256())
-        else:
-            raw = key.sign(data)
-        return base64.b64encode(raw).decode()
+        return base64.b64encode(sign_message(self._key, data)).decode()
 
 
 def load_certificates(path: Path) -> list[x509.Certificate]:

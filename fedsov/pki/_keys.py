@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
+from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.types import (
     CertificateIssuerPrivateKeyTypes,
     CertificatePublicKeyTypes,
@@ -78,3 +78,27 @@ def signing_hash(key: CertificateIssuerPrivateKeyTypes) -> hashes.SHA256 | None:
     if isinstance(key, ed25519.Ed25519PrivateKey | ed448.Ed448PrivateKey):
         return None
     return hashes.SHA256()
+
+
+def sign_message(key: CertificateIssuerPrivateKeyTypes, data: bytes) -> bytes:
+    """``key``'s signature over ``data``: ECDSA-SHA256, RSA PKCS#1 v1.5 with SHA-256,
+    or EdDSA (the schemes of every fedsov signature: ledgers, statements, join proofs)."""
+    if isinstance(key, ec.EllipticCurvePrivateKey):
+        return key.sign(data, ec.ECDSA(hashes.SHA256()))
+    if isinstance(key, rsa.RSAPrivateKey):
+        return key.sign(data, padding.PKCS1v15(), hashes.SHA256())
+    if isinstance(key, ed25519.Ed25519PrivateKey | ed448.Ed448PrivateKey):
+        return key.sign(data)
+    raise PKIError(f"cannot sign with a {type(key).__name__}")
+
+
+def verify_message(key: object, signature: bytes, data: bytes) -> None:
+    """Raise InvalidSignature unless ``signature`` is ``key``'s (``sign_message``) over ``data``."""
+    if isinstance(key, ec.EllipticCurvePublicKey):
+        key.verify(signature, data, ec.ECDSA(hashes.SHA256()))
+    elif isinstance(key, rsa.RSAPublicKey):
+        key.verify(signature, data, padding.PKCS1v15(), hashes.SHA256())
+    elif isinstance(key, ed25519.Ed25519PublicKey | ed448.Ed448PublicKey):
+        key.verify(signature, data)
+    else:
+        raise InvalidSignature(f"unsupported key type {type(key).__name__}")

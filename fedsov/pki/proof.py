@@ -15,16 +15,11 @@ import struct
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, padding, rsa
-from cryptography.hazmat.primitives.asymmetric.types import (
-    CertificateIssuerPrivateKeyTypes,
-    CertificatePublicKeyTypes,
-)
+from cryptography.hazmat.primitives import serialization
 from cryptography.x509.verification import PolicyBuilder, Store, VerificationError
 
 from fedsov.exceptions import PKIError
-from fedsov.pki._keys import private_key_from_pem
+from fedsov.pki._keys import private_key_from_pem, sign_message, verify_message
 from fedsov.pki.identity import NodeIdentity, identity_from_certificate
 from fedsov.pki.tls import TlsMaterial
 
@@ -39,7 +34,6 @@ __all__ = [
 
 JOIN_PROOF_CONTEXT = b"fedsov/v1 join proof"
 NONCE_BYTES = 32
-_PSS = padding.PSS(mgf=padding.MGF1(hashes.SHA256()), salt_length=padding.PSS.DIGEST_LENGTH)
 
 
 def new_nonce() -> bytes:
@@ -63,28 +57,6 @@ def join_proof_message(*, nonce: bytes, client_certificate_sha256: str, federati
     )
 
 
-def _sign(key: CertificateIssuerPrivateKeyTypes, message: bytes) -> bytes:
-    if isinstance(key, ec.EllipticCurvePrivateKey):
-        return key.sign(message, ec.ECDSA(hashes.SHA256()))
-    if isinstance(key, rsa.RSAPrivateKey):
-        return key.sign(message, _PSS, hashes.SHA256())
-    if isinstance(key, ed25519.Ed25519PrivateKey | ed448.Ed448PrivateKey):
-        return key.sign(message)
-    raise PKIError(f"join proof: cannot sign with a {type(key).__name__}")
-
-
-def _verify(key: CertificatePublicKeyTypes, signature: bytes, message: bytes) -> None:
-    """Raise InvalidSignature unless ``signature`` is ``key``'s over ``message``."""
-    if isinstance(key, ec.EllipticCurvePublicKey):
-        key.verify(signature, message, ec.ECDSA(hashes.SHA256()))
-    elif isinstance(key, rsa.RSAPublicKey):
-        key.verify(signature, message, _PSS, hashes.SHA256())
-    elif isinstance(key, ed25519.Ed25519PublicKey | ed448.Ed448PublicKey):
-        key.verify(signature, message)
-    else:
-        raise InvalidSignature(f"unsupported key type {type(key).__name__}")
-
-
 class JoinProver:
     """A server's side of the proof: its certificate (DER) and the key that signs."""
 
@@ -99,7 +71,7 @@ class JoinProver:
         message = join_proof_message(
             nonce=nonce, client_certificate_sha256=client_certificate_sha256, federation=federation
         )
-        return _sign(self._key, message)
+        return sign_message(self._key, message)
 
 
 def _chained(cert: x509.Certificate, ca_pem: bytes, now: dt.datetime) -> None:
@@ -153,7 +125,7 @@ def verify_join_proof(
         nonce=nonce, client_certificate_sha256=client_certificate_sha256, federation=federation
     )
     try:
-        _verify(cert.public_key(), proof, message)
+        verify_message(cert.public_key(), proof, message)
     except InvalidSignature:
         raise PKIError(
             f"the join proof of {identity.name!r} does not verify: it was not signed by its "
