@@ -27,13 +27,12 @@ from typing import Any
 import grpc
 import numpy as np
 
-from fedsov.codec import encode
 from fedsov.config import StreamLimits
 from fedsov.messages import PrivacyReport, TrainTask, UpdateHeader
 from fedsov.node.engine import RoundReport
 from fedsov.pki import NodePaths, NodeSpec, Role, build_pki, load_tls_material
 from fedsov.proto.v1 import federation_pb2 as pb
-from fedsov.testing import make_engine
+from fedsov.testing import make_engine, update_for
 from fedsov.transport import serde
 from fedsov.transport.client import FederationClient
 from fedsov.transport.options import REASON_KEY
@@ -74,18 +73,8 @@ async def _task(client: FederationClient) -> TrainTask:
 
 
 def _update(task: TrainTask) -> tuple[UpdateHeader, bytes]:
-    enc = encode({"w": np.full((256, 256), 0.5, dtype=np.float32)})
-    header = UpdateHeader(
-        task_id=task.task_id,
-        round=task.round,
-        manifest=enc.manifest,
-        num_examples=10,
-        payload_size=enc.size,
-        payload_sha256=enc.sha256,
-        base_model_sha256=task.model_sha256,
-        privacy=PrivacyReport(enabled=True, epsilon=0.5, delta=1e-5),
-    )
-    return header, bytes(enc.payload)
+    delta = {"w": np.full((256, 256), 0.5, dtype=np.float32)}
+    return update_for(task, delta, 10, privacy=PrivacyReport(enabled=True, epsilon=0.5, delta=1e-5))
 
 
 async def _hostile_messages(

@@ -7,13 +7,16 @@ from pathlib import Path
 
 import numpy as np
 
+from fedsov.codec import encode
 from fedsov.coordinator.schedule import Schedule, ScheduledEngine
-from fedsov.messages import TrainingPlan
+from fedsov.messages import PrivacyReport, TrainingPlan, TrainTask, UpdateHeader
 from fedsov.node.engine import EngineSettings
 from fedsov.node.model import GlobalModel, ModelStore
+from fedsov.pki import NodePaths, load_tls_material
 from fedsov.strategy import FedAvg
+from fedsov.transport.client import FederationClient
 
-__all__ = ["make_engine", "two_jurisdiction_plan"]
+__all__ = ["make_engine", "tls_client", "two_jurisdiction_plan", "update_for"]
 
 DEFAULT_PLAN = TrainingPlan(local_epochs=1, batch_size=8, learning_rate=0.1)
 
@@ -47,6 +50,41 @@ def make_engine(
         store=ModelStore(tmp_path / "models"),
         work_dir=tmp_path / "work",
     )
+
+
+NO_DP = PrivacyReport(enabled=False, epsilon=0.0, delta=0.0)
+
+
+def update_for(
+    task: TrainTask,
+    delta: Mapping[str, np.ndarray],
+    num_examples: int,
+    *,
+    privacy: PrivacyReport = NO_DP,
+    metrics: Mapping[str, float] | None = None,
+    sha256: str | None = None,
+) -> tuple[UpdateHeader, bytes]:
+    """An upload answering ``task``: its header and payload (``sha256`` overrides the
+    payload's true hash, for tests of a lying sender)."""
+    enc = encode(dict(delta))
+    header = UpdateHeader(
+        task_id=task.task_id,
+        round=task.round,
+        manifest=enc.manifest,
+        num_examples=num_examples,
+        payload_size=enc.size,
+        payload_sha256=sha256 or enc.sha256,
+        base_model_sha256=task.model_sha256,
+        privacy=privacy,
+        metrics=dict(metrics or {}),
+    )
+    return header, bytes(enc.payload)
+
+
+def tls_client(address: str, paths: NodePaths, server_name: str = "localhost") -> FederationClient:
+    """A participant's client presenting ``paths``' certificate."""
+    tls = load_tls_material(cert=paths.cert, key=paths.key, ca=paths.ca)
+    return FederationClient(address, tls=tls, server_name=server_name)
 
 
 _TWO_JURISDICTIONS = """

@@ -47,13 +47,13 @@ from fedsov.pki import (
     Role,
     build_pki,
     load_ca,
-    load_tls_material,
     make_csr,
     sign_csr,
     write_certificate,
 )
 from fedsov.proto.v1 import federation_pb2 as pb
 from fedsov.proto.v1 import tensors_pb2 as tpb
+from fedsov.testing import tls_client, update_for
 from fedsov.transport import serde
 from fedsov.transport.client import FederationClient
 from fedsov.transport.options import CLIENT_OPTIONS, MAX_MESSAGE_BYTES
@@ -298,8 +298,7 @@ def open_channel(address: str, paths: NodePaths) -> grpc.aio.Channel:
 
 
 def federation_client(address: str, paths: NodePaths) -> FederationClient:
-    tls = load_tls_material(cert=paths.cert, key=paths.key, ca=paths.ca)
-    return FederationClient(address, tls=tls, server_name=SERVER_NAME)
+    return tls_client(address, paths, SERVER_NAME)
 
 
 @dataclass(frozen=True)
@@ -823,25 +822,6 @@ class Listener:
         self._reader.cancel()
         await asyncio.gather(self._reader, return_exceptions=True)
         await self.client.close()
-
-
-def update_for(
-    task: TrainTask, delta: Mapping[str, np.ndarray], n: int, *, sha256: str | None = None
-) -> tuple[UpdateHeader, bytes]:
-    """An update of ``delta`` for ``task`` (without DP), weighing ``n`` examples; ``sha256``
-    overrides the payload's true hash."""
-    enc = encode(dict(delta))
-    header = UpdateHeader(
-        task_id=task.task_id,
-        round=task.round,
-        manifest=enc.manifest,
-        num_examples=n,
-        payload_size=enc.size,
-        payload_sha256=sha256 or enc.sha256,
-        base_model_sha256=task.model_sha256,
-        privacy=PrivacyReport(enabled=False, epsilon=0.0, delta=0.0),
-    )
-    return header, bytes(enc.payload)
 
 
 def honest_delta(manifest: Manifest, seed: int) -> dict[str, np.ndarray]:

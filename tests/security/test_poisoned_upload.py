@@ -16,14 +16,13 @@ from pathlib import Path
 import grpc
 import numpy as np
 import pytest
-from hostile import update_for
 
 from fedsov.codec import iter_chunks
 from fedsov.messages import TrainTask, UpdateHeader
 from fedsov.node.rounds import TaskStatus
 from fedsov.pki import NodePaths, NodeSpec, Role, build_pki, load_tls_material
 from fedsov.proto.v1 import federation_pb2 as pb
-from fedsov.testing import make_engine
+from fedsov.testing import make_engine, update_for
 from fedsov.transport import serde
 from fedsov.transport.client import FederationClient
 from fedsov.transport.server import start_server

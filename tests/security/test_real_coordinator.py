@@ -23,12 +23,12 @@ from hostile import (
     federation_client,
     honest_delta,
     status_of,
-    update_for,
 )
 
 from fedsov.codec import decode, iter_chunks
 from fedsov.messages import UpdateHeader
 from fedsov.proto.v1 import federation_pb2 as pb
+from fedsov.testing import update_for
 from fedsov.transport import serde
 from fedsov.transport.client import FederationClient
 

@@ -16,7 +16,7 @@ from fedsov.codec import encode
 from fedsov.messages import PrivacyReport, TrainTask, UpdateHeader
 from fedsov.node.engine import Engine
 from fedsov.pki import NodePaths, NodeSpec, Role, build_pki, load_tls_material
-from fedsov.testing import make_engine
+from fedsov.testing import make_engine, tls_client
 from fedsov.transport.client import FederationClient
 from fedsov.transport.server import start_server
 from fedsov.transport.service import FederationService
@@ -33,9 +33,7 @@ class Federation:
     run: asyncio.Task[object]
 
     def client(self, name: str) -> FederationClient:
-        p = self.pki[name]
-        tls = load_tls_material(cert=p.cert, key=p.key, ca=p.ca)
-        return FederationClient(self.address, tls=tls, server_name="localhost")
+        return tls_client(self.address, self.pki[name])
 
 
 @pytest.fixture(scope="module")

@@ -15,13 +15,13 @@ import grpc
 import numpy as np
 import pytest
 
-from fedsov.codec import encode
 from fedsov.config import StreamLimits
 from fedsov.messages import PrivacyReport, TrainTask, UpdateHeader
 from fedsov.node.engine import Engine
 from fedsov.pki import NodePaths, NodeSpec, Role, build_pki, load_tls_material
 from fedsov.proto.v1 import federation_pb2 as pb
-from fedsov.testing import make_engine
+from fedsov.testing import make_engine, tls_client
+from fedsov.testing import update_for as upload_for
 from fedsov.transport import serde
 from fedsov.transport.client import FederationClient
 from fedsov.transport.options import REASON_KEY
@@ -42,9 +42,7 @@ class Fed:
     run: asyncio.Task[Any]
 
     def client(self, name: str) -> FederationClient:
-        p = self.pki[name]
-        tls = load_tls_material(cert=p.cert, key=p.key, ca=p.ca)
-        return FederationClient(self.address, tls=tls, server_name="localhost")
+        return tls_client(self.address, self.pki[name])
 
 
 @pytest.fixture(scope="module")
@@ -88,20 +86,12 @@ async def first_task(client: FederationClient) -> TrainTask:
     raise AssertionError("stream ended without a task")
 
 
+DP = PrivacyReport(enabled=True, epsilon=0.5, delta=1e-5)
+
+
 def update_for(task: TrainTask, value: float = 1.0, **metrics: float) -> tuple[UpdateHeader, bytes]:
-    enc = encode({"w": np.full((16, 8), value, dtype=np.float32)})
-    header = UpdateHeader(
-        task_id=task.task_id,
-        round=task.round,
-        manifest=enc.manifest,
-        num_examples=10,
-        payload_size=enc.size,
-        payload_sha256=enc.sha256,
-        base_model_sha256=task.model_sha256,
-        privacy=PrivacyReport(enabled=True, epsilon=0.5, delta=1e-5),
-        metrics=metrics,
-    )
-    return header, bytes(enc.payload)
+    delta = {"w": np.full((16, 8), value, dtype=np.float32)}
+    return upload_for(task, delta, 10, privacy=DP, metrics=metrics)
 
 
 async def messages(
