@@ -19,7 +19,6 @@ import asyncio
 import json
 import tempfile
 import time
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,9 +30,7 @@ from fedsov.config import StreamLimits
 from fedsov.messages import PrivacyReport, TrainTask, UpdateHeader
 from fedsov.node.engine import RoundReport
 from fedsov.pki import NodePaths, NodeSpec, Role, build_pki, load_tls_material
-from fedsov.proto.v1 import federation_pb2 as pb
-from fedsov.testing import make_engine, update_for
-from fedsov.transport import serde
+from fedsov.testing import make_engine, stalling_upload, update_for
 from fedsov.transport.client import FederationClient
 from fedsov.transport.options import REASON_KEY
 from fedsov.transport.server import start_server
@@ -77,17 +74,6 @@ def _update(task: TrainTask) -> tuple[UpdateHeader, bytes]:
     return update_for(task, delta, 10, privacy=PrivacyReport(enabled=True, epsilon=0.5, delta=1e-5))
 
 
-async def _hostile_messages(
-    header: UpdateHeader | None, trickle: float | None
-) -> AsyncIterator[pb.UpdateChunk]:
-    if header is not None:
-        yield pb.UpdateChunk(header=serde.update_header_to_proto(header))
-    while trickle is not None:
-        await asyncio.sleep(trickle)
-        yield pb.UpdateChunk(data=b"\0")
-    await asyncio.Event().wait()
-
-
 # What grpc's client reports, instead of the server's status, when the server ended
 # the call while a trickling request stream was still writing to it.
 CLIENT_SIDE_INTERNAL = "Internal error from Core"
@@ -116,7 +102,7 @@ def _open_hostile(clients: dict[str, FederationClient], tasks: dict[str, TrainTa
     for name, task, trickle in specs:
         c = clients[name]
         header = _update(task)[0] if task else None
-        stream = _hostile_messages(header, trickle)
+        stream = stalling_upload(header, trickle=trickle)
         calls.append(c._stub.UploadUpdate(stream, metadata=c._metadata, timeout=120))
     return calls
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import asyncio
+from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -13,10 +14,12 @@ from fedsov.messages import PrivacyReport, TrainingPlan, TrainTask, UpdateHeader
 from fedsov.node.engine import EngineSettings
 from fedsov.node.model import GlobalModel, ModelStore
 from fedsov.pki import NodePaths, load_tls_material
+from fedsov.proto.v1 import federation_pb2 as pb
 from fedsov.strategy import FedAvg
+from fedsov.transport import serde
 from fedsov.transport.client import FederationClient
 
-__all__ = ["make_engine", "tls_client", "two_jurisdiction_plan", "update_for"]
+__all__ = ["make_engine", "stalling_upload", "tls_client", "two_jurisdiction_plan", "update_for"]
 
 DEFAULT_PLAN = TrainingPlan(local_epochs=1, batch_size=8, learning_rate=0.1)
 
@@ -79,6 +82,19 @@ def update_for(
         metrics=dict(metrics or {}),
     )
     return header, bytes(enc.payload)
+
+
+async def stalling_upload(
+    header: UpdateHeader | None, *, trickle: float | None = None
+) -> AsyncIterator[pb.UpdateChunk]:
+    """A hostile upload's messages: optionally a header, then one byte every
+    ``trickle`` s, or silence, for ever."""
+    if header is not None:
+        yield pb.UpdateChunk(header=serde.update_header_to_proto(header))
+    while trickle is not None:
+        await asyncio.sleep(trickle)
+        yield pb.UpdateChunk(data=b"\0")
+    await asyncio.Event().wait()
 
 
 def tls_client(address: str, paths: NodePaths, server_name: str = "localhost") -> FederationClient:

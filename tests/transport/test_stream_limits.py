@@ -20,9 +20,8 @@ from fedsov.messages import PrivacyReport, TrainTask, UpdateHeader
 from fedsov.node.engine import Engine
 from fedsov.pki import NodePaths, NodeSpec, Role, build_pki, load_tls_material
 from fedsov.proto.v1 import federation_pb2 as pb
-from fedsov.testing import make_engine, tls_client
+from fedsov.testing import make_engine, stalling_upload, tls_client
 from fedsov.testing import update_for as upload_for
-from fedsov.transport import serde
 from fedsov.transport.client import FederationClient
 from fedsov.transport.options import REASON_KEY
 from fedsov.transport.server import start_server
@@ -94,18 +93,6 @@ def update_for(task: TrainTask, value: float = 1.0, **metrics: float) -> tuple[U
     return upload_for(task, delta, 10, privacy=DP, metrics=metrics)
 
 
-async def messages(
-    header: UpdateHeader | None, *, trickle: float | None = None
-) -> AsyncIterator[pb.UpdateChunk]:
-    """Optionally a header; then one byte every ``trickle`` s, or silence."""
-    if header is not None:
-        yield pb.UpdateChunk(header=serde.update_header_to_proto(header))
-    while trickle is not None:
-        await asyncio.sleep(trickle)
-        yield pb.UpdateChunk(data=b"\0")
-    await asyncio.Event().wait()
-
-
 def raw_upload(client: FederationClient, stream: AsyncIterator[pb.UpdateChunk]) -> Any:
     return client._stub.UploadUpdate(stream, metadata=client._metadata, timeout=60)
 
@@ -123,7 +110,7 @@ def test_silent_upload_ends_at_its_first_message_timeout(
         limits = StreamLimits(first_message_timeout_s=0.2)
         async with federation(tmp_path, pki, limits) as fed, fed.client("site-1") as c:
             await first_task(c)
-            code, reason = await refusal(raw_upload(c, messages(None)))
+            code, reason = await refusal(raw_upload(c, stalling_upload(None)))
             assert (code, reason) == (grpc.StatusCode.DEADLINE_EXCEEDED, "idle-timeout")
             assert fed.service.refusals["idle-timeout"] == 1
 
@@ -138,7 +125,7 @@ def test_trickling_upload_is_too_slow_and_its_task_stays_open(
         async with federation(tmp_path, pki, limits) as fed, fed.client("site-1") as c:
             task = await first_task(c)
             header, payload = update_for(task)
-            code, reason = await refusal(raw_upload(c, messages(header, trickle=0.05)))
+            code, reason = await refusal(raw_upload(c, stalling_upload(header, trickle=0.05)))
             assert (code, reason) == (grpc.StatusCode.DEADLINE_EXCEEDED, "too-slow")
             assert fed.engine.current is not None
             assert fed.engine.current.tasks[task.task_id].status == "pending"
@@ -157,7 +144,7 @@ def test_streams_of_a_peer_not_admitted_never_take_the_slot(
             fed.client("rogue") as rogue,
         ):
             task = await first_task(honest)
-            calls = [raw_upload(rogue, messages(None)) for _ in range(4)]
+            calls = [raw_upload(rogue, stalling_upload(None)) for _ in range(4)]
             header, payload = update_for(task)
             receipt = await honest.upload(header, payload)
             assert receipt.payload_sha256 == header.payload_sha256
@@ -173,11 +160,11 @@ def test_a_peer_past_its_stream_limit_is_resource_exhausted(
     async def scenario() -> None:
         async with federation(tmp_path, pki, PATIENT) as fed, fed.client("site-1") as c:
             await first_task(c)
-            held = [raw_upload(c, messages(None)) for _ in range(2)]
+            held = [raw_upload(c, stalling_upload(None)) for _ in range(2)]
             async with asyncio.timeout(10):
                 while fed.service._streams[("upload", "site-1")] < 2:
                     await asyncio.sleep(0.01)
-            code, reason = await refusal(raw_upload(c, messages(None)))
+            code, reason = await refusal(raw_upload(c, stalling_upload(None)))
             assert (code, reason) == (grpc.StatusCode.RESOURCE_EXHAUSTED, "too-many-streams")
             for call in held:
                 call.cancel()
@@ -208,7 +195,7 @@ def test_header_then_silence_ends_when_the_round_closes_and_later_chunks_are_lat
             fed.client("site-2") as honest,
         ):
             tasks = await asyncio.gather(first_task(silent), first_task(honest))
-            call = raw_upload(silent, messages(update_for(tasks[0])[0]))
+            call = raw_upload(silent, stalling_upload(update_for(tasks[0])[0]))
             await honest.upload(*update_for(tasks[1]))
             assert await refusal(call) == (grpc.StatusCode.DEADLINE_EXCEEDED, "late")
             (report,) = await asyncio.wait_for(fed.run, 30)
@@ -234,7 +221,7 @@ def test_a_bug_in_the_handler_is_internal_by_name(
                 raise ZeroDivisionError("a bug")
 
             fed.engine.check_upload = broken  # type: ignore[method-assign]
-            code, reason = await refusal(raw_upload(c, messages(update_for(task)[0])))
+            code, reason = await refusal(raw_upload(c, stalling_upload(update_for(task)[0])))
             assert (code, reason) == (grpc.StatusCode.INTERNAL, "internal")
 
     asyncio.run(scenario())
