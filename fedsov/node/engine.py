@@ -265,6 +265,7 @@ class Engine:
         self._site_changed = asyncio.Event()
         self._models: dict[str, GlobalModel] = {initial.sha256: initial}
         self._told: set[str] = set()  # participants that received Finished
+        self._told_changed = asyncio.Event()
 
     # ----- participants -------------------------------------------------------------
 
@@ -317,6 +318,7 @@ class Engine:
         old.queue.put_nowait(None)
 
     async def _events(self, sub: _Subscriber) -> AsyncIterator[TaskEvent]:
+        told = False
         try:
             while True:
                 try:
@@ -326,11 +328,16 @@ class Engine:
                     event = Heartbeat(time.time())
                 if event is None:
                     return
+                # Handed to the transport: the stream may end at this yield (the site
+                # closes it on Finished), and it was told all the same.
+                told = isinstance(event, Finished)
                 yield event
-                if isinstance(event, Finished):
-                    self._told.add(sub.identity.name)
+                if told:
                     return
         finally:
+            if told:
+                self._told.add(sub.identity.name)
+                self._told_changed.set()
             if self._subscribers.get(sub.identity.name) is sub:
                 del self._subscribers[sub.identity.name]
                 self._site_changed.set()
@@ -747,9 +754,11 @@ class Engine:
             return
         last = self.reports[-1] if self.reports else None
         expected = {s.site for s in last.sites} if last else set()
-        deadline = time.monotonic() + timeout
-        while not expected <= self._told and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                while not expected <= self._told:
+                    self._told_changed.clear()
+                    await self._told_changed.wait()
         missing = sorted(expected - self._told)
         if missing:
             log.warning("stopping without telling %s that the federation finished", missing)
