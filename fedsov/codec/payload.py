@@ -83,7 +83,7 @@ def iter_chunks(
 
 def decode(
     manifest: Manifest,
-    payload: bytes | memoryview,
+    payload: bytes | bytearray | memoryview,
     *,
     sha256: str | None = None,
     expected: Manifest | None = None,
@@ -100,6 +100,7 @@ def decode(
         size=len(payload),
         sha256=sha256,
         allow_nonfinite=allow_nonfinite,
+        hashed=sha256 is not None,
     )
     out = {spec.name: np.empty(spec.shape, dtype=spec.numpy_dtype) for spec in manifest.tensors}
     flat = {name: a.reshape(-1) for name, a in out.items()}

@@ -10,6 +10,7 @@ Files are read back with the safetensors library itself.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import struct
 from collections.abc import Mapping
@@ -52,11 +53,14 @@ def write_safetensors(
     payload: bytes | bytearray | memoryview,
     *,
     metadata: Mapping[str, str] | None = None,
-) -> None:
-    """Write ``path`` atomically (temporary file, fsync, rename)."""
+) -> str:
+    """Write ``path`` atomically (temporary file, fsync, rename); return the file's
+    SHA-256, computed as it is written (never by reading it back)."""
     header = _header(manifest, metadata or {})
+    digest = hashlib.sha256()
     with atomic_writer(path) as f:
-        f.write(struct.pack("<Q", len(header)))
-        f.write(header)
-        for chunk in iter_chunks(payload):
-            f.write(chunk)
+        parts: list[bytes | memoryview] = [struct.pack("<Q", len(header)), header]
+        for part in (*parts, *iter_chunks(payload)):
+            digest.update(part)
+            f.write(part)
+    return digest.hexdigest()

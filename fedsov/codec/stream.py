@@ -28,7 +28,9 @@ class PayloadReader:
     """Checks size, finiteness and SHA-256 of a payload as its chunks arrive.
 
     ``size`` is the size the sender announced; it must equal the manifest's. Chunks may
-    split elements anywhere: partial elements are carried to the next chunk.
+    split elements anywhere: partial elements are carried to the next chunk. Without
+    ``sha256`` the payload is hashed only with ``hashed=True`` (a payload read back
+    from where it was checked need not be hashed again).
     """
 
     def __init__(
@@ -38,6 +40,7 @@ class PayloadReader:
         size: int,
         sha256: str | None = None,
         allow_nonfinite: bool = False,
+        hashed: bool = True,
     ) -> None:
         if size != manifest.nbytes:
             kind = "truncated" if size < manifest.nbytes else "oversized"
@@ -48,12 +51,12 @@ class PayloadReader:
         self.size = size
         self.received = 0
         self._sha256 = sha256
-        self._hash = hashlib.sha256()
+        self._hash = hashlib.sha256() if hashed or sha256 is not None else None
         self._allow_nonfinite = allow_nonfinite
         self._carry = b""
         self._tensor = 0  # index of the tensor the next byte belongs to
 
-    def feed(self, chunk: bytes | memoryview) -> Iterator[Segment]:
+    def feed(self, chunk: bytes | bytearray | memoryview) -> Iterator[Segment]:
         """Account for ``chunk`` and yield the segments of whole elements it completes.
 
         The size check runs before anything is yielded, so an oversized chunk yields nothing.
@@ -63,13 +66,14 @@ class PayloadReader:
                 f"oversized payload: more than the {self.size} bytes announced "
                 f"(got {self.received + len(chunk)} so far)"
             )
-        self._hash.update(chunk)
+        if self._hash is not None:
+            self._hash.update(chunk)
         consumed = self.received - len(self._carry)  # payload offset of data[0]
         self.received += len(chunk)
-        data: bytes | memoryview = self._carry + bytes(chunk) if self._carry else chunk
+        data: bytes | bytearray | memoryview = self._carry + bytes(chunk) if self._carry else chunk
         return self._segments(data, consumed)
 
-    def _segments(self, data: bytes | memoryview, base: int) -> Iterator[Segment]:
+    def _segments(self, data: bytes | bytearray | memoryview, base: int) -> Iterator[Segment]:
         offsets = self.manifest.offsets
         pos = 0
         while self._tensor < len(self.manifest.tensors) and pos < len(data):
@@ -110,11 +114,11 @@ class PayloadReader:
             raise PayloadSizeError(
                 f"truncated payload: received {self.received} of {self.size} bytes"
             )
-        if self._sha256 is not None and self._hash.hexdigest() != self._sha256:
-            raise PayloadHashError(
-                f"payload SHA-256 is {self._hash.hexdigest()}, announced {self._sha256}"
-            )
+        if self._sha256 is not None and self.sha256 != self._sha256:
+            raise PayloadHashError(f"payload SHA-256 is {self.sha256}, announced {self._sha256}")
 
     @property
     def sha256(self) -> str:
+        if self._hash is None:
+            raise RuntimeError("this reader was told not to hash its payload")
         return self._hash.hexdigest()

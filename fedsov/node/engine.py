@@ -378,7 +378,10 @@ class Engine:
         return current.deadline
 
     async def receive_update(
-        self, identity: NodeIdentity, header: UpdateHeader, chunks: AsyncIterator[bytes]
+        self,
+        identity: NodeIdentity,
+        header: UpdateHeader,
+        chunks: AsyncIterator[bytes | memoryview],
     ) -> UploadReceipt:
         self.admit(identity)
         header = _public_metrics_only(identity.name, header)
@@ -392,8 +395,9 @@ class Engine:
             log.info(
                 "round %d: %s sent its update again; counted once", current.number, identity.name
             )
-        # Once per update, also one whose ack a crash cut off.
-        self.audit.update_received(identity, header)
+        # Once per update, also one whose ack a crash cut off; fsynced off the event loop
+        # (the ledger orders its writers), on disk before the receipt leaves.
+        await asyncio.to_thread(self.audit.update_received, identity, header)
         return receipt
 
     def decline(
@@ -411,11 +415,14 @@ class Engine:
             reason=reason,
         )
 
-    def model_sent(self, identity: NodeIdentity, sha256: str) -> None:
-        """A participant downloaded the whole of model ``sha256``."""
+    async def model_sent(self, identity: NodeIdentity, sha256: str) -> None:
+        """A participant downloaded the whole of model ``sha256`` (recorded off the loop)."""
         current = self.current
-        self.audit.model_sent(
-            round=current.number if current else None, peer=identity, sha256=sha256
+        await asyncio.to_thread(
+            self.audit.model_sent,
+            round=current.number if current else None,
+            peer=identity,
+            sha256=sha256,
         )
 
     def refused(self, identity: NodeIdentity, decision: str, reason: str) -> None:
@@ -582,6 +589,7 @@ class Engine:
                 await rnd.done.wait()
         crash_point("round-closing", rnd.number)
         rnd.close()
+        await rnd.settled()  # complete uploads being stored and folded count
         accepted = rnd.by_status(TaskStatus.ACCEPTED)
         completed = len(accepted) >= self.settings.min_updates
         metrics: dict[str, float] = {}
@@ -590,7 +598,7 @@ class Engine:
         sites = [_site_result(r) for r in sorted(rnd.tasks.values(), key=lambda r: r.site)]
         if completed:
             try:
-                new = rnd.next_model()
+                new = await asyncio.to_thread(rnd.next_model)
             except NonFiniteTensor as exc:  # the round fails; the current model stays
                 completed, failure = False, str(exc)
                 log.error("round %d: %s", rnd.number, failure)
@@ -611,7 +619,8 @@ class Engine:
             population=rnd.population,
             failure=failure,
         )
-        self.state.close_round(
+        await asyncio.to_thread(
+            self.state.close_round,
             rnd.number,
             rnd.attempt,
             report=report.to_json(),
@@ -619,7 +628,7 @@ class Engine:
             strategy_state=self.strategy.state(),
         )
         crash_point("round-committed", rnd.number)
-        shutil.rmtree(rnd.spool_dir, ignore_errors=True)
+        await asyncio.to_thread(shutil.rmtree, rnd.spool_dir, ignore_errors=True)
         if new is not None:
             self._models = {new.sha256: new}
             self.model = new

@@ -97,8 +97,11 @@ class ModelStore:
 
     def save(self, model: GlobalModel, metadata: Mapping[str, Any]) -> Path:
         blob = self.directory / self.blob_name(model.sha256)
-        if not blob.exists():
-            write_safetensors(
+        if blob.exists():  # a model made again (a round re-run): its file is already there
+            with open(blob, "rb") as f:
+                file_sha = hashlib.file_digest(f, "sha256").hexdigest()
+        else:
+            file_sha = write_safetensors(
                 blob,
                 model.manifest,
                 model.encoded.payload,
@@ -106,8 +109,6 @@ class ModelStore:
             )
         path = self.directory / f"round-{model.round:04d}.safetensors"
         _link_atomic(blob, path)
-        with open(path, "rb") as f:
-            file_sha = hashlib.file_digest(f, "sha256").hexdigest()
         write_atomic(path.with_suffix(".safetensors.sha256"), f"{file_sha}  {path.name}\n".encode())
         meta = {
             "round": model.round,

@@ -7,6 +7,7 @@ import logging
 import os
 import time
 from collections.abc import AsyncIterator, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -27,6 +28,7 @@ from fedsov.exceptions import (
 from fedsov.faults import crash_point
 from fedsov.fileio import fsync_dir
 from fedsov.messages import TrainTask, UpdateHeader, UploadReceipt, header_to_json
+from fedsov.node.group_commit import GroupCommit
 from fedsov.node.model import GlobalModel
 from fedsov.node.state import Receipt, StateStore
 from fedsov.strategy import RoundAggregate, UpdateFold
@@ -34,6 +36,9 @@ from fedsov.strategy import RoundAggregate, UpdateFold
 __all__ = ["Round", "TaskRecord", "TaskStatus"]
 
 log = logging.getLogger("fedsov.node")
+
+# Checks each upload chunk off the event loop (hashlib and numpy release the GIL).
+_CHUNK_WORKERS = ThreadPoolExecutor(max_workers=4, thread_name_prefix="fedsov-chunks")
 
 
 class TaskStatus(StrEnum):
@@ -86,9 +91,12 @@ class Round:
     # The tasks receiving uploads (by task id), and those close() cancelled.
     _receivers: dict[str, asyncio.Task[object]] = field(default_factory=dict)
     _closed_on: set[str] = field(default_factory=set)
+    _commits: set[asyncio.Future[UploadReceipt]] = field(default_factory=set)
+    _folding: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     def __post_init__(self) -> None:
         self.spool_dir.mkdir(parents=True, exist_ok=True)
+        self._receipts = GroupCommit(self.state) if self.state is not None else None
 
     @property
     def aggregate(self) -> RoundAggregate:
@@ -229,7 +237,7 @@ class Round:
         self,
         site: str,
         header: UpdateHeader,
-        chunks: AsyncIterator[bytes],
+        chunks: AsyncIterator[bytes | memoryview],
         *,
         restoring: bool = False,
     ) -> UploadReceipt:
@@ -256,13 +264,8 @@ class Round:
         if receiver is not None:  # close() cancels it: the call ends with the round
             self._receivers[header.task_id] = receiver
         try:
-            async for chunk in chunks:
-                upload.add(chunk)
-                crash_point("upload-folding", self.number)
+            await self._take_chunks(upload, chunks)
             upload.finish()
-            if self.state is not None and not restoring:
-                self._store_receipt(site, header, upload)
-            upload.fold.finish(upload.replay)  # from here on the update counts
         except FedsovError as exc:
             self._refuse(record, upload, exc)
             raise
@@ -277,8 +280,50 @@ class Round:
                 record.status, record.reason = TaskStatus.PENDING, "upload aborted by the peer"
             raise
         finally:
-            record.upload = None
+            record.upload = None  # close() leaves a complete upload to its commit
             self._receivers.pop(header.task_id, None)
+        # Complete and valid: stored and folded to the end even if this call is cancelled
+        # now (the peer gone, a stop), so nothing acknowledged is half-counted.
+        commit = asyncio.ensure_future(self._commit(record, upload, restoring=restoring))
+        self._commits.add(commit)
+        commit.add_done_callback(self._commits.discard)
+        return await asyncio.shield(commit)
+
+    async def _take_chunks(
+        self, upload: _Upload, chunks: AsyncIterator[bytes | memoryview]
+    ) -> None:
+        """Check and spool each chunk on a worker thread (hash, finiteness, norm, write)
+        while the event loop takes the next one from the network: one in flight."""
+        pending: Future[None] | None = None
+        try:
+            async for chunk in chunks:
+                if pending is not None:
+                    await asyncio.wrap_future(pending)
+                pending = _CHUNK_WORKERS.submit(upload.add, chunk)
+                crash_point("upload-folding", self.number)
+            if pending is not None:
+                await asyncio.wrap_future(pending)
+        finally:
+            if pending is not None and not pending.done():
+                wait((pending,))  # at most one chunk's work: then the spool may go
+
+    async def _commit(
+        self, record: TaskRecord, upload: _Upload, *, restoring: bool
+    ) -> UploadReceipt:
+        """Store the receipt (off the event loop), then fold the update once."""
+        header = upload.header
+        try:
+            if self.state is not None and not restoring:
+                await self._store_receipt(record.site, header, upload)
+            async with self._folding:  # one fold at a time into the shared sums
+                await asyncio.to_thread(upload.fold.finish, upload.replay)
+        except FedsovError as exc:
+            self._refuse(record, upload, exc)
+            raise
+        except BaseException:
+            upload.discard()
+            record.status, record.reason = TaskStatus.PENDING, "upload aborted by the peer"
+            raise
         if self.state is None or restoring:
             upload.discard()  # (restoring: its kept copy stays where it was)
         else:
@@ -288,13 +333,18 @@ class Round:
         log.debug(  # what honest updates measure, to set the bounds by
             "round %d: update of %s: %d examples, L2 norm %.4g",
             self.number,
-            site,
+            record.site,
             header.num_examples,
             upload.fold.norm,
         )
         return UploadReceipt(
             header.task_id, self.number, upload.reader.sha256, upload.reader.received
         )
+
+    async def settled(self) -> None:
+        """Wait for the commits of complete uploads still being stored and folded."""
+        while self._commits:
+            await asyncio.wait(set(self._commits))
 
     def _refuse(self, record: TaskRecord, upload: _Upload, exc: FedsovError) -> None:
         upload.discard()
@@ -309,12 +359,13 @@ class Round:
         else:
             self._resolve(record, TaskStatus.REJECTED, str(exc))
 
-    def _store_receipt(self, site: str, header: UpdateHeader, upload: _Upload) -> None:
-        """Spool on disk, then the receipt: only then may the update be acknowledged."""
-        assert self.state is not None
-        upload.keep(self.spool_dir / f"{header.task_id}.update")
+    async def _store_receipt(self, site: str, header: UpdateHeader, upload: _Upload) -> None:
+        """Spool on disk, then the receipt (with those of uploads completing at the
+        same time: one commit): only then may the update be acknowledged."""
+        assert self._receipts is not None
+        await asyncio.to_thread(upload.keep, self.spool_dir / f"{header.task_id}.update")
         crash_point("upload-spooled", self.number)
-        self.state.accept(
+        await self._receipts.accept(
             Receipt(
                 round=self.number,
                 attempt=self.attempt,
@@ -346,7 +397,7 @@ class _Upload:
         self.spool = spool
         self._file: BinaryIO | None = open(spool, "w+b")  # noqa: SIM115 - closed in discard
 
-    def add(self, chunk: bytes) -> None:
+    def add(self, chunk: bytes | memoryview) -> None:
         """Validate and measure ``chunk``, then spool it; refused as soon as the
         running norm passes ``max_norm``."""
         for segment in self.reader.feed(chunk):
@@ -396,7 +447,7 @@ class _Upload:
         self._file.flush()
         self._file.seek(0)
         reader = PayloadReader(
-            self.header.manifest, size=self.header.payload_size, allow_nonfinite=True
+            self.header.manifest, size=self.header.payload_size, allow_nonfinite=True, hashed=False
         )
         while chunk := self._file.read(DEFAULT_CHUNK_SIZE):
             yield from reader.feed(chunk)

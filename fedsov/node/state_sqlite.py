@@ -9,11 +9,12 @@ from __future__ import annotations
 import contextlib
 import json
 import sqlite3
+import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from fedsov.exceptions import DuplicateUpdate, StateError
+from fedsov.exceptions import DuplicateUpdate, FedsovError, StateError
 from fedsov.node.state import (
     ModelRow,
     Receipt,
@@ -82,10 +83,11 @@ def _dump(value: Any) -> str:
 class SqliteStateStore(StateStore):
     def __init__(self, path: Path) -> None:
         self.path = path
+        self._lock = threading.RLock()
         path.parent.mkdir(parents=True, exist_ok=True)
         try:
             # Autocommit mode; every method runs one explicit transaction. The engine
-            # calls from its event loop and from worker threads, one call at a time.
+            # calls from its event loop and from worker threads (``_lock``).
             self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
@@ -108,6 +110,12 @@ class SqliteStateStore(StateStore):
 
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
+        # The event loop and worker threads share the connection: one transaction at a time.
+        with self._lock, self._transaction_unlocked() as db:
+            yield db
+
+    @contextlib.contextmanager
+    def _transaction_unlocked(self) -> Iterator[sqlite3.Connection]:
         try:
             self._db.execute("BEGIN IMMEDIATE")
             try:
@@ -213,33 +221,49 @@ class SqliteStateStore(StateStore):
             if cursor.rowcount != 1:
                 raise StateError(f"no task {task_id!r}")
 
-    def accept(self, receipt: Receipt) -> None:
-        r = receipt
-        try:
-            with self._transaction() as db:
-                cursor = db.execute(
-                    "UPDATE tasks SET status = 'accepted', reason = '' WHERE task_id = ?",
-                    (r.task_id,),
-                )
-                if cursor.rowcount != 1:
-                    raise StateError(f"no task {r.task_id!r}")
-                db.execute(
-                    "INSERT INTO receipts VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    (
-                        r.round,
-                        r.attempt,
-                        r.task_id,
-                        r.site,
-                        r.payload_sha256,
-                        _dump(r.header),
-                        r.spool,
-                        r.received_unix,
-                    ),
-                )
-        except sqlite3.IntegrityError as exc:
-            raise DuplicateUpdate(
-                f"site {r.site!r} already has an accepted update in round {r.round}"
-            ) from exc
+    def accept_all(self, receipts: Sequence[Receipt]) -> list[FedsovError | None]:
+        errors: list[FedsovError | None] = []
+        with self._transaction() as db:
+            for receipt in receipts:
+                db.execute("SAVEPOINT receipt")
+                try:
+                    self._insert_receipt(db, receipt)
+                except (sqlite3.IntegrityError, StateError) as exc:
+                    db.execute("ROLLBACK TO receipt")
+                    errors.append(
+                        exc
+                        if isinstance(exc, StateError)
+                        else DuplicateUpdate(
+                            f"site {receipt.site!r} already has an accepted update "
+                            f"in round {receipt.round}"
+                        )
+                    )
+                else:
+                    errors.append(None)
+                db.execute("RELEASE receipt")
+        return errors
+
+    @staticmethod
+    def _insert_receipt(db: sqlite3.Connection, r: Receipt) -> None:
+        cursor = db.execute(
+            "UPDATE tasks SET status = 'accepted', reason = '' WHERE task_id = ?",
+            (r.task_id,),
+        )
+        if cursor.rowcount != 1:
+            raise StateError(f"no task {r.task_id!r}")
+        db.execute(
+            "INSERT INTO receipts VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                r.round,
+                r.attempt,
+                r.task_id,
+                r.site,
+                r.payload_sha256,
+                _dump(r.header),
+                r.spool,
+                r.received_unix,
+            ),
+        )
 
     def receipts(self, number: int, attempt: int) -> list[Receipt]:
         rows = self._db.execute(

@@ -41,7 +41,7 @@ class Upstream:
     def jurisdiction(self) -> str | None:
         return self.client.upstream_jurisdiction
 
-    async def download(self, task: TrainTask, *, buffer: bytearray | None = None) -> bytes:
+    async def download(self, task: TrainTask, *, buffer: bytearray | None = None) -> bytearray:
         """The task's model, checked against its hash; ``buffer`` resumes a cut-off one."""
         payload = await self.client.download(task.model_sha256, size=task.model_size, buffer=buffer)
         self.audit.model_received(

@@ -119,7 +119,7 @@ class SiteAgent:
             jurisdiction=self.tls.identity.jurisdiction if self.tls else "DEV",
         )
         self._trainer: DPTrainer | None = None
-        self._models: dict[str, bytes] = {}
+        self._models: dict[str, bytearray] = {}  # downloaded and hash-checked
         self._partial: dict[str, bytearray] = {}  # a download cut off with its connection
         self._unsent: _Unsent | None = None
         self.rounds_trained = 0
@@ -231,7 +231,7 @@ class SiteAgent:
                 raise
             self._partial = {}
             self._models = {task.model_sha256: payload}
-        global_weights = decode(task.manifest, payload, sha256=task.model_sha256)
+        global_weights = decode(task.manifest, payload)  # its hash was checked on arrival
         model = build_model(self.config.model.factory, self.config.model.kwargs)
         load_weights(model, global_weights)
         trainer = self._trainer_for(task)

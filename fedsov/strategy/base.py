@@ -35,6 +35,7 @@ class UpdateFold:
         self.aggregate = aggregate
         self.weight = aggregate.fold_weight(num_examples)
         self._squared_norm = 0.0
+        self._scratch = np.empty(0, dtype=np.float64)  # reused: no allocation per chunk
         self.counted = False
 
     @property
@@ -43,7 +44,12 @@ class UpdateFold:
         return math.sqrt(self._squared_norm)
 
     def add(self, segment: Segment) -> None:
-        values = segment.values.astype(np.float64)
+        values = segment.values
+        if values.dtype != np.float64:  # squares summed in float64, exactly as before
+            if len(self._scratch) < len(values):
+                self._scratch = np.empty(len(values), dtype=np.float64)
+            values = self._scratch[: len(values)]
+            np.copyto(values, segment.values)
         self._squared_norm += float(np.dot(values, values))
 
     def finish(self, replay: Replay) -> None:

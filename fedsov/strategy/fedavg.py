@@ -3,12 +3,18 @@
 Updates are deltas (local - global); the next model is global + Σ n_i·Δ_i / Σ n_i,
 which equals the weighted mean of the local models.
 
-Running sums are kept in each tensor's own precision (float16 widened to float32),
-as Flower's FedAvg does: the coordinator's memory stays about one model in size
-whatever the number of sites. The final division runs in float64. Removing an update
-is never needed: the round folds only accepted ones (``UpdateFold``), and bounds each
-update's weight and norm, so float32 sums stay finite; the next model may still
-overflow its own dtype (float16), which ``GlobalModel`` refuses to make.
+Everything runs in each tensor's own precision (float16 widened to float32), as
+Flower's FedAvg does: the coordinator's memory stays about one model in size whatever
+the number of sites, and no float64 copy of it is ever made. With u the unit roundoff
+of that precision (2^-24 for float32) and N updates, each element of the result is
+within (N + 1)·u·Σ n_i·|Δ_i| / Σ n_i + 2u·|result| of the exact weighted mean
+(recursive summation, then one division and one addition, each rounded once): below
+1e-6 relative for N up to ~15 sites of similar updates, and, being a float32 model,
+of the order of the result's own rounding. A float64 division, as before, removed
+two of those N + 3 roundings. Removing an update is never needed: the round folds
+only accepted ones (``UpdateFold``), and bounds each update's weight and norm, so
+float32 sums stay finite; the next model may still overflow its own dtype (float16),
+which ``GlobalModel`` refuses to make.
 """
 
 from __future__ import annotations
@@ -65,12 +71,15 @@ class FedAvgAggregate(RoundAggregate):
         for spec, total in zip(self.manifest.tensors, self._sums, strict=True):
             src = base[spec.name].reshape(-1)
             dst = out[spec.name].reshape(-1)
-            for start in range(0, spec.numel, _SLICE):  # bounded float64 temporaries
-                mean = total[start : start + _SLICE].astype(np.float64)
-                mean /= self._total_weight
-                mean += src[start : start + _SLICE]
+            mean = np.empty(min(_SLICE, spec.numel), dtype=total.dtype)  # one slice, reused
+            for start in range(0, spec.numel, _SLICE):
+                part = mean[: min(_SLICE, spec.numel - start)]
+                np.divide(
+                    total[start : start + _SLICE], total.dtype.type(self._total_weight), out=part
+                )
+                part += src[start : start + _SLICE]
                 with np.errstate(over="ignore"):  # inf, which GlobalModel refuses
-                    dst[start : start + _SLICE] = mean
+                    dst[start : start + _SLICE] = part
 
 
 class FedAvg(Strategy):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -9,7 +10,7 @@ from typing import Any
 import grpc
 
 from fedsov import __version__
-from fedsov.codec import DEFAULT_CHUNK_SIZE, iter_chunks, sha256_hex
+from fedsov.codec import DEFAULT_CHUNK_SIZE, iter_chunks
 from fedsov.exceptions import PayloadHashError, PayloadSizeError, PKIError
 from fedsov.faults import crash_point
 from fedsov.messages import TaskEvent, UpdateHeader, UploadReceipt
@@ -18,12 +19,14 @@ from fedsov.pki.proof import new_nonce, verify_join_proof
 from fedsov.pki.tls import TlsMaterial
 from fedsov.proto.v1 import federation_pb2 as pb
 from fedsov.proto.v1 import federation_pb2_grpc as pb_grpc
-from fedsov.transport import serde
+from fedsov.transport import serde, wire
 from fedsov.transport.options import CLIENT_OPTIONS, INSECURE_NAME_HEADER, PLAN_HEADER
 
 __all__ = ["FederationClient"]
 
 log = logging.getLogger("fedsov.transport")
+
+SERVICE = pb.DESCRIPTOR.services_by_name["Federation"].full_name
 
 # Errors after which a download is resumed from the bytes already received.
 RESUMABLE = frozenset(
@@ -62,6 +65,17 @@ class FederationClient:
             self._channel = grpc.aio.secure_channel(address, credentials, options=options)
             self._metadata = plan_metadata
         self._stub = pb_grpc.FederationStub(self._channel)  # type: ignore[no-untyped-call]
+        # The bulk streams, read and written without protobuf's copies (fedsov.transport.wire).
+        self._download = self._channel.unary_stream(
+            f"/{SERVICE}/DownloadModel",
+            request_serializer=pb.DownloadRequest.SerializeToString,
+            response_deserializer=wire.parse_model_chunk,
+        )
+        self._upload = self._channel.stream_unary(
+            f"/{SERVICE}/UploadUpdate",
+            request_serializer=wire.serialize,
+            response_deserializer=pb.UploadReceipt.FromString,
+        )
         # Who answered the join: where updates go, for the audit. Under TLS the identity
         # its join proof verified; without, what it says. Until then: the name dialled.
         self.upstream: NodeIdentity | None = None
@@ -110,17 +124,19 @@ class FederationClient:
         max_resumes: int = 5,
         timeout: float = 300.0,
         buffer: bytearray | None = None,
-    ) -> bytes:
-        """Fetch a model payload, resuming from the last byte received after a break.
+    ) -> bytearray:
+        """Fetch a model payload, resuming from the last byte received after a break;
+        hashed as it arrives (once), and returned without a copy.
 
         ``buffer``: bytes of this model received before (over an earlier connection);
         the download goes on from its end, and it grows as chunks arrive.
         """
         buffer = bytearray() if buffer is None else buffer
+        digest = hashlib.sha256(buffer)
         resumes = 0
         while True:
             try:
-                call: Any = self._stub.DownloadModel(
+                call: Any = self._download(
                     pb.DownloadRequest(model_sha256=model_sha256, offset=len(buffer)),
                     metadata=self._metadata,
                     timeout=timeout,
@@ -131,6 +147,9 @@ class FederationClient:
                             f"model download: chunk at offset {chunk.offset} of "
                             f"{chunk.total_size} bytes, expected offset {len(buffer)} of {size}"
                         )
+                    if len(buffer) + len(chunk.data) > size:
+                        raise PayloadSizeError(f"model download: more than the {size} bytes")
+                    digest.update(chunk.data)
                     buffer += chunk.data
                 break
             except grpc.aio.AioRpcError as exc:
@@ -142,10 +161,11 @@ class FederationClient:
                 )
         if len(buffer) != size:
             raise PayloadSizeError(f"model download: got {len(buffer)} of {size} bytes")
-        digest = sha256_hex(buffer)
-        if digest != model_sha256:
-            raise PayloadHashError(f"model download: SHA-256 {digest}, expected {model_sha256}")
-        return bytes(buffer)
+        if digest.hexdigest() != model_sha256:
+            raise PayloadHashError(
+                f"model download: SHA-256 {digest.hexdigest()}, expected {model_sha256}"
+            )
+        return buffer
 
     async def decline(self, *, task_id: str, round: int, code: str, reason: str) -> None:
         """Refuse a task; the upstream records ``code: reason`` and stops waiting for it."""
@@ -163,7 +183,7 @@ class FederationClient:
         chunk_size: int = DEFAULT_CHUNK_SIZE,
         timeout: float = 600.0,
     ) -> UploadReceipt:
-        receipt = await self._stub.UploadUpdate(
+        receipt = await self._upload(
             _upload_messages(header, payload, chunk_size),
             metadata=self._metadata,
             timeout=timeout,
@@ -188,8 +208,8 @@ def _verified_upstream(tls: TlsMaterial, response: pb.JoinResponse, nonce: bytes
 
 def _upload_messages(
     header: UpdateHeader, payload: bytes | bytearray, chunk_size: int
-) -> Iterator[pb.UpdateChunk]:
+) -> Iterator[pb.UpdateChunk | bytes]:
     yield pb.UpdateChunk(header=serde.update_header_to_proto(header))
     crash_point("site-uploading", header.round)  # the header left, the payload has not
     for chunk in iter_chunks(payload, chunk_size):
-        yield pb.UpdateChunk(data=bytes(chunk))
+        yield wire.encode_update_data(chunk)

@@ -21,6 +21,8 @@ from fedsov.exceptions import ProtocolError
 from fedsov.logging import RateLimitedLog
 from fedsov.proto.v1 import federation_pb2 as pb
 from fedsov.proto.v1 import federation_pb2_grpc as pb_grpc
+from fedsov.transport.wire import parse_update_part
+from fedsov.transport.wire import serialize as serialize_message
 
 __all__ = ["federation_handler"]
 
@@ -31,8 +33,10 @@ _log = RateLimitedLog(logging.getLogger("fedsov.transport"))
 Context = grpc.aio.ServicerContext[Any, Any]
 
 
-def _parse(kind: type[Message], raw: bytes) -> Message:
+def _parse(kind: type[Message], raw: bytes) -> Any:
     try:
+        if kind is pb.UpdateChunk:  # an upload's data chunks, viewed in place
+            return parse_update_part(raw)
         return kind.FromString(raw)
     except DecodeError as exc:
         name = kind.DESCRIPTOR.name
@@ -40,7 +44,7 @@ def _parse(kind: type[Message], raw: bytes) -> Message:
         raise ProtocolError(f"request is not a valid {name} message: {exc}") from None
 
 
-async def _parse_unary(kind: type[Message], raw: bytes, context: Context) -> Message:
+async def _parse_unary(kind: type[Message], raw: bytes, context: Context) -> Any:
     try:
         return _parse(kind, raw)
     except ProtocolError as exc:
@@ -48,7 +52,7 @@ async def _parse_unary(kind: type[Message], raw: bytes, context: Context) -> Mes
         raise AssertionError("unreachable") from None  # context.abort raises
 
 
-async def _parse_stream(kind: type[Message], raws: AsyncIterator[bytes]) -> AsyncIterator[Message]:
+async def _parse_stream(kind: type[Message], raws: AsyncIterator[bytes]) -> AsyncIterator[Any]:
     """Decoded messages; ProtocolError at the first that does not parse (the servicer
     maps it like any other bad upload)."""
     async for raw in raws:
@@ -58,7 +62,7 @@ async def _parse_stream(kind: type[Message], raws: AsyncIterator[bytes]) -> Asyn
 def _method_handler(method: Any, impl: Callable[..., Any]) -> grpc.RpcMethodHandler[Any, Any]:
     request: type[Message] = message_factory.GetMessageClass(method.input_type)
     response: type[Message] = message_factory.GetMessageClass(method.output_type)
-    serialize = response.SerializeToString
+    serialize = serialize_message if response is pb.ModelChunk else response.SerializeToString
     if method.client_streaming:  # UploadUpdate
 
         async def stream_unary(raws: AsyncIterator[bytes], context: Context) -> Any:

@@ -35,7 +35,7 @@ class FederationHandler(Protocol):
 
     def model_payload(self, sha256: str) -> bytes | bytearray: ...
 
-    def model_sent(self, identity: NodeIdentity, sha256: str) -> None: ...
+    async def model_sent(self, identity: NodeIdentity, sha256: str) -> None: ...
 
     def check_upload(self, identity: NodeIdentity, header: UpdateHeader) -> float:
         """Raise unless ``header`` opens an upload ``identity`` may send now (an open
@@ -44,7 +44,10 @@ class FederationHandler(Protocol):
         ...
 
     async def receive_update(
-        self, identity: NodeIdentity, header: UpdateHeader, chunks: AsyncIterator[bytes]
+        self,
+        identity: NodeIdentity,
+        header: UpdateHeader,
+        chunks: AsyncIterator[bytes | memoryview],
     ) -> UploadReceipt: ...
 
     def decline(

@@ -34,6 +34,7 @@ from fedsov.transport import serde
 from fedsov.transport.errors import INTERNAL_REASON, reason_for, status_for
 from fedsov.transport.handler import FederationHandler
 from fedsov.transport.options import INSECURE_NAME_HEADER, PLAN_HEADER, REASON_KEY
+from fedsov.transport.wire import encode_model_chunk
 
 __all__ = ["FederationService"]
 
@@ -254,7 +255,7 @@ class FederationService(pb_grpc.FederationServicer):
             async with self._downloads:
                 await self._send_chunks(context, payload, request.offset, what)
         if total > request.offset:  # the last byte left (a zero-byte download: nothing)
-            self.handler.model_sent(identity, request.model_sha256)
+            await self.handler.model_sent(identity, request.model_sha256)
 
     async def _send_chunks(
         self, context: Context, payload: bytes | bytearray, offset: int, what: str
@@ -263,9 +264,7 @@ class FederationService(pb_grpc.FederationServicer):
         for chunk in iter_chunks(payload, DEFAULT_CHUNK_SIZE, offset=offset):
             try:
                 async with asyncio.timeout(timeout):
-                    await context.write(
-                        pb.ModelChunk(offset=offset, total_size=total, data=bytes(chunk))
-                    )
+                    await context.write(encode_model_chunk(offset, total, chunk))
             except TimeoutError:
                 stalled = StreamStalled(
                     f"the peer took no model chunk for {timeout:g} s (send_timeout_s)",
@@ -297,7 +296,7 @@ class FederationService(pb_grpc.FederationServicer):
         return serde.receipt_to_proto(receipt)
 
     async def _upload(
-        self, identity: NodeIdentity, messages: AsyncIterator[pb.UpdateChunk]
+        self, identity: NodeIdentity, messages: AsyncIterator[pb.UpdateChunk | memoryview]
     ) -> UploadReceipt:
         limits = self.limits
         try:
@@ -307,7 +306,7 @@ class FederationService(pb_grpc.FederationServicer):
             raise StreamStalled(
                 f"no header within {limits.first_message_timeout_s:g} s (first_message_timeout_s)"
             ) from None
-        if first is None or first.WhichOneof("part") != "header":
+        if not isinstance(first, pb.UpdateChunk) or first.WhichOneof("part") != "header":
             raise ProtocolError("the first message of an upload must be its header")
         header = serde.update_header_from_proto(first.header)
         deadline = self.handler.check_upload(identity, header)
@@ -341,8 +340,8 @@ class FederationService(pb_grpc.FederationServicer):
 
 
 async def _data_chunks(
-    messages: AsyncIterator[pb.UpdateChunk], limits: StreamLimits
-) -> AsyncIterator[bytes]:
+    messages: AsyncIterator[pb.UpdateChunk | memoryview], limits: StreamLimits
+) -> AsyncIterator[memoryview]:
     """The data chunks after the header: each within ``idle_timeout_s`` of the last, and,
     past ``transfer_grace_s``, on average at least ``min_transfer_bytes_per_s``."""
     loop = asyncio.get_running_loop()
@@ -358,10 +357,14 @@ async def _data_chunks(
             raise _stalled(idle_by <= rate_by, limits, received) from None
         if message is None:
             return
-        if message.WhichOneof("part") != "data":
+        if isinstance(message, memoryview):  # the usual form, viewed in place
+            data = message
+        elif message.WhichOneof("part") == "data":
+            data = memoryview(message.data)
+        else:
             raise ProtocolError("an upload carries one header, then only data chunks")
-        received += len(message.data)
-        yield message.data
+        received += len(data)
+        yield data
 
 
 def _stalled(idle: bool, limits: StreamLimits, received: int) -> StreamStalled:

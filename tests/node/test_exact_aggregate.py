@@ -234,7 +234,9 @@ def test_the_bound_stops_reading_the_stream() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         stream = asyncio.run(scenario(Path(tmp)))
-    assert stream.pulled == 1 < len(stream.pieces)
+    # The first chunk passes the bound; it is checked off the event loop while the
+    # next is taken from the network (one chunk in flight), then reading stops.
+    assert stream.pulled == 2 < len(stream.pieces)
 
 
 def test_bound_refusals_are_invalid_argument_on_the_wire() -> None:

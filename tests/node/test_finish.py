@@ -44,9 +44,7 @@ def test_a_stream_closed_at_finished_is_told_and_linger_returns(
     assert not [r for r in caplog.records if "without telling" in r.getMessage()]
 
 
-def test_linger_names_who_was_never_told(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
-) -> None:
+def test_linger_names_who_was_never_told(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     async def scenario() -> None:
         eng = make_engine(tmp_path, num_rounds=1, min_updates=1)
         eng.reports = [_last_round_of("site-a", "site-gone")]
