@@ -96,7 +96,7 @@ class Round:
 
     def __post_init__(self) -> None:
         self.spool_dir.mkdir(parents=True, exist_ok=True)
-        self._receipts = GroupCommit(self.state) if self.state is not None else None
+        self._receipts: GroupCommit | None = None
 
     @property
     def aggregate(self) -> RoundAggregate:
@@ -362,7 +362,9 @@ class Round:
     async def _store_receipt(self, site: str, header: UpdateHeader, upload: _Upload) -> None:
         """Spool on disk, then the receipt (with those of uploads completing at the
         same time: one commit): only then may the update be acknowledged."""
-        assert self._receipts is not None
+        assert self.state is not None
+        if self._receipts is None or self._receipts.state is not self.state:
+            self._receipts = GroupCommit(self.state)
         await asyncio.to_thread(upload.keep, self.spool_dir / f"{header.task_id}.update")
         crash_point("upload-spooled", self.number)
         await self._receipts.accept(
