@@ -1,15 +1,21 @@
-"""Build a model from its ``module:factory`` reference and move weights in and out."""
+"""Build a model from its ``module:factory`` reference and move weights in and out.
+
+torch is imported when a model is built, not with this module: a site imports it to
+join, and trains (needs torch) only when a task comes.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from fedsov.exceptions import ConfigError, ManifestMismatch
 from fedsov.refs import resolve_ref
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = ["build_model", "load_weights"]
 
@@ -18,6 +24,8 @@ def build_model(
     factory: str, kwargs: Mapping[str, Any], *, seed: int | None = None
 ) -> torch.nn.Module:
     """Call the factory (seeding torch first when ``seed`` is given)."""
+    import torch
+
     fn = resolve_ref(factory, what="model factory")
     if not callable(fn):
         raise ConfigError(f"model factory {factory!r} is not callable")
@@ -38,6 +46,8 @@ def build_model(
 
 def load_weights(model: torch.nn.Module, arrays: Mapping[str, np.ndarray]) -> None:
     """Copy ``arrays`` into the model; names and shapes must match its state_dict exactly."""
+    import torch
+
     state = model.state_dict()
     missing = [k for k in state if k not in arrays]
     extra = [k for k in arrays if k not in state]

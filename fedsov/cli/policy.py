@@ -30,7 +30,7 @@ def check(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Report every violation (exit 1), or say the plan is OK (exit 0)."""
-    from fedsov.policy.check import check_plan  # imports torch: only when checking
+    from fedsov.policy.check import check_plan
     from fedsov.policy.plan import Tier, load_plan
 
     try:

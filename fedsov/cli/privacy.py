@@ -11,7 +11,6 @@ from rich.console import Console
 
 from fedsov.cli.errors import fail
 from fedsov.exceptions import ConfigError
-from fedsov.privacy.accountant import NEIGHBOURS
 
 app = typer.Typer(help="Privacy accounting for DP-SGD.", no_args_is_help=True)
 
@@ -53,6 +52,7 @@ def epsilon_command(
     as_json: J = False,
 ) -> None:
     """ε after STEPS Poisson-sampled Gaussian steps."""
+    from fedsov.privacy.accountant import NEIGHBOURS
     from fedsov.privacy.calibrate import epsilon
 
     setting = {"sample_rate": sample_rate, "steps": steps, "delta": delta, "accountant": accountant}
@@ -74,6 +74,7 @@ def noise_command(
     as_json: J = False,
 ) -> None:
     """The noise multiplier σ that keeps ε at or below the target."""
+    from fedsov.privacy.accountant import NEIGHBOURS
     from fedsov.privacy.calibrate import calibrate_noise, epsilon
 
     setting = {"sample_rate": sample_rate, "steps": steps, "delta": delta, "accountant": accountant}

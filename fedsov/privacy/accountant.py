@@ -11,6 +11,10 @@ one record* and are kept to compare with papers and Opacus (``fedsov privacy eps
 Accountants are named in configs and on the command line; ``create_accountant(name)``
 (as in Opacus) returns the object that computes ε for that name and calibrates noise
 to a target ε. Adding an accountant is one entry in ``_REGISTRY``.
+
+The libraries are imported when an accountant first computes, not with this module: a
+site opens its privacy ledger before it joins, and dp-accounting (scipy) takes seconds
+to import, Opacus (torch) hundreds of MB (see docs/architecture.md, "Light imports").
 """
 
 from __future__ import annotations
@@ -22,23 +26,14 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from dp_accounting import dp_event
-from dp_accounting.mechanism_calibration import (
-    NoBracketIntervalFoundError,
-    calibrate_dp_mechanism,
-)
-from dp_accounting.pld.pld_privacy_accountant import PLDAccountant
-from dp_accounting.privacy_accountant import NeighboringRelation
-from opacus.accountants import create_accountant as create_opacus_accountant
-from opacus.accountants import register_accountant
-from opacus.accountants.analysis.rdp import compute_rdp
-from opacus.accountants.rdp import RDPAccountant
-from opacus.accountants.utils import get_noise_multiplier
 
 from fedsov.exceptions import ConfigError
+
+if TYPE_CHECKING:
+    from dp_accounting.pld.pld_privacy_accountant import PLDAccountant
 
 __all__ = [
     "ACCOUNTANTS",
@@ -140,6 +135,9 @@ class PldAccountant(Accountant):
     discretization: float = PLD_DISCRETIZATION
 
     def _fresh(self) -> PLDAccountant:
+        from dp_accounting.pld.pld_privacy_accountant import PLDAccountant
+        from dp_accounting.privacy_accountant import NeighboringRelation
+
         relation = (
             NeighboringRelation.REPLACE_ONE
             if self.neighbours == "replace-one"
@@ -148,6 +146,8 @@ class PldAccountant(Accountant):
         return PLDAccountant(relation, value_discretization_interval=self.discretization)
 
     def epsilon(self, history: History, delta: float, eps_error: float | None = None) -> float:
+        from dp_accounting import dp_event
+
         acct = self._fresh()
         for sigma, q, steps in history:
             acct.compose(dp_event.PoissonSampledDpEvent(q, dp_event.GaussianDpEvent(sigma)), steps)
@@ -166,6 +166,11 @@ class PldAccountant(Accountant):
     ) -> float:
         """dp-accounting's ``calibrate_dp_mechanism`` (Brent's method): its tolerance is
         absolute, in σ: the result σ has ε(σ) <= target and σ* <= σ <= σ* + tolerance."""
+        from dp_accounting import dp_event
+        from dp_accounting.mechanism_calibration import (
+            NoBracketIntervalFoundError,
+            calibrate_dp_mechanism,
+        )
 
         def event(sigma: float) -> dp_event.DpEvent:
             gaussian = dp_event.GaussianDpEvent(sigma)
@@ -190,6 +195,8 @@ class OpacusAccountant(Accountant):
     """An accountant of Opacus' registry (``opacus.accountants.create_accountant``)."""
 
     def epsilon(self, history: History, delta: float, eps_error: float | None = None) -> float:
+        from fedsov.privacy.opacus_accountants import create_opacus_accountant
+
         acct = create_opacus_accountant(mechanism=self.name)
         acct.history = list(history)
         kwargs = {"eps_error": eps_error} if eps_error is not None else {}
@@ -208,6 +215,8 @@ class OpacusAccountant(Accountant):
     ) -> float:
         """Opacus' ``get_noise_multiplier`` (bisection): its tolerance is on ε, here
         relative: ε(σ) in [target·(1 - tolerance), target)."""
+        from fedsov.privacy.opacus_accountants import get_noise_multiplier
+
         kwargs: dict[str, Any] = {"eps_error": eps_error} if eps_error is not None else {}
         try:
             with _quiet():
@@ -228,35 +237,6 @@ class OpacusAccountant(Accountant):
             raise _no_noise_reaches(target_epsilon)
         return sigma
 
-
-TF_PRIVACY_ORDERS = [1 + x / 10.0 for x in range(1, 100)] + list(range(12, 64))
-
-
-class ClassicRDPAccountant(RDPAccountant):  # type: ignore[misc]
-    """Opacus' RDP with the classic conversion ε = min over orders a of
-    RDP(a) + log(1/δ)/(a-1), over TF-Privacy's orders (Opacus' default ones), to
-    compare with older papers. Registered with Opacus as ``rdp-classic``."""
-
-    def get_privacy_spent(
-        self, *, delta: float, alphas: list[float] | None = None
-    ) -> tuple[float, float]:
-        if not self.history:
-            return 0.0, 0.0
-        orders = np.array(alphas or TF_PRIVACY_ORDERS)
-        rdp = sum(
-            compute_rdp(q=q, noise_multiplier=sigma, steps=steps, orders=list(orders))
-            for sigma, q, steps in self.history
-        )
-        eps = rdp + math.log(1 / delta) / (orders - 1)
-        best = int(np.argmin(eps))
-        return float(eps[best]), float(orders[best])
-
-    @classmethod
-    def mechanism(cls) -> str:
-        return "rdp-classic"
-
-
-register_accountant("rdp-classic", ClassicRDPAccountant, force=True)
 
 _REGISTRY: dict[str, Accountant] = {
     a.name: a

@@ -1,4 +1,9 @@
-"""``fedsov site``: dial out, hold a task subscription, train with DP-SGD, upload deltas."""
+"""``fedsov site``: dial out, hold a task subscription, train with DP-SGD, upload deltas.
+
+Light until the first task: torch and Opacus are imported when it is trained (model,
+trainer, the check that the data fits the model), so a site joins in well under a
+second and a site that trains nothing stays small (docs/architecture.md).
+"""
 
 from __future__ import annotations
 
@@ -6,14 +11,14 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from fedsov.audit.trail import AuditTrail, open_audit_trail
 from fedsov.codec import decode, encode
 from fedsov.config import TrainingPlan
-from fedsov.exceptions import CodecError, FedsovError, TrainingError
+from fedsov.exceptions import CodecError, DataError, FedsovError, TrainingError
 from fedsov.messages import Finished, PrivacyReport, TrainTask, UpdateHeader
 from fedsov.modelref import build_model, load_weights
 from fedsov.participant import (
@@ -32,9 +37,12 @@ from fedsov.privacy.ledger import PrivacyLedger
 from fedsov.randomness import warn_if_reproducible
 from fedsov.site.config import SiteConfig
 from fedsov.site.data import Dataset, load_local_data
-from fedsov.site.fit import check_data_fits
-from fedsov.site.trainer import DPTrainer
 from fedsov.transport.client import FederationClient
+
+if TYPE_CHECKING:
+    import torch
+
+    from fedsov.site.trainer import DPTrainer
 
 __all__ = ["SiteAgent", "SiteOutcome"]
 
@@ -104,14 +112,9 @@ class SiteAgent:
             if self.budget is None:
                 self.budget = plan.policy.budgets.site_epsilon
         warn_if_reproducible(config.name)
-        self.device = config.device or ("cuda" if torch.cuda.is_available() else "cpu")
+        # "auto" until the first task: choosing cuda or cpu imports torch.
+        self.device = config.device or "auto"
         self.data: Dataset = load_local_data(config.data)
-        check_data_fits(  # before joining: a misfit would fail every round after it
-            build_model(config.model.factory, config.model.kwargs),
-            self.data,
-            source=str(config.data.path or f"data loader {config.data.loader}"),
-            model_ref=config.model.factory,
-        )
         self.dataset_id = self.data.fingerprint()  # the ledger follows the data
         self.ledger = PrivacyLedger(
             config.ledger or config.source.parent / f"{config.name}.privacy-ledger.jsonl",
@@ -166,17 +169,33 @@ class SiteAgent:
             momentum=task.plan.momentum,
         )
         if self._trainer is None:
+            self._check_data_fits()
+            from fedsov.site.trainer import DPTrainer  # torch and Opacus: the first task
+
             self._trainer = DPTrainer(
                 data=self.data,
                 train=train,
                 privacy=self.config.privacy,
-                device=self.device,
+                device=self.config.device,
                 seed=self.config.seed,
                 prior=self.ledger.history(self.dataset_id),
             )
+            self.device = self._trainer.device
         else:
             self._trainer.train = train
         return self._trainer
+
+    def _check_data_fits(self) -> None:
+        """A DataError unless the local data fits the model (a misfit fails every round)."""
+        from fedsov.site.fit import check_data_fits
+
+        config = self.config
+        check_data_fits(
+            build_model(config.model.factory, config.model.kwargs),
+            self.data,
+            source=str(config.data.path or f"data loader {config.data.loader}"),
+            model_ref=config.model.factory,
+        )
 
     async def _decline(self, upstream: Upstream, task: TrainTask, code: str, reason: str) -> None:
         """Refuse ``task``; the upstream records the code and reason in its round report."""
@@ -184,8 +203,14 @@ class SiteAgent:
         await upstream.decline(task, code=code, reason=reason)
 
     async def _within_budget(self, upstream: Upstream, task: TrainTask) -> bool:
-        """Refuse the task (the upstream records why) if it would cross the site's budget."""
-        trainer = self._trainer_for(task)
+        """Refuse the task (the upstream records why) if it would cross the site's budget.
+
+        Data that does not fit the model declines the first task and stops the site."""
+        try:
+            trainer = self._trainer_for(task)
+        except DataError as exc:
+            await self._decline(upstream, task, "data-misfit", str(exc))
+            raise
         privacy = self.config.privacy
         if self.budget is None or not privacy.enabled:
             return True

@@ -16,7 +16,7 @@ from fedsov.policy.rules.export_k import at_least
 from fedsov.policy.rules.residency import RULE as RESIDENCY
 from fedsov.policy.rules.site_dp import RULE as SITE_DP
 from fedsov.policy.rules.site_dp import has_site_dp
-from fedsov.privacy.accountant import ClassicRDPAccountant
+from fedsov.privacy.opacus_accountants import ClassicRDPAccountant
 
 NODES = [
     ("hub", "global", "EU", None),
