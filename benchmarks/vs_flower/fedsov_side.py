@@ -22,6 +22,7 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 # "2026-12-02 01:21:43,804 INFO [coordinator] round 3 closed: 10/10 updates accepted"
 ROUND_CLOSED = re.compile(rb"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d),(\d{3}) .*\bround (\d+) closed\b")
+SITE_MB = 80  # a no-op site at a tiny model (ru_maxrss), measured here
 PEAK = re.compile(rb"peak_rss_kb=(\d+) torch_imported=(\w+)")
 
 

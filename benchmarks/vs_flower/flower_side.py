@@ -26,6 +26,7 @@ __all__ = ["VENV", "ensure_flower", "run_flower"]
 HERE = Path(__file__).resolve().parent
 VENV = HERE / ".venv-flower"
 APP = HERE / "flower_app"
+NODE_MB = 300  # resident: a SuperNode (~170 MB) + its SuperExec (~130 MB), measured here
 
 
 def flower_requirement() -> Requirement:
@@ -122,6 +123,7 @@ def run_flower(case: Case, rounds: int, work: Path, result: RunResult) -> None:
     started = time.monotonic()
     names = [f"node-{i}" for i in range(case.sites)]
     try:
+        group.require_memory(case.sites * (NODE_MB + 3 * case.model_mb))
         group.start(
             "superlink",
             [
@@ -146,7 +148,7 @@ def run_flower(case: Case, rounds: int, work: Path, result: RunResult) -> None:
             )
         memory = PeakMemory(group.procs[names[0]].pid)
         memory.start()
-        watch.wait_all(case.timeout_s)
+        watch.wait_all(case.timeout_s, group)
         group.start(
             "flwr-run",
             [

@@ -96,12 +96,18 @@ class Group:
     def log(self, name: str) -> Path:
         return self.logs / f"{name}.log"
 
-    def start(self, name: str, argv: Sequence[str]) -> subprocess.Popen[bytes]:
-        if (free := mem_available_mb()) < MIN_FREE_MB:
+    def require_memory(self, needed_mb: float = 0.0) -> None:
+        """RunFailed unless ``needed_mb`` more would leave MIN_FREE_MB available."""
+        free = mem_available_mb()
+        if free - needed_mb < MIN_FREE_MB:
+            what = f"{needed_mb:.0f} MB more needed, " if needed_mb else ""
             raise RunFailed(
-                f"memory: {free:.0f} MB available after {len(self.procs)} processes, "
-                f"below {MIN_FREE_MB} MB"
+                f"memory: {what}{free:.0f} MB available with {len(self.procs)} processes "
+                f"running; the benchmark keeps {MIN_FREE_MB} MB free"
             )
+
+    def start(self, name: str, argv: Sequence[str]) -> subprocess.Popen[bytes]:
+        self.require_memory()
         with open(self.log(name), "wb") as log:
             proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=self.env)
         self.procs[name] = proc
@@ -112,9 +118,14 @@ class Group:
         """Until ``name`` exits; returns the time it exited. RunFailed after ``timeout``."""
         proc = self.procs[name]
         deadline = time.monotonic() + timeout
+        checked = 0.0
         while proc.poll() is None:
-            if time.monotonic() > deadline:
+            now = time.monotonic()
+            if now > deadline:
                 raise RunFailed(f"timed out after {timeout:.0f} s ({name} still running)")
+            if now - checked > 0.5:
+                self.require_memory()
+                checked = now
             time.sleep(0.01)
         return time.time()
 
@@ -151,9 +162,10 @@ class LogWatch(threading.Thread):
                     self.seen[name] = time.time()
             time.sleep(0.02)
 
-    def wait_all(self, timeout: float) -> None:
+    def wait_all(self, timeout: float, group: Group) -> None:
         deadline = time.monotonic() + timeout
         while len(self.seen) < len(self.logs):
+            group.require_memory()
             if time.monotonic() > deadline:
                 raise RunFailed(
                     f"only {len(self.seen)} of {len(self.logs)} sites joined in {timeout:.0f} s"

@@ -89,13 +89,13 @@ def _runs(results: Sequence[RunResult], case: str, system: str) -> list[RunResul
     return [r for r in results if r.case == case and r.system == system]
 
 
-def _cell(runs: Sequence[RunResult], value: float | None, unit: str = "s") -> str:
+def _cell(runs: Sequence[RunResult], value: float | None, unit: str, *, why: bool) -> str:
     if not runs:
         return "not run"
     done = [r for r in runs if r.ok]
     if not done or value is None:
-        return f"did not finish ({runs[-1].why})"
-    text = f"{value:.3g} {unit}"
+        return f"did not finish ({runs[-1].why})" if why else "did not finish"
+    text = f"{value:.3g} {unit}" if value < 1000 else f"{value:.0f} {unit}"
     return text if len(done) == len(runs) else f"{text} ({len(done)} of {len(runs)} runs)"
 
 
@@ -122,12 +122,11 @@ def markdown(cases: Sequence[Case], results: Sequence[RunResult], tls: TlsLimit 
     lines = ["| case | Flower | fedsov | fedsov / Flower |", "|---|---|---|---|"]
     for case in cases:
         flower, fedsov = _runs(results, case.name, "flower"), _runs(results, case.name, "fedsov")
-        for pick, label, unit in ROWS:
+        for i, (pick, label, unit) in enumerate(ROWS):
             a, b = _metric(flower, pick), _metric(fedsov, pick)
             row = label.format(label=case.label, name=case.name)
-            lines.append(
-                f"| {row} | {_cell(flower, a, unit)} | {_cell(fedsov, b, unit)} | {_ratio(a, b)} |"
-            )
+            cells = [_cell(runs, v, unit, why=i == 0) for runs, v in ((flower, a), (fedsov, b))]
+            lines.append(f"| {row} | {cells[0]} | {cells[1]} | {_ratio(a, b)} |")
     lines.append("")
     lines += tls.lines() if tls else []
     lines += [

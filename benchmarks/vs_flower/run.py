@@ -73,7 +73,7 @@ def _cases(args: argparse.Namespace) -> list[Case]:
 def _one(system: str, case: Case, pair: int, args: argparse.Namespace) -> RunResult:
     result = RunResult(system=system, case=case.name, pair=pair)
     work = Path(tempfile.mkdtemp(prefix=f"vsflower-{system}-{case.name}-"))
-    say(f"{case.name} pair {pair}: {system} ({case.sites} sites, {case.params:,} params)")
+    say(f"{case.name} pair {pair}: {system} ({case.sites} site(s), {case.params:,} params)")
     try:
         RUNNERS[system](case, args.rounds, work, result)
     except RunFailed as exc:
