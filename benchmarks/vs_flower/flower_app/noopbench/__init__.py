@@ -1,0 +1,1 @@
+"""No-op Flower app: the ClientApp returns what it received; the ServerApp runs FedAvg."""
