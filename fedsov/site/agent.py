@@ -1,8 +1,8 @@
 """``fedsov site``: dial out, hold a task subscription, train with DP-SGD, upload deltas.
 
-Light until the first task: torch and Opacus are imported when it is trained (model,
-trainer, the check that the data fits the model), so a site joins in well under a
-second and a site that trains nothing stays small (docs/architecture.md).
+Importing it is light: torch and Opacus load when a ``SiteAgent`` is made, which
+checks that the data fits the model before it dials anyone, and trains
+(docs/architecture.md, "Light imports").
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import numpy as np
 from fedsov.audit.trail import AuditTrail, open_audit_trail
 from fedsov.codec import decode, encode
 from fedsov.config import TrainingPlan
-from fedsov.exceptions import CodecError, DataError, FedsovError, TrainingError
+from fedsov.exceptions import CodecError, FedsovError, TrainingError
 from fedsov.messages import Finished, PrivacyReport, TrainTask, UpdateHeader
 from fedsov.modelref import build_model, load_weights
 from fedsov.participant import (
@@ -115,6 +115,7 @@ class SiteAgent:
         # "auto" until the first task: choosing cuda or cpu imports torch.
         self.device = config.device or "auto"
         self.data: Dataset = load_local_data(config.data)
+        self._check_data_fits()  # before joining: a misfit would fail every round after it
         self.dataset_id = self.data.fingerprint()  # the ledger follows the data
         self.ledger = PrivacyLedger(
             config.ledger or config.source.parent / f"{config.name}.privacy-ledger.jsonl",
@@ -169,8 +170,7 @@ class SiteAgent:
             momentum=task.plan.momentum,
         )
         if self._trainer is None:
-            self._check_data_fits()
-            from fedsov.site.trainer import DPTrainer  # torch and Opacus: the first task
+            from fedsov.site.trainer import DPTrainer  # Opacus: at the first task
 
             self._trainer = DPTrainer(
                 data=self.data,
@@ -203,14 +203,8 @@ class SiteAgent:
         await upstream.decline(task, code=code, reason=reason)
 
     async def _within_budget(self, upstream: Upstream, task: TrainTask) -> bool:
-        """Refuse the task (the upstream records why) if it would cross the site's budget.
-
-        Data that does not fit the model declines the first task and stops the site."""
-        try:
-            trainer = self._trainer_for(task)
-        except DataError as exc:
-            await self._decline(upstream, task, "data-misfit", str(exc))
-            raise
+        """Refuse the task (the upstream records why) if it would cross the site's budget."""
+        trainer = self._trainer_for(task)
         privacy = self.config.privacy
         if self.budget is None or not privacy.enabled:
             return True

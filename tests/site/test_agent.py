@@ -15,7 +15,7 @@ import pytest
 
 from fedsov.codec import Manifest
 from fedsov.config import Backoff, ClientEndpoint, ModelConfig, PrivacyConfig, TlsPaths
-from fedsov.exceptions import DataError, FedsovError
+from fedsov.exceptions import FedsovError
 from fedsov.messages import TrainingPlan, TrainTask
 from fedsov.modelref import build_model
 from fedsov.node.engine import Engine
@@ -173,57 +173,62 @@ def test_site_refuses_the_round_that_would_cross_its_budget(
     assert asyncio.run(restart()) == pytest.approx(spent)
 
 
+SITE_TOML = """
+[site]
+name = "site-1"
+[upstream]
+address = "127.0.0.1:1"
+insecure = true
+[data]
+path = "{data}"
+[model]
+factory = "fedsov.simulation.models:mlp"
+kwargs = {{ in_features = 64, hidden = 32, num_classes = 10 }}
+[privacy]
+noise_multiplier = 1.0
+"""
+
+
 @pytest.mark.parametrize(
     ("shape", "message"),
     [
         (
             "features",
-            r"misfit\.npz: features of shape \(32,\) do not fit the model "
+            r"site\.npz: features of shape \(32,\) do not fit the model "
             r"fedsov\.simulation\.models:mlp: RuntimeError: mat1 and mat2 shapes",
         ),
         (
             "labels",
-            r"misfit\.npz: labels run from 1 to 10, but the model fedsov\.simulation\.models:mlp "
+            r"site\.npz: labels run from 1 to 10, but the model fedsov\.simulation\.models:mlp "
             r"has 10 outputs \(labels 0\.\.9\)",
         ),
     ],
 )
-def test_data_that_does_not_fit_the_model_declines_the_first_task_and_stops_the_site(
-    tmp_path: Path, pki: dict[str, NodePaths], shape: str, message: str
+def test_data_that_does_not_fit_the_model_stops_the_site_at_start_up(
+    tmp_path: Path, shape: str, message: str
 ) -> None:
-    """The check needs torch, so it runs at the first task, before any download or
-    training: the site declines it naming the file and the mismatch, then stops."""
+    """Exit 2 naming the file and the mismatch, before the site dials anyone."""
+    import subprocess
+    import sys
+
     digits = load_digits().subset(np.arange(100))
     if shape == "features":
         bad = type(digits)(digits.x[:, :32], digits.y)
     else:
         bad = type(digits)(digits.x, digits.y + 1)  # labels 1..10
-    save_npz(tmp_path / "misfit.npz", bad)
-
-    async def scenario() -> list[object]:
-        c = pki["coordinator"]
-        tls = load_tls_material(cert=c.cert, key=c.key, ca=c.ca)
-        eng = engine(tmp_path, rounds=1)
-        server = await start_server(FederationService(eng, tls=tls), address="127.0.0.1:0", tls=tls)
-        config = site_config(tmp_path, pki, server.port)
-        agent = SiteAgent(replace(config, data=DataSpec(path=tmp_path / "misfit.npz")))
-        rounds = asyncio.ensure_future(eng.run())
-        try:
-            with pytest.raises(DataError, match=message):
-                await asyncio.wait_for(agent.run(), 60)
-            with pytest.raises(FedsovError, match="round 1 failed"):
-                await asyncio.wait_for(rounds, 60)
-        finally:
-            rounds.cancel()
-            await server.stop(0)
-        return list(eng.reports)
-
-    (report,) = asyncio.run(scenario())
-    (site,) = report.sites  # type: ignore[attr-defined]
-    assert site.status == "declined"
-    assert site.reason.startswith("data-misfit: "), site.reason
-    assert re.search(message, site.reason), site.reason
-    assert PrivacyLedger(tmp_path / "site-1.privacy-ledger.jsonl").entries == []
+    save_npz(tmp_path / "site.npz", bad)
+    config = tmp_path / "site.toml"
+    config.write_text(SITE_TOML.format(data=tmp_path / "site.npz"))
+    proc = subprocess.run(
+        [sys.executable, "-m", "fedsov", "site", "--config", str(config), "--insecure"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert re.search(message, " ".join(proc.stderr.split())), proc.stderr[-2000:]
+    assert "joined federation" not in proc.stderr
 
 
 def test_a_round_whose_training_fails_is_declined_and_spends_no_epsilon(
