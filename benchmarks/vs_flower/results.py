@@ -71,6 +71,8 @@ class TlsLimit:
     megabytes: int
     tls_s: float
     tcp_s: float
+    grpc_s: float
+    disk_s: float
 
     def lines(self) -> list[str]:
         mb = self.megabytes
@@ -78,6 +80,12 @@ class TlsLimit:
             f"- TLS 1.3 loopback limit (Python ssl, one stream, 1 MiB writes): {mb} MB in "
             f"{self.tls_s:.3f} s = {mb / self.tls_s:.0f} MB/s",
             f"- plain TCP loopback: {mb} MB in {self.tcp_s:.3f} s = {mb / self.tcp_s:.0f} MB/s",
+            f"- gRPC floor (grpc.aio, mTLS, 1 MiB messages without protobuf, two processes): "
+            f"{mb // 2} MB up + {mb // 2} MB down in {self.grpc_s:.3f} s = "
+            f"{mb / self.grpc_s:.0f} MB/s",
+            f"- durable disk write (write + fsync, the runs' disk): {mb} MB in "
+            f"{self.disk_s:.3f} s = {mb / self.disk_s:.0f} MB/s; each round writes every "
+            "accepted update (its spool) and the new model",
         ]
 
 

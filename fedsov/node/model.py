@@ -91,13 +91,17 @@ class ModelStore:
         self.directory = directory
         self.blobs = directory / "blobs"
         self.blobs.mkdir(parents=True, exist_ok=True)
+        self._file_sha: dict[str, str] = {}  # blob's model SHA-256 -> the file's
 
     def blob_name(self, sha256: str) -> str:
         return f"blobs/{sha256}.safetensors"
 
     def save(self, model: GlobalModel, metadata: Mapping[str, Any]) -> Path:
         blob = self.directory / self.blob_name(model.sha256)
-        if blob.exists():  # a model made again (a round re-run): its file is already there
+        file_sha = self._file_sha.get(model.sha256)
+        if file_sha is not None and blob.exists():
+            pass  # this process wrote it (a model made again): hashed as it was written
+        elif blob.exists():  # written before a restart
             with open(blob, "rb") as f:
                 file_sha = hashlib.file_digest(f, "sha256").hexdigest()
         else:
@@ -107,6 +111,7 @@ class ModelStore:
                 model.encoded.payload,
                 metadata={"fedsov_model_sha256": model.sha256, "round": str(model.round)},
             )
+        self._file_sha = {model.sha256: file_sha}  # the latest blob only (memory)
         path = self.directory / f"round-{model.round:04d}.safetensors"
         _link_atomic(blob, path)
         write_atomic(path.with_suffix(".safetensors.sha256"), f"{file_sha}  {path.name}\n".encode())

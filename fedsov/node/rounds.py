@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import logging
 import os
 import time
@@ -11,7 +12,6 @@ from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from typing import BinaryIO
 
 from fedsov.codec import DEFAULT_CHUNK_SIZE, PayloadReader, Segment
 from fedsov.config import MAX_EXAMPLES, MAX_UPDATE_NORM
@@ -397,7 +397,7 @@ class _Upload:
             header.manifest, size=header.payload_size, sha256=header.payload_sha256
         )
         self.spool = spool
-        self._file: BinaryIO | None = open(spool, "w+b")  # noqa: SIM115 - closed in discard
+        self._file: io.BufferedRandom | None = open(spool, "w+b")  # noqa: SIM115 - closed in discard
 
     def add(self, chunk: bytes | memoryview) -> None:
         """Validate and measure ``chunk``, then spool it; refused as soon as the
@@ -451,5 +451,6 @@ class _Upload:
         reader = PayloadReader(
             self.header.manifest, size=self.header.payload_size, allow_nonfinite=True, hashed=False
         )
-        while chunk := self._file.read(DEFAULT_CHUNK_SIZE):
-            yield from reader.feed(chunk)
+        buffer = memoryview(bytearray(DEFAULT_CHUNK_SIZE))  # reused: each segment is
+        while n := self._file.readinto(buffer):  # folded before the next read
+            yield from reader.feed(buffer[:n])

@@ -41,6 +41,7 @@ class FedAvgAggregate(RoundAggregate):
                 )
         self.manifest = manifest
         self._total_weight = 0.0
+        self._scratch = np.empty(0, dtype=np.float32)
         self._buffer: bytearray | None = None
         if all(spec.dtype in ("float32", "float64") for spec in manifest.tensors):
             # Sums laid out exactly like a payload: the result is computed in place
@@ -53,7 +54,11 @@ class FedAvgAggregate(RoundAggregate):
     def fold(self, segment: Segment, *, weight: float) -> None:
         sums = self._sums[segment.index]
         target = sums[segment.start : segment.start + len(segment.values)]
-        target += segment.values * sums.dtype.type(weight)
+        if len(self._scratch) < len(target) or self._scratch.dtype != sums.dtype:
+            self._scratch = np.empty(len(target), dtype=sums.dtype)
+        scaled = self._scratch[: len(target)]  # reused: no allocation per segment
+        np.multiply(segment.values, sums.dtype.type(weight), out=scaled, casting="same_kind")
+        target += scaled
 
     def commit(self, *, weight: float) -> None:
         self._total_weight += weight
