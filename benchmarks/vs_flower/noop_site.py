@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import resource
 import sys
 from pathlib import Path
@@ -113,3 +114,5 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+    logging.shutdown()
+    os._exit(0)  # as the fedsov CLI ends: no interpreter teardown (fedsov.cli.main)
