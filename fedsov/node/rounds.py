@@ -6,6 +6,7 @@ import asyncio
 import io
 import logging
 import os
+import threading
 import time
 from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor, wait
@@ -28,7 +29,6 @@ from fedsov.exceptions import (
 from fedsov.faults import crash_point
 from fedsov.fileio import fsync_dir
 from fedsov.messages import TrainTask, UpdateHeader, UploadReceipt, header_to_json
-from fedsov.node.group_commit import GroupCommit
 from fedsov.node.model import GlobalModel
 from fedsov.node.state import Receipt, StateStore
 from fedsov.strategy import RoundAggregate, UpdateFold
@@ -93,10 +93,10 @@ class Round:
     _closed_on: set[str] = field(default_factory=set)
     _commits: set[asyncio.Future[UploadReceipt]] = field(default_factory=set)
     _folding: asyncio.Lock = field(default_factory=asyncio.Lock)
+    _acknowledging: threading.Lock = field(default_factory=threading.Lock)
 
     def __post_init__(self) -> None:
         self.spool_dir.mkdir(parents=True, exist_ok=True)
-        self._receipts: GroupCommit | None = None
 
     @property
     def aggregate(self) -> RoundAggregate:
@@ -360,26 +360,30 @@ class Round:
             self._resolve(record, TaskStatus.REJECTED, str(exc))
 
     async def _store_receipt(self, site: str, header: UpdateHeader, upload: _Upload) -> None:
-        """Spool on disk, then the receipt (with those of uploads completing at the
-        same time: one commit): only then may the update be acknowledged."""
-        assert self.state is not None
-        if self._receipts is None or self._receipts.state is not self.state:
-            self._receipts = GroupCommit(self.state)
+        """Spool on disk, then the receipt (off the event loop): only then may the
+        update be acknowledged."""
+        state = self.state
+        assert state is not None
         await asyncio.to_thread(upload.keep, self.spool_dir / f"{header.task_id}.update")
         crash_point("upload-spooled", self.number)
-        await self._receipts.accept(
-            Receipt(
-                round=self.number,
-                attempt=self.attempt,
-                task_id=header.task_id,
-                site=site,
-                payload_sha256=header.payload_sha256,
-                header=header_to_json(header),
-                spool=upload.spool.name,
-                received_unix=time.time(),
-            )
+        receipt = Receipt(
+            round=self.number,
+            attempt=self.attempt,
+            task_id=header.task_id,
+            site=site,
+            payload_sha256=header.payload_sha256,
+            header=header_to_json(header),
+            spool=upload.spool.name,
+            received_unix=time.time(),
         )
-        crash_point("upload-acknowledged", self.number)
+        await asyncio.to_thread(self._acknowledge, state, receipt)
+
+    def _acknowledge(self, state: StateStore, receipt: Receipt) -> None:
+        """Store one receipt (a worker thread); the next waits until this one's crash
+        point passed, so a crash there leaves exactly one answer untold, as before."""
+        with self._acknowledging:
+            state.accept(receipt)
+            crash_point("upload-acknowledged", self.number)
 
 
 class _Upload:

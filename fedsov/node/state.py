@@ -21,7 +21,7 @@ from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Any
 
-from fedsov.exceptions import ConfigError, DuplicateUpdate, FedsovError, StateError
+from fedsov.exceptions import ConfigError, DuplicateUpdate, StateError
 
 __all__ = [
     "MemoryStateStore",
@@ -111,21 +111,13 @@ class StateStore(ABC):
     @abstractmethod
     def resolve_task(self, task_id: str, status: str, reason: str = "") -> None: ...
 
+    @abstractmethod
     def accept(self, receipt: Receipt) -> None:
         """Store a receipt and mark its task accepted.
 
         DuplicateUpdate when the site already has an accepted update in that round
         attempt: an update is never counted twice.
         """
-        (error,) = self.accept_all([receipt])
-        if error is not None:
-            raise error
-
-    @abstractmethod
-    def accept_all(self, receipts: Sequence[Receipt]) -> list[FedsovError | None]:
-        """``accept`` each receipt, all in one transaction (one fsync: a group commit);
-        each one's error (as ``accept`` raises it) or None, in order. The others are
-        stored whatever one's error."""
 
     @abstractmethod
     def receipts(self, number: int, attempt: int) -> list[Receipt]: ...
@@ -205,18 +197,7 @@ class MemoryStateStore(StateStore):
             raise StateError(f"no task {task_id!r}")
         self._tasks[task_id] = replace(task, status=status, reason=reason)
 
-    def accept_all(self, receipts: Sequence[Receipt]) -> list[FedsovError | None]:
-        errors: list[FedsovError | None] = []
-        for receipt in receipts:
-            try:
-                self._accept(receipt)
-            except FedsovError as exc:
-                errors.append(exc)
-            else:
-                errors.append(None)
-        return errors
-
-    def _accept(self, receipt: Receipt) -> None:
+    def accept(self, receipt: Receipt) -> None:
         task = self._tasks.get(receipt.task_id)
         if task is None:
             raise StateError(f"no task {receipt.task_id!r}")

@@ -14,7 +14,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from fedsov.exceptions import DuplicateUpdate, FedsovError, StateError
+from fedsov.exceptions import DuplicateUpdate, StateError
 from fedsov.node.state import (
     ModelRow,
     Receipt,
@@ -221,49 +221,33 @@ class SqliteStateStore(StateStore):
             if cursor.rowcount != 1:
                 raise StateError(f"no task {task_id!r}")
 
-    def accept_all(self, receipts: Sequence[Receipt]) -> list[FedsovError | None]:
-        errors: list[FedsovError | None] = []
-        with self._transaction() as db:
-            for receipt in receipts:
-                db.execute("SAVEPOINT receipt")
-                try:
-                    self._insert_receipt(db, receipt)
-                except (sqlite3.IntegrityError, StateError) as exc:
-                    db.execute("ROLLBACK TO receipt")
-                    errors.append(
-                        exc
-                        if isinstance(exc, StateError)
-                        else DuplicateUpdate(
-                            f"site {receipt.site!r} already has an accepted update "
-                            f"in round {receipt.round}"
-                        )
-                    )
-                else:
-                    errors.append(None)
-                db.execute("RELEASE receipt")
-        return errors
-
-    @staticmethod
-    def _insert_receipt(db: sqlite3.Connection, r: Receipt) -> None:
-        cursor = db.execute(
-            "UPDATE tasks SET status = 'accepted', reason = '' WHERE task_id = ?",
-            (r.task_id,),
-        )
-        if cursor.rowcount != 1:
-            raise StateError(f"no task {r.task_id!r}")
-        db.execute(
-            "INSERT INTO receipts VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                r.round,
-                r.attempt,
-                r.task_id,
-                r.site,
-                r.payload_sha256,
-                _dump(r.header),
-                r.spool,
-                r.received_unix,
-            ),
-        )
+    def accept(self, receipt: Receipt) -> None:
+        r = receipt
+        try:
+            with self._transaction() as db:
+                cursor = db.execute(
+                    "UPDATE tasks SET status = 'accepted', reason = '' WHERE task_id = ?",
+                    (r.task_id,),
+                )
+                if cursor.rowcount != 1:
+                    raise StateError(f"no task {r.task_id!r}")
+                db.execute(
+                    "INSERT INTO receipts VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        r.round,
+                        r.attempt,
+                        r.task_id,
+                        r.site,
+                        r.payload_sha256,
+                        _dump(r.header),
+                        r.spool,
+                        r.received_unix,
+                    ),
+                )
+        except sqlite3.IntegrityError as exc:
+            raise DuplicateUpdate(
+                f"site {r.site!r} already has an accepted update in round {r.round}"
+            ) from exc
 
     def receipts(self, number: int, attempt: int) -> list[Receipt]:
         rows = self._db.execute(

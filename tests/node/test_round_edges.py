@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -15,7 +15,7 @@ import pytest
 from test_rounds import _ClipToUnitNorm, chunks, delta, expected, header_for, make_round
 
 from fedsov.codec import Segment, iter_chunks
-from fedsov.exceptions import DuplicateUpdate, FedsovError, LateUpdate, ProtocolError, StateError
+from fedsov.exceptions import DuplicateUpdate, LateUpdate, ProtocolError, StateError
 from fedsov.faults import POINTS
 from fedsov.messages import UpdateHeader, UploadReceipt
 from fedsov.node import rounds as rounds_module
@@ -267,7 +267,7 @@ def test_a_clipped_upload_cut_off_mid_way_leaves_no_trace(tmp_path: Path) -> Non
 
 
 class _StoreRefusingReceipts(MemoryStateStore):
-    def accept_all(self, receipts: Sequence[Receipt]) -> list[FedsovError | None]:
+    def accept(self, receipt: Receipt) -> None:
         raise StateError("state/fedsov.db: database or disk is full")
 
 
