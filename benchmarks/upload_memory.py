@@ -101,14 +101,10 @@ async def site(address: str, paths: NodePaths, shared: Shared) -> float:
         update = shared.update
         await shared.ready.wait()
         await shared.go.wait()
-        header = UpdateHeader(
-            task_id=task.task_id,
-            round=task.round,
-            manifest=update.manifest,
+        header = UpdateHeader.answering(
+            task,
+            update,
             num_examples=100,
-            payload_size=update.size,
-            payload_sha256=update.sha256,
-            base_model_sha256=task.model_sha256,
             privacy=PrivacyReport(enabled=True, epsilon=1.0, delta=1e-5),
         )
         t0 = time.monotonic()

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from fedsov.codec import Manifest, TensorSpec
+from fedsov.codec import EncodedTensors, Manifest, TensorSpec
 from fedsov.config import TrainingPlan  # the [training] section is what a task carries
 
 __all__ = [
@@ -87,6 +87,31 @@ class UpdateHeader:
     audit_head: AuditHead | None = None  # the sender's ledger head, kept by the upstream
     # Base64 signature of fedsov.audit.statement over the contributors and audit head.
     contributors_signature: str = ""
+
+    @classmethod
+    def answering(
+        cls,
+        task: TrainTask,
+        update: EncodedTensors,
+        *,
+        num_examples: int,
+        privacy: PrivacyReport,
+        contributors: tuple[str, ...] = (),
+        metrics: Mapping[str, float] | None = None,
+    ) -> UpdateHeader:
+        """The header of ``update``, the answer to ``task`` (its round, task and model)."""
+        return cls(
+            task_id=task.task_id,
+            round=task.round,
+            manifest=update.manifest,
+            num_examples=num_examples,
+            payload_size=update.size,
+            payload_sha256=update.sha256,
+            base_model_sha256=task.model_sha256,
+            privacy=privacy,
+            metrics=dict(metrics or {}),
+            contributors=contributors,
+        )
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Mapping
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -70,18 +71,10 @@ def update_for(
     """An upload answering ``task``: its header and payload (``sha256`` overrides the
     payload's true hash, for tests of a lying sender)."""
     enc = encode(dict(delta))
-    header = UpdateHeader(
-        task_id=task.task_id,
-        round=task.round,
-        manifest=enc.manifest,
-        num_examples=num_examples,
-        payload_size=enc.size,
-        payload_sha256=sha256 or enc.sha256,
-        base_model_sha256=task.model_sha256,
-        privacy=privacy,
-        metrics=dict(metrics or {}),
+    header = UpdateHeader.answering(
+        task, enc, num_examples=num_examples, privacy=privacy, metrics=metrics
     )
-    return header, bytes(enc.payload)
+    return replace(header, payload_sha256=sha256 or enc.sha256), bytes(enc.payload)
 
 
 async def stalling_upload(

@@ -53,17 +53,8 @@ class NoopSite:
     async def handle(self, upstream: Upstream, task: TrainTask) -> None:
         await upstream.download(task)  # hash-checked; discarded: nothing is trained
         update = self._zero_delta(task.manifest)
-        header = UpdateHeader(
-            task_id=task.task_id,
-            round=task.round,
-            manifest=update.manifest,
-            num_examples=1,
-            payload_size=update.size,
-            payload_sha256=update.sha256,
-            base_model_sha256=task.model_sha256,
-            privacy=NO_DP,
-            metrics={},
-            contributors=(self.name,),
+        header = UpdateHeader.answering(
+            task, update, num_examples=1, privacy=NO_DP, contributors=(self.name,)
         )
         if await upstream.send(header, update.payload):
             self.rounds += 1

@@ -264,14 +264,10 @@ class SiteAgent:
         delta = _parameter_delta(model, result.weights, global_weights)
         update = encode(delta)
         privacy = self.config.privacy
-        header = UpdateHeader(
-            task_id=task.task_id,
-            round=task.round,
-            manifest=update.manifest,
+        header = UpdateHeader.answering(
+            task,
+            update,
             num_examples=result.num_examples,
-            payload_size=update.size,
-            payload_sha256=update.sha256,
-            base_model_sha256=task.model_sha256,
             privacy=PrivacyReport(
                 enabled=privacy.enabled,
                 epsilon=result.epsilon if privacy.enabled else 0.0,
@@ -283,9 +279,8 @@ class SiteAgent:
                 total_steps=result.total_steps,
                 accountant=privacy.accountant if privacy.enabled else "",
             ),
-            metrics={},  # loss and time depend on the data and carry no noise: kept here
             contributors=(self.config.name,),
-        )
+        )  # no metrics: loss and time depend on the data and carry no noise: kept here
         if privacy.enabled:  # on disk before the update leaves
             self.ledger.record(
                 dataset=self.dataset_id,
