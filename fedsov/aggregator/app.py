@@ -94,14 +94,10 @@ def export_header(
     counts, which they publish (record-level DP, replace-one). The ledger head is the
     participant side's to add when it sends."""
     examples = len(accepted) if site_dp else sum(s.num_examples for s in accepted)
-    return UpdateHeader(
-        task_id=task.task_id,
-        round=task.round,
-        manifest=update.manifest,
+    return UpdateHeader.answering(
+        task,
+        update,
         num_examples=examples,
-        payload_size=update.size,
-        payload_sha256=update.sha256,
-        base_model_sha256=task.model_sha256,
         privacy=privacy,
         metrics={"sites": float(len(accepted))},
         contributors=tuple(sorted({c for s in accepted for c in s.contributors or (s.site,)})),

@@ -12,7 +12,7 @@ import grpc
 import numpy as np
 import pytest
 
-from fedsov.codec import encode
+from fedsov import testing
 from fedsov.messages import PrivacyReport, TrainTask, UpdateHeader
 from fedsov.node.engine import Engine
 from fedsov.pki import NodePaths, NodeSpec, Role, build_pki, load_tls_material
@@ -89,18 +89,9 @@ async def first_task(events: AsyncIterator[object]) -> TrainTask:
 def update_for(
     task: TrainTask, delta: dict[str, np.ndarray], n: int = 10
 ) -> tuple[UpdateHeader, bytes]:
-    enc = encode(delta)
-    header = UpdateHeader(
-        task_id=task.task_id,
-        round=task.round,
-        manifest=enc.manifest,
-        num_examples=n,
-        payload_size=enc.size,
-        payload_sha256=enc.sha256,
-        base_model_sha256=task.model_sha256,
-        privacy=PrivacyReport(enabled=True, epsilon=0.5, delta=1e-5),
+    return testing.update_for(
+        task, delta, n, privacy=PrivacyReport(enabled=True, epsilon=0.5, delta=1e-5)
     )
-    return header, bytes(enc.payload)
 
 
 def full(value: float) -> dict[str, np.ndarray]:
