@@ -1,7 +1,7 @@
 """Build a model from its ``module:factory`` reference and move weights in and out.
 
-torch is imported when a model is built, not with this module: a site imports it to
-join, and trains (needs torch) only when a task comes.
+torch is imported when a model is built or loaded, not with this module: what imports
+it without building a model (a tool, the command line) stays light.
 """
 
 from __future__ import annotations
