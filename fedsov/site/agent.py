@@ -170,6 +170,7 @@ class SiteAgent:
             batch_size=task.plan.batch_size,
             learning_rate=task.plan.learning_rate,
             momentum=task.plan.momentum,
+            proximal_mu=task.plan.proximal_mu,
         )
         if self._trainer is None:
             from fedsov.site.trainer import DPTrainer  # Opacus: at the first task
