@@ -63,6 +63,11 @@ class PrivacyReport:
     total_steps: int = 0
     accountant: str = ""
 
+    @property
+    def sample_level(self) -> bool:
+        """Whether the update was trained with sample-level DP (DP-SGD)."""
+        return self.enabled
+
 
 @dataclass(frozen=True)
 class AuditHead:

@@ -53,6 +53,7 @@ from fedsov.pki.revoke import open_revocation_list
 from fedsov.pki.tls import TlsMaterial, load_tls_material
 from fedsov.policy.runtime import (
     PlanAdmission,
+    UpdatePolicy,
     load_node_plan,
     require_export_settings,
 )
@@ -205,6 +206,7 @@ class RegionalAggregator:
             state=SqliteStateStore(config.output_dir / STATE_FILE),
             audit=self.audit,
             contributors=ContributorCheck(config.federation, plan),
+            judge=UpdatePolicy(plan) if plan is not None else None,
         )
         self.engine.resume()  # after a crash: the regional rounds it already ran
         self.exported: list[int] = []

@@ -25,7 +25,7 @@ from fedsov.node.summary import build_summary
 from fedsov.pki.revoke import open_revocation_list
 from fedsov.pki.tls import TlsMaterial, load_tls_material
 from fedsov.policy.plan import Plan
-from fedsov.policy.runtime import PlanAdmission, load_node_plan
+from fedsov.policy.runtime import PlanAdmission, UpdatePolicy, load_node_plan
 from fedsov.randomness import warn_if_reproducible
 from fedsov.signals import Stopped, until_signalled
 from fedsov.strategy import create_strategy
@@ -121,6 +121,7 @@ class Coordinator:
             state=state,
             audit=audit,
             contributors=ContributorCheck(config.federation, plan),
+            judge=UpdatePolicy(plan) if plan is not None else None,
         )
         await _prepare(engine, state, audit)  # refuse a foreign state before listening
         service = FederationService(

@@ -48,7 +48,7 @@ from fedsov.messages import (
     UploadReceipt,
     header_from_json,
 )
-from fedsov.node.rounds import Round, TaskRecord, TaskStatus
+from fedsov.node.rounds import Round, TaskRecord, TaskStatus, UpdateJudge
 from fedsov.pki.identity import NodeIdentity, Role
 from fedsov.randomness import secret_random
 from fedsov.strategy import Strategy
@@ -239,16 +239,19 @@ class Engine:
         fingerprint: str | None = None,
         audit: AuditTrail | None = None,
         contributors: ContributorCheck | None = None,
+        judge: UpdateJudge | None = None,
     ) -> None:
         """``state``: where rounds, receipts and models are recorded (default: memory,
         gone with the process). ``fingerprint``: what a resumed state must have been
         written with (default: federation, seed, strategy and the model's manifest).
-        ``contributors``: what an update may claim is behind it (default: without a plan)."""
+        ``contributors``: what an update may claim is behind it (default: without a plan).
+        ``judge``: the plan's say on each update header (a refused one rejects its task)."""
         self.settings = settings
         self.state: StateStore = state or MemoryStateStore()
         self.fingerprint = fingerprint or _fingerprint(settings, initial, strategy)
         self.audit: AuditTrail = audit or NullAuditTrail()
         self.contributors = contributors or ContributorCheck(settings.federation)
+        self.judge = judge
         self.admit: Admission = admission or SiteAdmission(
             settings.federation, settings.allowed_sites
         )
@@ -533,6 +536,7 @@ class Engine:
             population=population,
             max_update_norm=self.settings.max_update_norm,
             max_examples=self.settings.max_examples,
+            judge=self.judge,
         )
         self.current = rnd
         return rnd

@@ -8,7 +8,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -33,7 +33,10 @@ from fedsov.node.model import GlobalModel
 from fedsov.node.state import Receipt, StateStore
 from fedsov.strategy import RoundAggregate, UpdateFold
 
-__all__ = ["Round", "TaskRecord", "TaskStatus"]
+__all__ = ["Round", "TaskRecord", "TaskStatus", "UpdateJudge"]
+
+UpdateJudge = Callable[[str, UpdateHeader], None]
+"""Judges an update header of a sender by a policy (the plan's): raises FedsovError."""
 
 log = logging.getLogger("fedsov.node")
 
@@ -85,6 +88,7 @@ class Round:
     population: tuple[str, ...] = ()  # the connected sites the tasks were drawn from
     max_update_norm: float = MAX_UPDATE_NORM  # L2 norm past which an update is refused
     max_examples: int = MAX_EXAMPLES  # num_examples past which an update is refused
+    judge: UpdateJudge | None = None  # the plan's say on each header (its DP)
     opened_at: float = field(default_factory=time.time)
     done: asyncio.Event = field(default_factory=asyncio.Event)
     closed: bool = False
@@ -232,6 +236,8 @@ class Round:
                 f"update header: num_examples = {header.num_examples} is above this "
                 f"round's max_examples = {self.max_examples} ([rounds] max_examples)"
             )
+        if self.judge is not None and not restoring:
+            self.judge(site, header)
 
     async def receive(
         self,

@@ -29,6 +29,15 @@ broken topology their findings would be noise)
   ``[policy.site_dp]`` (or one that adds no noise).
 - ``budget-missing``: a jurisdiction exports, and has no jurisdiction ε budget.
 
+Privacy (judged on any topology)
+
+- ``sample-dp-required``: an edge site of a jurisdiction listed in ``[policy]
+  sample_dp`` does not train with sample-level DP: its plan entry says
+  ``dp = "update"`` (whole-update DP, e.g. a Flower app), or the plan's ``[privacy]``
+  is disabled. At run time the site refuses to start, also when its own trainer
+  provides no DP-SGD, and its upstream rejects an update whose privacy report
+  shows none.
+
 Violations come sorted by rule, node and reason, whatever the order of the nodes.
 Each rule lives in its own module of ``fedsov.policy.rules``; this is their loop.
 """

@@ -105,6 +105,9 @@ class PlanNode(Section):
     upstream: Str | None = None
     hosts: tuple[Str, ...] = ()
     min_sites: Annotated[Int, Field(ge=1)] | None = None  # a regional aggregator's own k
+    # What DP an edge site trains with: "sample" (fedsov's DP-SGD) or "update" (its
+    # whole update clipped and noised, e.g. a Flower app); sample_dp judges it.
+    dp: Annotated[Str, one_of("sample", "update")] = "sample"
 
 
 @section
@@ -140,6 +143,7 @@ class Policy(Section):
         AfterValidator(_frozen),
     ] = dataclasses.field(default_factory=lambda: MappingProxyType({}))
     site_dp: SiteDPSettings | None = None
+    sample_dp: _Jurisdictions = frozenset()  # whose sites must train with sample-level DP
     budgets: Budgets = dataclasses.field(default_factory=Budgets)
 
 
@@ -244,6 +248,10 @@ class Plan:
             f"residency of {node.jurisdiction} allows sending to {', '.join(sorted(allowed))}, "
             f"not to {upstream.jurisdiction} ({upstream.name})"
         )
+
+    def provides_sample_dp(self, name: str) -> bool:
+        """Whether the plan says node ``name`` trains with sample-level DP (DP-SGD)."""
+        return self.privacy.enabled and self.node(name).dp == "sample"
 
     def export_rule(self, jurisdiction: str) -> ExportRule:
         """What may leave ``jurisdiction``; without a rule, nothing."""

@@ -5,8 +5,10 @@ of this node, and only with a certificate whose name, role and jurisdiction matc
 their plan entry. Upstream (the sending end): ``require_may_send`` refuses to send
 anything to an upstream the node's residency and export rules forbid, and
 ``export_requirement`` says how many sites (and whether site-level DP) a regional
-aggregate needs before it may leave the jurisdiction. Both ask the rules of
-``fedsov.policy.rules``.
+aggregate needs before it may leave the jurisdiction. At both ends,
+``require_update_allowed`` refuses an update its sender's DP does not satisfy
+(the site, of its own trainer, before it dials; ``UpdatePolicy``, the upstream, of
+each update's privacy report on receipt). All ask the rules of ``fedsov.policy.rules``.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fedsov.exceptions import AccessDenied, ConfigError, FedsovError, PolicyViolation
+from fedsov.messages import UpdateHeader
 from fedsov.pki.identity import NodeIdentity
 from fedsov.policy.plan import Plan, load_plan
 from fedsov.policy.rules import RULES, Requirement
@@ -23,11 +26,13 @@ from fedsov.policy.rules.base import Announced
 __all__ = [
     "ExportRequirement",
     "PlanAdmission",
+    "UpdatePolicy",
     "export_requirement",
     "load_node_plan",
     "require_export_settings",
     "require_may_join",
     "require_may_send",
+    "require_update_allowed",
 ]
 
 
@@ -105,6 +110,26 @@ def require_may_join(
         if reason is not None:
             who = upstream_name or plan.node(node).upstream
             raise PolicyViolation(f"{node!r} refuses to send to {who!r}: {reason}")
+
+
+def require_update_allowed(plan: Plan, node: str, *, sample_dp: bool) -> None:
+    """Raise PolicyViolation unless an update of ``node`` trained with sample-level DP
+    (``sample_dp``) or without it may be sent and folded: the first refusal says why."""
+    for rule in RULES:
+        reason = rule.refuse_update(plan, node, sample_dp)
+        if reason is not None:
+            raise PolicyViolation(f"update of {node!r} refused: {reason}")
+
+
+@dataclass(frozen=True)
+class UpdatePolicy:
+    """The receiving end's judge of each update header: PolicyViolation (the task is
+    rejected, nothing folded) when the plan's rules refuse what its privacy reports."""
+
+    plan: Plan
+
+    def __call__(self, sender: str, header: UpdateHeader) -> None:
+        require_update_allowed(self.plan, sender, sample_dp=header.privacy.sample_level)
 
 
 # min_sites: k, fewer contributing sites in a round and nothing is exported;

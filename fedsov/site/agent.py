@@ -31,7 +31,7 @@ from fedsov.participant import (
 )
 from fedsov.pki.revoke import open_revocation_list
 from fedsov.pki.tls import TlsMaterial, load_tls_material
-from fedsov.policy.runtime import load_node_plan
+from fedsov.policy.runtime import load_node_plan, require_update_allowed
 from fedsov.privacy.accountant import MechanismStep
 from fedsov.privacy.ledger import PrivacyLedger
 from fedsov.randomness import warn_if_reproducible
@@ -106,6 +106,8 @@ class SiteAgent:
         self.on_join: JoinCheck | None = None
         if plan is not None:
             may_send(plan, config.name, self.audit)  # before any byte leaves
+            # What its own trainer provides, whatever the plan entry says (DP-SGD: if enabled).
+            require_update_allowed(plan, config.name, sample_dp=config.privacy.enabled)
             self.on_join = may_join(plan, config.name, self.audit)  # before any task
             self.plan_sha256 = plan.sha256
             self.server_name = self.server_name or plan.node(config.name).upstream
@@ -168,6 +170,7 @@ class SiteAgent:
             batch_size=task.plan.batch_size,
             learning_rate=task.plan.learning_rate,
             momentum=task.plan.momentum,
+            proximal_mu=task.plan.proximal_mu,
         )
         if self._trainer is None:
             from fedsov.site.trainer import DPTrainer  # Opacus: at the first task

@@ -121,6 +121,25 @@ def _export(model: nn.Module) -> dict[str, np.ndarray]:
     return weights
 
 
+def _add_proximal_term(optimizer: torch.optim.Optimizer, model: nn.Module, mu: float) -> None:
+    """FedProx: before each step of ``optimizer``, add μ(w - w_global) to each gradient,
+    the gradient of μ/2·||w - w_global||², w_global being ``model``'s weights now.
+
+    The hook runs on the plain optimizer, which Opacus' DPOptimizer steps once it has
+    clipped and noised the per-sample gradients: the term depends on no record, so it
+    is post-processing and the DP guarantee is unchanged.
+    """
+    anchors = [(p, p.detach().clone()) for p in model.parameters() if p.requires_grad]
+
+    def add(_optimizer: torch.optim.Optimizer, _args: object, _kwargs: object) -> None:
+        with torch.no_grad():
+            for p, w_global in anchors:
+                if p.grad is not None:
+                    p.grad.add_(p - w_global, alpha=mu)
+
+    optimizer.register_step_pre_hook(add)
+
+
 class DPTrainer:
     """Trains a site's model round after round and accounts the privacy of all rounds."""
 
@@ -267,9 +286,13 @@ class DPTrainer:
         )
 
     def _optimizer(self, model: nn.Module) -> torch.optim.SGD:
-        return torch.optim.SGD(
+        """SGD over ``model``, with FedProx's proximal term when ``proximal_mu`` > 0."""
+        optimizer = torch.optim.SGD(
             model.parameters(), lr=self.train.learning_rate, momentum=self.train.momentum
         )
+        if self.train.proximal_mu > 0:
+            _add_proximal_term(optimizer, model, float(self.train.proximal_mu))
+        return optimizer
 
     def _train_dp(
         self, model: nn.Module, device: torch.device, sampler_seed: int, noise_seed: int

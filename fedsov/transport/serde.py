@@ -87,6 +87,7 @@ def task_event_to_proto(event: TaskEvent) -> pb.TaskEvent:
                     batch_size=event.plan.batch_size,
                     learning_rate=event.plan.learning_rate,
                     momentum=event.plan.momentum,
+                    proximal_mu=event.plan.proximal_mu,
                 ),
                 deadline_unix=event.deadline_unix,
                 round_seed=event.round_seed,
@@ -131,6 +132,7 @@ def _plan_from_proto(p: pb.TrainingPlan) -> TrainingPlan:
             batch_size=p.batch_size,
             learning_rate=p.learning_rate,
             momentum=p.momentum,
+            proximal_mu=p.proximal_mu,
         )
     except ConfigError as exc:
         raise ProtocolError(f"task's training plan: {exc}") from exc

@@ -208,7 +208,13 @@ def test_a_hostile_update_header_is_refused_for_what_is_wrong_with_it(
 
 @pytest.mark.parametrize(
     ("field", "value"),
-    [("batch_size", 0), ("local_epochs", 0), ("learning_rate", -1.0), ("momentum", 1.0)],
+    [
+        ("batch_size", 0),
+        ("local_epochs", 0),
+        ("learning_rate", -1.0),
+        ("momentum", 1.0),
+        ("proximal_mu", -0.5),
+    ],
 )
 def test_a_task_whose_training_plan_the_config_refuses_is_a_bad_message(
     field: str, value: float

@@ -87,6 +87,10 @@ MODEL = '[model]\nfactory = "m:f"\n'
             "training.momentum: must be a number, got '0.9'",
         ),
         (MODEL + "[training]\nmomentum = 1\n", "training.momentum: must be < 1.0, got 1.0"),
+        (
+            MODEL + "[training]\nproximal_mu = -0.1\n",
+            "training.proximal_mu: must be >= 0.0, got -0.1",
+        ),
         ("training = 3\n" + MODEL, "training: must be a table, got 3"),
         ("[model]\nfactory = 3\n", "model.factory: must be a string, got 3"),
         (

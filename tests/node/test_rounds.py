@@ -25,7 +25,7 @@ from fedsov.exceptions import (
 from fedsov.messages import PrivacyReport, TrainingPlan, TrainTask, UpdateHeader
 from fedsov.node.engine import EngineSettings
 from fedsov.node.model import GlobalModel, ModelStore
-from fedsov.node.rounds import Round, TaskRecord, TaskStatus
+from fedsov.node.rounds import Round, TaskRecord, TaskStatus, UpdateJudge
 from fedsov.node.state import StateStore
 from fedsov.strategy import FedAvg, FedAvgAggregate
 
@@ -41,6 +41,7 @@ def make_engine(
     sites_per_round: int = 0,
     seed: int = 0,
     state: StateStore | None = None,
+    judge: UpdateJudge | None = None,
 ) -> ScheduledEngine:
     """An engine over BASE that admits anyone, for the engine tests of this folder."""
     settings = EngineSettings(
@@ -62,6 +63,7 @@ def make_engine(
         work_dir=tmp_path / "work",
         state=state,
         admission=lambda identity: None,
+        judge=judge,
     )
 
 

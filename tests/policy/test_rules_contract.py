@@ -17,7 +17,12 @@ from fedsov.pki._keys import generate_key
 from fedsov.policy import check_plan, load_plan, rules
 from fedsov.policy.compliance import compliance_report
 from fedsov.policy.rules import RULES, Rule, RuleBase, discover
-from fedsov.policy.runtime import export_requirement, require_may_join, require_may_send
+from fedsov.policy.runtime import (
+    export_requirement,
+    require_may_join,
+    require_may_send,
+    require_update_allowed,
+)
 
 WritePlan = Callable[..., Path]
 
@@ -37,7 +42,7 @@ IN = { min_sites = 2 }
 [policy.budgets]
 jurisdiction_epsilon = { IN = 10.0 }
 """
-HOOKS = ("check", "refuse", "refuse_upstream", "requirement", "judge")
+HOOKS = ("check", "refuse", "refuse_upstream", "refuse_update", "requirement", "judge")
 
 
 def test_every_rule_module_defines_one_rule_and_all_are_in_the_registry() -> None:
@@ -90,7 +95,9 @@ def test_the_run_time_guards_ask_every_rule(
     require_may_join(
         plan, "pune", federation=plan.federation, upstream_name="agg-in", upstream_jurisdiction="IN"
     )
+    require_update_allowed(plan, "pune", sample_dp=True)
     assert calls["refuse"] == calls["requirement"] == calls["refuse_upstream"] == every_id()
+    assert calls["refuse_update"] == every_id()
 
 
 def test_the_compliance_report_asks_every_rule(

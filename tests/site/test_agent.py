@@ -15,7 +15,7 @@ import pytest
 
 from fedsov.codec import Manifest
 from fedsov.config import Backoff, ClientEndpoint, ModelConfig, PrivacyConfig, TlsPaths
-from fedsov.exceptions import FedsovError
+from fedsov.exceptions import FedsovError, PolicyViolation
 from fedsov.messages import TrainingPlan, TrainTask
 from fedsov.modelref import build_model
 from fedsov.node.engine import Engine
@@ -129,6 +129,52 @@ def test_certificate_of_another_name_is_refused_before_dialing(
 ) -> None:
     with pytest.raises(FedsovError, match=r"site\.name is 'site-9' but the certificate"):
         SiteAgent(site_config(tmp_path, pki, 1, name="site-9"))
+
+
+SAMPLE_DP_PLAN = """
+[federation]
+name = "agent-fed"
+
+[model]
+factory = "fedsov.simulation.models:mlp"
+
+[rounds]
+num_rounds = 1
+
+[[nodes]]
+name = "coordinator"
+tier = "global"
+jurisdiction = "EU"
+
+[[nodes]]
+name = "site-1"
+tier = "edge"
+jurisdiction = "EU"
+upstream = "coordinator"
+dp = "{dp}"
+
+[policy]
+sample_dp = ["EU"]
+"""
+
+
+@pytest.mark.parametrize(
+    ("dp", "enabled", "lacking"),
+    [
+        ("update", True, "the plan entry of 'site-1' says dp = \"update\""),
+        ("sample", False, "the update of 'site-1' is not trained with sample-level DP"),
+    ],
+)
+def test_a_site_without_sample_dp_where_it_is_required_refuses_to_start(
+    tmp_path: Path, pki: dict[str, NodePaths], dp: str, enabled: bool, lacking: str
+) -> None:
+    plan = tmp_path / "plan.toml"
+    plan.write_text(SAMPLE_DP_PLAN.format(dp=dp))
+    config = site_config(tmp_path, pki, 1)
+    config = replace(config, plan=plan, privacy=replace(config.privacy, enabled=enabled))
+    with pytest.raises(PolicyViolation, match=r"sample-dp-required: EU requires") as refused:
+        SiteAgent(config)
+    assert lacking in str(refused.value)
 
 
 def test_site_refuses_the_round_that_would_cross_its_budget(

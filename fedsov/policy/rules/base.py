@@ -1,14 +1,18 @@
-"""The one small interface every policy rule implements, and what its three judges see.
+"""The one small interface every policy rule implements, and what its judges see.
 
-A rule is judged three times, by three callers that loop over ``RULES``:
+A rule is judged before launch, at run time and after the fact, by callers that loop
+over ``RULES``:
 
 - before launch, ``check_plan`` asks ``check(plan)`` for its ``Violation``\\ s;
 - at run time, ``require_may_send`` asks ``refuse(plan, node)`` whether the node may
   send to its plan upstream (a reason to refuse, or None), and ``export_requirement``
   folds every rule's ``requirement(plan, node)`` into what a regional aggregate needs
-  before it may leave (checked against the aggregator's settings at start-up), and
+  before it may leave (checked against the aggregator's settings at start-up),
   once the upstream answered the join, ``require_may_join`` asks
-  ``refuse_upstream(plan, node, upstream)`` about what it announced of itself;
+  ``refuse_upstream(plan, node, upstream)`` about what it announced of itself, and
+  ``require_update_allowed`` asks ``refuse_update(plan, node, sample_dp)`` whether an
+  update of ``node``, trained with sample-level DP or not, may be sent (the site, of
+  its own trainer) and folded (its upstream, of the update's privacy report);
 - after the fact, the compliance report asks ``judge(plan, crossing)`` what is wrong
   with one update that crossed a border, as the ledgers recorded it.
 
@@ -168,6 +172,11 @@ class Rule(Protocol):
         announced itself so, or None."""
         ...
 
+    def refuse_update(self, plan: Plan, node: str, sample_dp: bool) -> str | None:
+        """At run time, at both ends: why an update of ``node``, trained with
+        sample-level DP or not, must be neither sent nor folded, or None."""
+        ...
+
     def requirement(self, plan: Plan, node: str) -> Requirement:
         """At start-up: what ``node``'s export must satisfy under this rule."""
         ...
@@ -192,6 +201,9 @@ class RuleBase:
         return None
 
     def refuse_upstream(self, plan: Plan, node: str, upstream: Announced) -> str | None:
+        return None
+
+    def refuse_update(self, plan: Plan, node: str, sample_dp: bool) -> str | None:
         return None
 
     def requirement(self, plan: Plan, node: str) -> Requirement:
