@@ -34,7 +34,7 @@ import torch
 
 from fedsov.codec import iter_chunks
 from fedsov.config import MAX_UPDATE_NORM, PrivacyConfig, TrainingPlan
-from fedsov.exceptions import NonFiniteTensor, TrainingError, UpdateOutOfBounds
+from fedsov.exceptions import FedsovError, NonFiniteTensor, TrainingError, UpdateOutOfBounds
 from fedsov.messages import TrainTask
 from fedsov.node.model import GlobalModel
 from fedsov.node.rounds import Round, TaskRecord, TaskStatus
@@ -92,7 +92,7 @@ def load_split(setup: Setup, seed: int, directory: Path) -> tuple[dict[str, Data
     paths, test_path = write_site_data(plan, seed=seed, names=names, directory=directory)
 
     def load(path: Path) -> Dataset:  # as a site loads its file
-        return load_local_data(DataSpec(path=str(path)))
+        return load_local_data(DataSpec(path=path))
 
     return {name: load(path) for name, path in paths.items()}, load(test_path)
 
@@ -196,6 +196,11 @@ def initial_model(setup: Setup, seed: int) -> tuple[torch.nn.Module, GlobalModel
     return module, GlobalModel.from_arrays(arrays, round=0, parent=None)
 
 
+def accuracy(module: torch.nn.Module, model: GlobalModel, test: Dataset) -> float:
+    module.load_state_dict({k: torch.from_numpy(v.copy()) for k, v in model.arrays().items()})
+    return evaluate(module, test, device="cpu")[0]
+
+
 async def federate(
     setup: Setup, strategy: Strategy, rule: str, seed: int, *, attacked: bool, work: Path
 ) -> RunResult:
@@ -225,12 +230,11 @@ async def federate(
     for number in range(1, setup.rounds + 1):
         try:
             model = await federation.play_round(number, model)
-        except NonFiniteTensor:  # the last model stays the federation's
+        except NonFiniteTensor:  # fedsov makes no such model: the last one stays
             result.diverged_round = number
             break
-        module.load_state_dict({k: torch.from_numpy(v.copy()) for k, v in model.arrays().items()})
-        result.accuracy_by_round.append(evaluate(module, test, device="cpu")[0])
-    result.accuracy = result.accuracy_by_round[-1]
+        result.accuracy_by_round.append(accuracy(module, model, test))
+    result.accuracy = accuracy(module, model, test)
     result.seconds = time.perf_counter() - started
     return result
 
@@ -300,8 +304,20 @@ def markdown(
         refused = f"{sum(r.refused for r in runs)} / {sum(r.failed for r in runs)}"
         shown = ", ".join(f"{k}={v}" for k, v in settings.get(rule, {}).items()) or "-"
         lines.append(f"| {rule} | {shown} | {cells[0]} | {cells[1]} | {gap} | {refused} |")
-    lines += [f"\n{rule}: skipped ({why})" for rule, why in skipped.items()]
+    if skipped:
+        lines += ["", *(f"- {rule}: skipped ({why})" for rule, why in skipped.items())]
     return "\n".join(lines) + "\n"
+
+
+def json_safe(value: Any) -> Any:
+    """``value`` with each non-finite float as a string ("inf", "nan"): strict JSON."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [json_safe(v) for v in value]
+    return value
 
 
 def describe(run: RunResult) -> str:
@@ -355,7 +371,7 @@ def strategies(
         kwargs = {**default_settings(rule, setup), **sets.get(rule, {})}
         try:
             create_strategy(rule, **kwargs)
-        except (TypeError, ValueError) as exc:
+        except (TypeError, ValueError, FedsovError) as exc:
             skipped[rule] = f"create_strategy({rule!r}, **{kwargs}) failed: {exc}"
             continue
         settings[rule] = kwargs
@@ -398,17 +414,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(table)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "table.md").write_text(table)
-    (args.out / "results.json").write_text(
-        json.dumps(
-            {
-                "setup": asdict(setup),
-                "settings": settings,
-                "skipped": skipped,
-                "runs": [asdict(r) for r in results],
-            },
-            indent=2,
-        )
-    )
+    document = {
+        "setup": asdict(setup),
+        "settings": settings,
+        "skipped": skipped,
+        "runs": [asdict(r) for r in results],
+    }
+    (args.out / "results.json").write_text(json.dumps(json_safe(document), indent=2))
     return 0
 
 
