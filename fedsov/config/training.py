@@ -20,3 +20,4 @@ class TrainingPlan(Section):
     batch_size: Annotated[Int, Field(ge=1)] = 64
     learning_rate: Annotated[Number, Field(gt=0.0)] = 0.1
     momentum: Annotated[Number, Field(ge=0.0, lt=1.0)] = 0.0
+    proximal_mu: Annotated[Number, Field(ge=0.0)] = 0.0
