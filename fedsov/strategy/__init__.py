@@ -6,7 +6,12 @@ from fedsov.strategy.fedavg import FedAvg, FedAvgAggregate
 from fedsov.strategy.fedopt import FedAdagrad, FedAdam, FedAvgM, FedYogi, ServerOptimizer
 from fedsov.strategy.fedprox import FedProx
 from fedsov.strategy.krum import Bulyan, Krum, MultiKrum
-from fedsov.strategy.registry import STRATEGIES, create_strategy
+from fedsov.strategy.registry import (
+    STRATEGIES,
+    check_strategy,
+    create_strategy,
+    strategy_from_config,
+)
 from fedsov.strategy.robust import FedMedian, FedTrimmedAvg
 from fedsov.strategy.spooled import SpooledAggregate
 
@@ -34,5 +39,7 @@ __all__ = [
     "SpooledAggregate",
     "Strategy",
     "UpdateFold",
+    "check_strategy",
     "create_strategy",
+    "strategy_from_config",
 ]

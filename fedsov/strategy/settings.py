@@ -20,7 +20,7 @@ _SETTINGS = ConfigDict(strict=True, allow_inf_nan=False, arbitrary_types_allowed
 
 def checked_settings(init: _F) -> _F:
     """Validate a strategy constructor's keyword settings against their annotations;
-    ConfigError names ``[strategy] <setting>`` and what is wrong with it."""
+    ConfigError names ``strategy.<setting>`` and what is wrong with it."""
     validated = pydantic.validate_call(config=_SETTINGS)(init)
 
     @functools.wraps(init)
@@ -37,7 +37,7 @@ def checked_settings(init: _F) -> _F:
                 else (f", got {error['input']!r}")
             )
             raise ConfigError(
-                f"[strategy] {name}: {key or 'settings'}: {error['msg']}{value}"
+                f"strategy.{key or 'settings'}: {error['msg']}{value} ({name})"
             ) from None
 
     return wrapper  # type: ignore[return-value]

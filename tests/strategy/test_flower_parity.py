@@ -73,7 +73,7 @@ async def fedsov_round(
         _aggregate=strategy.start_round(base.manifest),
         spool_dir=spool / f"round-{number}",
     )
-    for (task_id, record), update, n in zip(tasks.items(), updates, NUM_EXAMPLES, strict=True):
+    for record, update, n in zip(tasks.values(), updates, NUM_EXAMPLES, strict=True):
         header, payload = update_for(record.task, update, n)
         await rnd.receive(record.site, header, _chunks(payload))
     return rnd.next_model()
