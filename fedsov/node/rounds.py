@@ -70,7 +70,10 @@ class Round:
     a state store) acknowledged: nothing refused or aborted ever touches the sums.
     With a state store, refusals are stored as they happen and an update is
     acknowledged only once its spool is fsynced and its receipt stored: a restarted
-    aggregator re-opens the round and folds the acknowledged updates again.
+    aggregator re-opens the round and folds the acknowledged updates again. An
+    aggregate that ``keeps_updates`` (a median, Krum) is handed each accepted update's
+    spool file instead, kept (one copy, with or without a state store) until the
+    round's spool folder is removed after its commit.
     """
 
     number: int

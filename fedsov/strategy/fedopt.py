@@ -78,8 +78,8 @@ class ServerOptimizer(Strategy):
         return {"steps": self.steps}
 
     def restore(self, state: Mapping[str, Any]) -> None:
-        if state:
-            self.steps = int(state["steps"])
+        """Steps as committed (none in an empty state, before the first commit)."""
+        self.steps = int(state.get("steps", 0))
 
     def arrays(self) -> dict[str, np.ndarray]:
         return {

@@ -25,7 +25,13 @@ SITES = ("site-a", "site-b", "site-c")
 NO_DP = PrivacyReport(enabled=False, epsilon=0.0, delta=0.0)
 
 
-def engine(folder: Path, strategy: Strategy, *, num_rounds: int) -> ScheduledEngine:
+def engine(
+    folder: Path,
+    strategy: Strategy,
+    *,
+    num_rounds: int,
+    initial: dict[str, np.ndarray] = BASE,
+) -> ScheduledEngine:
     settings = EngineSettings(
         federation="fed",
         min_sites=0,
@@ -39,7 +45,7 @@ def engine(folder: Path, strategy: Strategy, *, num_rounds: int) -> ScheduledEng
     return ScheduledEngine(
         settings,
         Schedule(num_rounds=num_rounds, max_attempts=1, training=TrainingPlan()),
-        initial=GlobalModel.from_arrays(BASE, round=0, parent=None),
+        initial=GlobalModel.from_arrays(initial, round=0, parent=None),
         strategy=strategy,
         store=ModelStore(folder / "models"),
         work_dir=folder / "work",
@@ -62,7 +68,9 @@ async def upload(eng: Engine, site: str) -> None:
     assert eng.current is not None
     record = eng.current.task_for_site(site)
     assert record is not None
-    enc = encode(update(eng.current.number, SITES.index(site)))
+    dtypes = {spec.name: spec.numpy_dtype for spec in eng.current.model.manifest.tensors}
+    values = update(eng.current.number, SITES.index(site))
+    enc = encode({k: v.astype(dtypes[k]) for k, v in values.items()})
     header = UpdateHeader.answering(
         record.task, enc, num_examples=10 + 5 * SITES.index(site), privacy=NO_DP
     )
