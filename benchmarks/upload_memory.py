@@ -7,7 +7,7 @@ full-size update at the same moment. The coordinator's memory is sampled every
 20 ms from /proc: RssAnon (memory it allocated) and VmRSS (plus pages of shared
 libraries such as torch's, touched for the first time).
 
-    .venv/bin/python benchmarks/upload_memory.py [--sites 50] [--hidden 10000]
+    .venv/bin/python benchmarks/upload_memory.py [--sites 50] [--hidden 10000] [--strategy fedavg]
 
 Target (issue 2): growth above the idle baseline < 4x the model's size.
 """
@@ -136,6 +136,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             "kwargs": {"in_features": 1000, "hidden": args.hidden, "num_classes": 10},
         },
         "rounds": {"num_rounds": 1, "min_sites": args.sites, "timeout_s": 600.0},
+        "strategy": {"name": args.strategy},
         "output": {"dir": str(work / "out")},
     }
     (work / "coordinator.toml").write_text(tomli_w.dumps(config))
@@ -191,6 +192,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         "parameters": model // 4,
         "model_mib": round(model / MiB, 1),
         "max_concurrent_transfers": args.transfers,
+        "strategy": args.strategy,
         "round_completed": summary["rounds"] == 1,
         "contributors": sum(1 for s in summary["sites"].values() if s["rounds_contributed"]),
         "upload_wall_s": round(elapsed, 2),
@@ -220,6 +222,7 @@ def main() -> None:
     parser.add_argument(
         "--transfers", type=int, default=4, help="coordinator's concurrent transfers"
     )
+    parser.add_argument("--strategy", default="fedavg", help="[strategy] name of the round")
     args = parser.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     print(json.dumps(asyncio.run(main_async(args)), indent=2))

@@ -60,7 +60,7 @@ from fedsov.policy.runtime import (
 from fedsov.privacy.region import RegionBudget, site_level_report
 from fedsov.privacy.site_level import SiteLevelLedger, SiteRound
 from fedsov.randomness import secret_seed, warn_if_reproducible
-from fedsov.strategy import Strategy, create_strategy
+from fedsov.strategy import Strategy, create_strategy, strategy_from_config
 from fedsov.transport.client import FederationClient
 from fedsov.transport.server import start_server
 from fedsov.transport.service import FederationService
@@ -128,7 +128,7 @@ class RegionalAggregator:
             strategy = (
                 create_strategy("dp-fedavg", settings=config.site_dp, seed=dp_noise_seed(config))
                 if config.site_dp
-                else create_strategy("fedavg")
+                else strategy_from_config(config.strategy)
             )
         site_dp = strategy.site_level_dp()
         if config.rounds.over_select and site_dp is not None:

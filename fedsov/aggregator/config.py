@@ -27,11 +27,14 @@ from fedsov.config import (
     ServerTable,
     SiteDPSettings,
     Str,
+    StrategyConfig,
     UpstreamTable,
     beside,
     load_toml,
     section,
 )
+from fedsov.exceptions import ConfigError
+from fedsov.strategy import check_strategy
 
 __all__ = ["OVER_SELECT_WITH_SITE_DP", "AggregatorConfig", "AggregatorFile", "RegionRounds", "load"]
 
@@ -93,6 +96,7 @@ class AggregatorFile(Section):
     evaluation: EvaluationConfig = dataclasses.field(default_factory=EvaluationConfig)
     rounds: RegionRounds = dataclasses.field(default_factory=RegionRounds)
     site_dp: SiteDPSettings | None = None
+    strategy: StrategyConfig = dataclasses.field(default_factory=StrategyConfig)
     reconnect: Backoff = dataclasses.field(default_factory=Backoff)
     output: OutputTable = dataclasses.field(default_factory=OutputTable)
 
@@ -116,10 +120,19 @@ class AggregatorConfig:
     site_dp: SiteDPSettings | None
     backoff: Backoff
     output_dir: Path
+    strategy: StrategyConfig = dataclasses.field(
+        default_factory=StrategyConfig
+    )  # the region's rule (FedAvg under [site_dp])
 
 
 def load(path: Path) -> AggregatorConfig:
     doc = load_toml(AggregatorFile, path)
+    if doc.site_dp is not None and doc.strategy.name != "fedavg":
+        raise ConfigError(
+            f"{path}: strategy.name: is {doc.strategy.name!r}; [site_dp] noises a FedAvg sum, "
+            "so a region with [site_dp] aggregates with fedavg (leave [strategy] out)"
+        )
+    check_strategy(path, doc.strategy, key="rounds.min_sites", updates=doc.rounds.min_sites)
     return AggregatorConfig(
         source=path,
         name=doc.aggregator.name,
@@ -134,4 +147,5 @@ def load(path: Path) -> AggregatorConfig:
         site_dp=doc.site_dp,
         backoff=doc.reconnect,
         output_dir=doc.output.dir or beside(path, f"{doc.aggregator.name}-out"),
+        strategy=doc.strategy,
     )

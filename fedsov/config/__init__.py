@@ -34,6 +34,7 @@ from fedsov.config.endpoint import (
 from fedsov.config.model import EvaluationConfig, ModelConfig
 from fedsov.config.privacy import SITE_ACCOUNTANTS, PrivacyConfig
 from fedsov.config.site_dp import SiteDPSettings, adaptive_noise
+from fedsov.config.strategy import StrategyConfig
 from fedsov.config.toml import beside, load_toml, read_toml, validate
 from fedsov.config.training import TrainingPlan
 from fedsov.config.writer import dump_toml, write_toml
@@ -63,6 +64,7 @@ __all__ = [
     "SimulationSpec",
     "SiteDPSettings",
     "Str",
+    "StrategyConfig",
     "StreamLimits",
     "TlsPaths",
     "TrainingPlan",

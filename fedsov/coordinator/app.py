@@ -28,7 +28,7 @@ from fedsov.policy.plan import Plan
 from fedsov.policy.runtime import PlanAdmission, UpdatePolicy, load_node_plan
 from fedsov.randomness import warn_if_reproducible
 from fedsov.signals import Stopped, until_signalled
-from fedsov.strategy import create_strategy
+from fedsov.strategy import strategy_from_config
 from fedsov.transport.server import start_server
 from fedsov.transport.service import FederationService
 
@@ -112,7 +112,7 @@ class Coordinator:
                 training=config.training,
             ),
             initial=initial,
-            strategy=create_strategy("fedavg"),
+            strategy=strategy_from_config(config.strategy),
             store=store,
             work_dir=out / "work",
             evaluator=make_evaluator(config.model, config.evaluation),

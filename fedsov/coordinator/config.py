@@ -24,6 +24,7 @@ from fedsov.config import (
     ServerEndpoint,
     ServerTable,
     Str,
+    StrategyConfig,
     TrainingPlan,
     beside,
     fields_of,
@@ -31,6 +32,7 @@ from fedsov.config import (
     section,
     with_fields,
 )
+from fedsov.strategy import check_strategy
 
 __all__ = ["CoordinatorConfig", "CoordinatorFile", "RoundsConfig", "load"]
 
@@ -104,6 +106,7 @@ class CoordinatorFile(Section):
     training: TrainingPlan = dataclasses.field(default_factory=TrainingPlan)
     evaluation: EvaluationConfig = dataclasses.field(default_factory=EvaluationConfig)
     output: OutputTable = dataclasses.field(default_factory=OutputTable)
+    strategy: StrategyConfig = dataclasses.field(default_factory=StrategyConfig)
     heartbeat_s: Seconds = 10.0
 
 
@@ -121,10 +124,14 @@ class CoordinatorConfig:
     allowed_sites: frozenset[str] | None
     heartbeat_s: float
     plan: Path | None = None  # federation plan: admission, plan-hash pinning
+    strategy: StrategyConfig = dataclasses.field(
+        default_factory=StrategyConfig
+    )  # the aggregation rule and its settings
 
 
 def load(path: Path) -> CoordinatorConfig:
     doc = load_toml(CoordinatorFile, path)
+    check_strategy(path, doc.strategy, key="rounds.min_updates", updates=doc.rounds.min_updates)
     fed = doc.federation
     return CoordinatorConfig(
         source=path,
@@ -139,4 +146,5 @@ def load(path: Path) -> CoordinatorConfig:
         allowed_sites=frozenset(fed.sites) if fed.sites is not None else None,
         heartbeat_s=doc.heartbeat_s,
         plan=fed.plan,
+        strategy=doc.strategy,
     )

@@ -62,15 +62,18 @@ class ScheduledEngine(Engine):
         try:
             for number in range(self.model.round + 1, s.num_rounds + 1):
                 failed = sum(1 for r in self.reports if r.round == number and not r.completed)
+                failure = ""
                 for attempt in range(failed + 1, s.max_attempts + 1):
                     report = await self.run_round(number, attempt=attempt, training=s.training)
                     if report.completed:
                         break
+                    failure = report.failure
                 else:
-                    raise FedsovError(
-                        f"round {number} failed {s.max_attempts} times: fewer than "
-                        f"min_updates = {self.settings.min_updates} updates were accepted"
+                    why = failure or (
+                        f"fewer than min_updates = {self.settings.min_updates} updates "
+                        "were accepted"
                     )
+                    raise FedsovError(f"round {number} failed {s.max_attempts} times: {why}")
             self.finish(f"completed {s.num_rounds} rounds")
         except FedsovError as exc:
             self.finish(f"stopped: {exc}")

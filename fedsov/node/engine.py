@@ -65,6 +65,8 @@ is dropped on receipt, so no report, receipt or summary ever stores it."""
 
 log = logging.getLogger("fedsov.node")
 
+_ARRAYS_KEY = "_arrays"  # in a stored strategy state: the file of the strategy's arrays
+
 
 @dataclass(frozen=True)
 class EngineSettings:
@@ -269,6 +271,7 @@ class Engine:
         self._models: dict[str, GlobalModel] = {initial.sha256: initial}
         self._told: set[str] = set()  # participants that received Finished
         self._told_changed = asyncio.Event()
+        self._arrays_ref: dict[str, str] | None = None  # the committed strategy arrays' file
 
     # ----- participants -------------------------------------------------------------
 
@@ -478,6 +481,7 @@ class Engine:
     ) -> Round:
         """A new round, stored with its tasks before any task is pushed."""
         deadline = deadline or time.time() + self.settings.round_timeout_s
+        training = self.strategy.configure_training(training)
         if round_seed is None:
             round_seed = (self.settings.seed * 1_000_003 + number) % 2**63
         population = tuple(self.connected_sites)  # snapshot: what the sample is drawn from
@@ -600,17 +604,29 @@ class Engine:
         new: GlobalModel | None = None
         failure = ""
         sites = [_site_result(r) for r in sorted(rnd.tasks.values(), key=lambda r: r.site)]
+        if completed and len(accepted) < self.strategy.updates_needed():
+            completed = False
+            failure = (
+                f"{self.strategy.name} needs at least {self.strategy.updates_needed()} "
+                f"updates, the round got {len(accepted)}"
+            )
+            log.error("round %d: %s", rnd.number, failure)
         if completed:
             try:
                 new = await asyncio.to_thread(rnd.next_model)
             except NonFiniteTensor as exc:  # the round fails; the current model stays
                 completed, failure = False, str(exc)
                 log.error("round %d: %s", rnd.number, failure)
+                if self.strategy.arrays():  # stepped in write_result: back to the commit's
+                    await asyncio.to_thread(self._restore_strategy)
+        arrays_ref = self._arrays_ref
         if new is not None:
             if self.evaluator is not None:
                 metrics = dict(await asyncio.to_thread(self.evaluator, new.arrays()))
             lineage = _lineage([s for s in sites if s.status == TaskStatus.ACCEPTED])
             await asyncio.to_thread(self.store.save, new, lineage | {"metrics": metrics})
+            if arrays := self.strategy.arrays():
+                arrays_ref = await asyncio.to_thread(self.store.save_strategy_arrays, new, arrays)
             crash_point("model-written", rnd.number)
         report = RoundReport(
             round=rnd.number,
@@ -629,9 +645,10 @@ class Engine:
             rnd.attempt,
             report=report.to_json(),
             model=None if new is None else self._model_row(new, report),
-            strategy_state=self.strategy.state(),
+            strategy_state=self._strategy_state(arrays_ref),
         )
         crash_point("round-committed", rnd.number)
+        self._replace_arrays_ref(arrays_ref)
         await asyncio.to_thread(shutil.rmtree, rnd.spool_dir, ignore_errors=True)
         if new is not None:
             self._models = {new.sha256: new}
@@ -716,7 +733,7 @@ class Engine:
             row.attempt,
             report=report.to_json() | {"abandoned": why},
             model=None,
-            strategy_state=self.strategy.state(),
+            strategy_state=self._strategy_state(self._arrays_ref),
         )
         self.reports.append(report)
         shutil.rmtree(self.work_dir / "spool" / f"round-{row.number:04d}-{row.attempt}", True)
@@ -741,7 +758,7 @@ class Engine:
             )
             self._models = {row.sha256: self.model}
         self.reports = [RoundReport.from_json(r) for r in self.state.reports()]
-        self.strategy.restore(self.state.strategy_state())
+        self._restore_strategy()
         log.warning(
             "resumed from the state store: model of round %d (%s), %d round attempts recorded",
             self.model.round,
@@ -749,6 +766,25 @@ class Engine:
             len(self.reports),
         )
         return True
+
+    def _strategy_state(self, arrays_ref: dict[str, str] | None) -> dict[str, Any]:
+        """The strategy's state as committed: with the file of its arrays, if any."""
+        state = self.strategy.state()
+        return state if arrays_ref is None else state | {_ARRAYS_KEY: arrays_ref}
+
+    def _restore_strategy(self) -> None:
+        """The strategy as the last commit left it, its arrays read back from their file."""
+        state = self.state.strategy_state()
+        ref = state.pop(_ARRAYS_KEY, None)
+        self.strategy.restore(state)
+        self.strategy.restore_arrays({} if ref is None else self.store.load_strategy_arrays(ref))
+        self._arrays_ref = ref
+
+    def _replace_arrays_ref(self, ref: dict[str, str] | None) -> None:
+        """Once a commit names ``ref``, the file of the previous one goes."""
+        old, self._arrays_ref = self._arrays_ref, ref
+        if old is not None and old != ref:
+            self.store.remove_strategy_arrays(old)
 
     def completed(self, number: int, base_sha256: str) -> RoundReport | None:
         """The stored report of round ``number`` over ``base_sha256``, if it completed and its

@@ -126,6 +126,36 @@ class ModelStore:
         write_atomic(path.with_suffix(".json"), json.dumps(meta, indent=2).encode())
         return path
 
+    def save_strategy_arrays(
+        self, model: GlobalModel, arrays: Mapping[str, np.ndarray]
+    ) -> dict[str, str]:
+        """Write a strategy's model-sized state (moments) that goes with ``model``,
+        atomically, before the commit that names it; what names it: file and SHA-256."""
+        encoded = encode(arrays)
+        name = f"blobs/{model.sha256}.strategy.safetensors"
+        file_sha = write_safetensors(
+            self.directory / name,
+            encoded.manifest,
+            encoded.payload,
+            metadata={"fedsov_model_sha256": model.sha256, "round": str(model.round)},
+        )
+        return {"file": name, "sha256": file_sha}
+
+    def load_strategy_arrays(self, ref: Mapping[str, str]) -> dict[str, np.ndarray]:
+        """The arrays ``save_strategy_arrays`` wrote; StateError if missing or damaged."""
+        path = self.directory / ref["file"]
+        try:
+            data = path.read_bytes()
+            if hashlib.sha256(data).hexdigest() != ref["sha256"]:
+                raise StateError(f"{path}: does not hash to {ref['sha256'][:16]} (damaged?)")
+            return dict(safetensors.numpy.load(data))
+        except (OSError, safetensors.SafetensorError) as exc:
+            raise StateError(f"{path}: cannot read the strategy's stored state: {exc}") from exc
+
+    def remove_strategy_arrays(self, ref: Mapping[str, str]) -> None:
+        """Delete a state file no commit names any more."""
+        (self.directory / ref["file"]).unlink(missing_ok=True)
+
     def load(
         self, sha256: str, *, round: int, parent: str | None, manifest: Manifest
     ) -> GlobalModel:

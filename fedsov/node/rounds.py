@@ -73,7 +73,10 @@ class Round:
     a state store) acknowledged: nothing refused or aborted ever touches the sums.
     With a state store, refusals are stored as they happen and an update is
     acknowledged only once its spool is fsynced and its receipt stored: a restarted
-    aggregator re-opens the round and folds the acknowledged updates again.
+    aggregator re-opens the round and folds the acknowledged updates again. An
+    aggregate that ``keeps_updates`` (a median, Krum) is handed each accepted update's
+    spool file instead, kept (one copy, with or without a state store) until the
+    round's spool folder is removed after its commit.
     """
 
     number: int
@@ -318,11 +321,14 @@ class Round:
     ) -> UploadReceipt:
         """Store the receipt (off the event loop), then fold the update once."""
         header = upload.header
+        keeps = upload.fold.aggregate.keeps_updates  # read again when the model is made
         try:
             if self.state is not None and not restoring:
                 await self._store_receipt(record.site, header, upload)
+            elif keeps and restoring:  # over its identical kept copy: one file, not two
+                await asyncio.to_thread(upload.keep, self._kept_name(header))
             async with self._folding:  # one fold at a time into the shared sums
-                await asyncio.to_thread(upload.fold.finish, upload.replay)
+                await asyncio.to_thread(upload.fold.finish, upload.replay, upload.spool)
         except FedsovError as exc:
             self._refuse(record, upload, exc)
             raise
@@ -330,10 +336,10 @@ class Round:
             upload.discard()
             record.status, record.reason = TaskStatus.PENDING, "upload aborted by the peer"
             raise
-        if self.state is None or restoring:
-            upload.discard()  # (restoring: its kept copy stays where it was)
+        if keeps or (self.state is not None and not restoring):
+            upload.close()  # kept until the round commits (rmtree'd with the spool dir)
         else:
-            upload.close()  # kept until the round commits: a restart folds it again
+            upload.discard()  # (restoring: its kept copy stays where it was)
         record.header = header
         self._resolve(record, TaskStatus.ACCEPTED)
         log.debug(  # what honest updates measure, to set the bounds by
@@ -370,7 +376,7 @@ class Round:
         update be acknowledged."""
         state = self.state
         assert state is not None
-        await asyncio.to_thread(upload.keep, self.spool_dir / f"{header.task_id}.update")
+        await asyncio.to_thread(upload.keep, self._kept_name(header))
         crash_point("upload-spooled", self.number)
         receipt = Receipt(
             round=self.number,
@@ -383,6 +389,10 @@ class Round:
             received_unix=time.time(),
         )
         await asyncio.to_thread(self._acknowledge, state, receipt)
+
+    def _kept_name(self, header: UpdateHeader) -> Path:
+        """Where an accepted update's spool is kept until the round commits."""
+        return self.spool_dir / f"{header.task_id}.update"
 
     def _acknowledge(self, state: StateStore, receipt: Receipt) -> None:
         """Store one receipt (a worker thread); the next waits until this one's crash

@@ -44,6 +44,7 @@ def _coordinator_config(sc: Scenario, out: Path, pki: NodePaths, test_path: Path
             "start_timeout_s": 300.0,
         },
         "training": sc.training,
+        "strategy": sc.strategy.table(),
         "evaluation": EvaluationConfig(EVALUATE, {"path": str(test_path)}),
         "output": {"dir": str(out)},
     }

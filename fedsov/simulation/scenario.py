@@ -1,4 +1,5 @@
-"""Simulation scenarios (TOML): data, partition, model, rounds, training and privacy."""
+"""Simulation scenarios (TOML): data, partition, model, rounds, training, privacy and
+the aggregation rule (``[strategy]``, as in a coordinator's config)."""
 
 from __future__ import annotations
 
@@ -19,11 +20,13 @@ from fedsov.config import (
     PrivacyConfig,
     Section,
     Str,
+    StrategyConfig,
     TrainingPlan,
     load_toml,
     read_toml,
     section,
 )
+from fedsov.strategy import check_strategy
 
 __all__ = ["DataPlan", "RoundsPlan", "Scenario", "ScenarioFile", "is_plan", "load_scenario"]
 
@@ -63,6 +66,7 @@ class ScenarioFile(Section):
     seed: Annotated[Int, Field(ge=0)] = 0
     training: TrainingPlan = dataclasses.field(default_factory=TrainingPlan)
     privacy: PrivacyConfig = dataclasses.field(default_factory=PrivacyConfig)
+    strategy: StrategyConfig = dataclasses.field(default_factory=StrategyConfig)
 
     def __post_init__(self) -> None:
         sites = self.data.sites
@@ -82,6 +86,7 @@ class Scenario:
     rounds: RoundsPlan
     training: TrainingPlan
     privacy: PrivacyConfig
+    strategy: StrategyConfig = dataclasses.field(default_factory=StrategyConfig)
 
 
 def is_plan(path: Path) -> bool:
@@ -94,6 +99,8 @@ def load_scenario(path: Path) -> Scenario:
     rounds = doc.rounds
     if rounds.min_sites is None:
         rounds = dataclasses.replace(rounds, min_sites=doc.data.sites)
+    updates = rounds.min_sites or doc.data.sites
+    check_strategy(path, doc.strategy, key="rounds.min_sites", updates=updates)
     return Scenario(
         source=path,
         name=doc.name,
@@ -103,4 +110,5 @@ def load_scenario(path: Path) -> Scenario:
         rounds=rounds,
         training=doc.training,
         privacy=doc.privacy,
+        strategy=doc.strategy,
     )

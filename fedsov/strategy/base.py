@@ -6,11 +6,13 @@ import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from fedsov.codec import Manifest, Segment
+from fedsov.config import TrainingPlan
 
 __all__ = ["Replay", "RoundAggregate", "SiteLevelDP", "Strategy", "UpdateFold"]
 
@@ -52,12 +54,18 @@ class UpdateFold:
             np.copyto(values, segment.values)
         self._squared_norm += float(np.dot(values, values))
 
-    def finish(self, replay: Replay) -> None:
-        """Fold the complete update once, corrected for its norm, and count it."""
+    def finish(self, replay: Replay, spool: Path | None = None) -> None:
+        """Fold the complete update once, corrected for its norm, and count it; an
+        aggregate that ``keeps_updates`` is handed its ``spool`` file instead."""
         assert not self.counted, "an update is folded once"
-        weight = self.weight + self.aggregate.correction(norm=self.norm, weight=self.weight)
-        for segment in replay():
-            self.aggregate.fold(segment, weight=weight)
+        if self.aggregate.keeps_updates:
+            if spool is None:
+                raise RuntimeError("an aggregate that keeps updates needs each one's spool file")
+            self.aggregate.keep(spool, weight=self.weight)
+        else:
+            weight = self.weight + self.aggregate.correction(norm=self.norm, weight=self.weight)
+            for segment in replay():
+                self.aggregate.fold(segment, weight=weight)
         self.aggregate.commit(weight=self.weight)
         self.counted = True
 
@@ -67,7 +75,17 @@ class RoundAggregate(ABC):
 
     The round hands each update to ``begin``'s ``UpdateFold``, which folds it once it
     is complete and accepted; the methods below are the pieces it is made of.
+
+    A rule that needs every update at once (a median, Krum) sets ``keeps_updates``:
+    it is handed each accepted update's spool file (``keep``) instead of its segments,
+    and the round keeps those files until its model is made.
     """
+
+    keeps_updates = False
+
+    def keep(self, spool: Path, *, weight: float) -> None:
+        """Take note of an accepted update, kept in ``spool`` until the model is made."""
+        raise NotImplementedError(f"{type(self).__name__} folds updates; it keeps none")
 
     def begin(self, num_examples: int) -> UpdateFold:
         """The fold of one update of ``num_examples`` examples."""
@@ -145,6 +163,25 @@ class Strategy(ABC):
 
     def restore(self, state: Mapping[str, Any]) -> None:  # noqa: B027 - stateless by default
         """Take back what ``state`` returned before a restart."""
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """Model-sized state carried from round to round (a server optimizer's moments).
+
+        Stored beside each round's model, in the same commit as ``state()``, and
+        given back to ``restore_arrays`` on resume; empty for most strategies.
+        """
+        return {}
+
+    def restore_arrays(self, arrays: Mapping[str, np.ndarray]) -> None:  # noqa: B027 - none by default
+        """Take back what ``arrays`` returned before a restart."""
+
+    def configure_training(self, plan: TrainingPlan) -> TrainingPlan:
+        """The training plan of every task this strategy's rounds send (default: ``plan``)."""
+        return plan
+
+    def updates_needed(self) -> int:
+        """Accepted updates a round needs before this strategy can aggregate it."""
+        return 1
 
     def site_level_dp(self) -> SiteLevelDP | None:
         """How the aggregates this strategy releases are noised; None when they are not."""

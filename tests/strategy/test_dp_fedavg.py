@@ -264,6 +264,6 @@ def test_plain_fedavg_releases_without_site_level_dp() -> None:
     assert FedAvg().site_level_dp() is None
     assert isinstance(create_strategy("fedavg"), FedAvg)
     with pytest.raises(
-        ConfigError, match=r"unknown strategy 'fedprox' \(known: dp-fedavg, fedavg\)"
+        ConfigError, match=r"unknown strategy 'qfedavg' \(known: bulyan, dp-fedavg, fedadagrad"
     ):
-        create_strategy("fedprox")
+        create_strategy("qfedavg")
