@@ -19,7 +19,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from fedsov.config import Backoff, EvaluationConfig, write_toml
+from fedsov.config import Backoff, DataChoice, EvaluationConfig, write_toml
 from fedsov.exceptions import FedsovError
 from fedsov.pki.throwaway import NodePaths, NodeSpec, build_pki
 from fedsov.policy.plan import Plan, PlanNode, Tier
@@ -85,7 +85,8 @@ def prepare_deployment(plan: Plan, out: Path) -> Deployment:
     if sim is None:
         raise FedsovError(f"{plan.source}: a plan needs a [simulation] table to be simulated")
     edges = [n.name for n in plan.nodes if n.tier is Tier.EDGE]
-    data_plan = DataPlan(**dataclasses.asdict(sim), sites=len(edges))
+    choice = {f.name: getattr(sim, f.name) for f in dataclasses.fields(DataChoice)}
+    data_plan = DataPlan(**choice, sites=len(edges))
     data, test_file = write_site_data(
         data_plan, seed=plan.seed, names=edges, directory=out / "data"
     )
