@@ -21,6 +21,7 @@ import hashlib
 import math
 import sys
 import time
+import tomllib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -39,9 +40,33 @@ from fedsov.refs import resolve_ref
 from fedsov.site.flower_privacy import PrivateRound, private_round
 from fedsov.site.trainer import TrainResult, resolve_device
 
-__all__ = ["FlowerTrainer", "load_client_app", "update_level_noise"]
+__all__ = ["FlowerTrainer", "app_run_config", "load_client_app", "update_level_noise"]
 
 _OPACUS_PREFIX = "_module."  # state_dict keys of a model still wrapped by Opacus
+
+
+def app_run_config(folder: Path) -> dict[str, Any]:
+    """The app's defaults, ``[tool.flwr.app.config]`` of its pyproject.toml (nested tables
+    flattened with dots, as Flower does); {} without one."""
+    pyproject = folder / "pyproject.toml"
+    if not pyproject.is_file():
+        return {}
+    try:
+        doc = tomllib.loads(pyproject.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"{pyproject}: cannot read the Flower app's config: {exc}") from exc
+    table = doc.get("tool", {}).get("flwr", {}).get("app", {}).get("config", {})
+    return _flattened(table)
+
+
+def _flattened(table: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in table.items():
+        if isinstance(value, Mapping):
+            out.update(_flattened(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
 
 
 def load_client_app(config: TrainerConfig, *, base: Path) -> tuple[Any, bool]:
@@ -146,7 +171,7 @@ class FlowerTrainer:
             node_id=node_id,
             node_config=dict(config.node_config),
             state=RecordDict(),
-            run_config=dict(config.run_config),
+            run_config={**app_run_config(config.app_dir or base), **config.run_config},
         )
         self._num_examples = num_examples
         self._history: list[MechanismStep] = merge_history(prior)
