@@ -150,6 +150,9 @@ class SiteAgent:
             jurisdiction=self.tls.identity.jurisdiction if self.tls else "DEV",
         )
         self._trainer: LocalTrainer | None = None
+        if config.trainer.flower:  # import the app now: a bad reference stops the site here
+            self._trainer = self._make_trainer(TrainingPlan())
+            self.device = self._trainer.device
         self._models: dict[str, bytearray] = {}  # downloaded and hash-checked
         self._partial: dict[str, bytearray] = {}  # a download cut off with its connection
         self._unsent: _Unsent | None = None
