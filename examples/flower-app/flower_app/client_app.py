@@ -33,7 +33,9 @@ def train_fn(msg: Message, context: Context) -> Message:
     model.load_state_dict(msg.content["arrays"].to_torch_state_dict())
     dataset = _data(context)
     loader = DataLoader(dataset, batch_size=int(_setting(msg, context, "batch-size")), shuffle=True)
-    optimizer = torch.optim.SGD(model.parameters(), lr=float(_setting(msg, context, "learning-rate")))
+    optimizer = torch.optim.SGD(
+        model.parameters(), lr=float(_setting(msg, context, "learning-rate"))
+    )
     trained = model
     if context.run_config.get("sample-dp", False):
         # fedsov's DP-SGD with the site's [privacy] settings; the site accounts the steps.
