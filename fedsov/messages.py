@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
+from enum import StrEnum
 from typing import Any
 
 from fedsov.codec import EncodedTensors, Manifest, TensorSpec
@@ -13,6 +14,7 @@ __all__ = [
     "AuditHead",
     "Finished",
     "Heartbeat",
+    "PrivacyLevel",
     "PrivacyReport",
     "TaskEvent",
     "TrainTask",
@@ -51,22 +53,42 @@ class Heartbeat:
 TaskEvent = TrainTask | Finished | Heartbeat
 
 
+class PrivacyLevel(StrEnum):
+    """What one ε of a site's update protects (docs/privacy.md, "Levels")."""
+
+    SAMPLE = "sample"  # DP-SGD through fedsov's Opacus path: one record
+    UPDATE = "update"  # the site clipped and noised its whole update: its whole dataset
+    NONE = "none"  # no DP
+
+
 @dataclass(frozen=True)
 class PrivacyReport:
     enabled: bool
     epsilon: float
     delta: float
     noise_multiplier: float = 0.0
-    max_grad_norm: float = 0.0
+    max_grad_norm: float = 0.0  # the clip norm: per example (SAMPLE) or of the update (UPDATE)
     sample_rate: float = 0.0
     steps: int = 0
     total_steps: int = 0
     accountant: str = ""
+    level: PrivacyLevel | None = None  # None: derived, SAMPLE if enabled else NONE
+
+    def __post_init__(self) -> None:
+        if self.level is not None:  # a string from JSON or the wire; ValueError if unknown
+            object.__setattr__(self, "level", PrivacyLevel(self.level))
+
+    @property
+    def effective_level(self) -> PrivacyLevel:
+        """``level``, or the one derived when it was not given."""
+        if self.level is not None:
+            return self.level
+        return PrivacyLevel.SAMPLE if self.enabled else PrivacyLevel.NONE
 
     @property
     def sample_level(self) -> bool:
-        """Whether the update was trained with sample-level DP (DP-SGD)."""
-        return self.enabled
+        """Whether the update carries sample-level DP (DP-SGD through fedsov)."""
+        return self.effective_level is PrivacyLevel.SAMPLE
 
 
 @dataclass(frozen=True)

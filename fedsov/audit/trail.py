@@ -25,7 +25,7 @@ from fedsov.audit.record import AuditEvent, AuditRecord
 from fedsov.audit.refusals import RefusalCount, RefusalCounter
 from fedsov.audit.signing import Signer
 from fedsov.audit.statement import sign_statement
-from fedsov.messages import AuditHead, PrivacyReport, UpdateHeader
+from fedsov.messages import AuditHead, PrivacyLevel, PrivacyReport, UpdateHeader
 from fedsov.pki.identity import NodeIdentity
 from fedsov.pki.tls import TlsMaterial
 from fedsov.randomness import REPRODUCIBLE_ENV, reproducible
@@ -83,10 +83,11 @@ def _dp(privacy: PrivacyReport) -> dict[str, Any]:
     if not privacy.enabled:
         return {"level": "none"}
     site_level = privacy.accountant.startswith("rdp-replace-one")
+    clipped_update = site_level or privacy.level is PrivacyLevel.UPDATE
     return {
-        "level": "site" if site_level else "sample",
+        "level": "site" if site_level else privacy.effective_level.value,
         "noise_multiplier": privacy.noise_multiplier,
-        "clip" if site_level else "max_grad_norm": privacy.max_grad_norm,
+        "clip" if clipped_update else "max_grad_norm": privacy.max_grad_norm,
         "sample_rate": privacy.sample_rate,
         "steps": privacy.total_steps,
         "accountant": privacy.accountant,

@@ -2,7 +2,7 @@
 
 The bottom layer: it imports nothing from fedsov but ``fedsov.exceptions``. One module
 per section (``[model]``, ``[training]``, ``[privacy]``, ``[site_dp]``, ``[reconnect]``,
-the update bounds, the data choice, ``[server]``/``[upstream]``); ``toml`` reads and
+``[trainer]``, the update bounds, the data choice, ``[server]``/``[upstream]``); ``toml`` reads and
 validates a file, ``errors`` words pydantic's errors as ``"{file}: {section.key}:
 {message}"``, and ``writer`` writes mappings of sections back as TOML.
 """
@@ -36,6 +36,7 @@ from fedsov.config.privacy import SITE_ACCOUNTANTS, PrivacyConfig
 from fedsov.config.site_dp import SiteDPSettings, adaptive_noise
 from fedsov.config.strategy import StrategyConfig
 from fedsov.config.toml import beside, load_toml, read_toml, validate
+from fedsov.config.trainer import TRAINER_KINDS, TrainerConfig, UserConfig
 from fedsov.config.training import TrainingPlan
 from fedsov.config.writer import dump_toml, write_toml
 
@@ -45,6 +46,7 @@ __all__ = [
     "MAX_UPDATE_NORM",
     "PARTITIONS",
     "SITE_ACCOUNTANTS",
+    "TRAINER_KINDS",
     "Backoff",
     "Bool",
     "ClientEndpoint",
@@ -67,8 +69,10 @@ __all__ = [
     "StrategyConfig",
     "StreamLimits",
     "TlsPaths",
+    "TrainerConfig",
     "TrainingPlan",
     "UpstreamTable",
+    "UserConfig",
     "adaptive_noise",
     "beside",
     "dump_toml",

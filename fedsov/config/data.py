@@ -7,6 +7,7 @@ from typing import Annotated
 from pydantic import Field
 
 from fedsov.config.base import KeyProblem, Number, Section, Str, one_of, section
+from fedsov.config.trainer import TrainerConfig
 
 __all__ = ["DATASETS", "PARTITIONS", "DataChoice", "SimulationSpec"]
 
@@ -35,3 +36,6 @@ class SimulationSpec(DataChoice):
 
     SECTION = "simulation"
     dataset: Annotated[Str, one_of(*DATASETS)] = "digits"
+    # Every site's [trainer] (e.g. a Flower app), its node_config completed per site
+    # with partition-id, num-partitions and data-path (fedsov.simulation.hierarchy).
+    trainer: TrainerConfig | None = None

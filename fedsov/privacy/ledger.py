@@ -22,10 +22,13 @@ from fedsov.exceptions import ConfigError, DataError
 from fedsov.fileio import append_record, read_records
 from fedsov.privacy.accountant import MechanismStep, compute_epsilon
 
-__all__ = ["PRIVACY_UNIT", "LedgerEntry", "PrivacyLedger"]
+__all__ = ["DATASET_UNIT", "PRIVACY_UNIT", "LedgerEntry", "PrivacyLedger"]
 
 PRIVACY_UNIT = "record"
 """What one ε protects: one record of one site (replace-one neighbours, N public)."""
+DATASET_UNIT = "dataset"
+"""What an update-level release protects: the site's whole dataset (replaced by any
+other of the same, public, size); its ε bounds the record-level one too."""
 
 
 @dataclass(frozen=True)
@@ -118,6 +121,7 @@ class PrivacyLedger:
         step: MechanismStep,
         delta: float,
         accountant: str = "pld",
+        unit: str = PRIVACY_UNIT,
     ) -> LedgerEntry:
         """Append and fsync one release; returns only once it is on disk."""
         entry = LedgerEntry(
@@ -133,6 +137,7 @@ class PrivacyLedger:
             delta=delta,
             recorded_unix=time.time(),
             dataset=dataset,
+            unit=unit,
         )
         append_record(self.path, asdict(entry))
         self.entries.append(entry)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -19,7 +20,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from fedsov.config import Backoff, EvaluationConfig, write_toml
+from fedsov.config import Backoff, DataChoice, EvaluationConfig, write_toml
 from fedsov.exceptions import FedsovError
 from fedsov.pki.throwaway import NodePaths, NodeSpec, build_pki
 from fedsov.policy.plan import Plan, PlanNode, Tier
@@ -85,7 +86,8 @@ def prepare_deployment(plan: Plan, out: Path) -> Deployment:
     if sim is None:
         raise FedsovError(f"{plan.source}: a plan needs a [simulation] table to be simulated")
     edges = [n.name for n in plan.nodes if n.tier is Tier.EDGE]
-    data_plan = DataPlan(**dataclasses.asdict(sim), sites=len(edges))
+    choice = {f.name: getattr(sim, f.name) for f in dataclasses.fields(DataChoice)}
+    data_plan = DataPlan(**choice, sites=len(edges))
     data, test_file = write_site_data(
         data_plan, seed=plan.seed, names=edges, directory=out / "data"
     )
@@ -159,7 +161,7 @@ def aggregator_config(dep: Deployment, node: PlanNode) -> dict[str, Any]:
 
 def site_config(dep: Deployment, node: PlanNode, index: int) -> dict[str, Any]:
     plan = dep.plan
-    return {
+    config = {
         "site": {"name": node.name, "seed": plan.seed * 1000 + index, "device": "auto"},
         "federation": {"plan": str(dep.plan_file)},
         "upstream": _upstream(dep, node),
@@ -168,14 +170,34 @@ def site_config(dep: Deployment, node: PlanNode, index: int) -> dict[str, Any]:
         "privacy": plan.privacy,
         "reconnect": RECONNECT,
     }
+    trainer = plan.simulation.trainer if plan.simulation else None
+    if trainer is not None:  # the app reads the same partition, through its node_config
+        node_config = {
+            **trainer.node_config,
+            "partition-id": index - 1,
+            "num-partitions": len(dep.data),
+            "data-path": str(dep.data[node.name]),
+        }
+        config["trainer"] = dataclasses.replace(trainer, node_config=node_config)
+    return config
+
+
+def _app_env(plan: Plan) -> dict[str, str]:
+    """PYTHONPATH with a Flower app's folder first: the plan's model may be the app's."""
+    trainer = plan.simulation.trainer if plan.simulation else None
+    if trainer is None or trainer.app_dir is None:
+        return {}
+    paths = [str(trainer.app_dir), *filter(None, [os.environ.get("PYTHONPATH")])]
+    return {"PYTHONPATH": os.pathsep.join(paths)}
 
 
 def launch(dep: Deployment, group: ProcessGroup) -> None:
     """Start every node, upstream first, each once its upstream listens."""
     plan = dep.plan
     top = plan.global_node
+    env = _app_env(plan)
     write_toml(dep.config_file(top.name), coordinator_config(dep))
-    group.spawn(top.name, "coordinator", "--config", str(dep.config_file(top.name)))
+    group.spawn(top.name, "coordinator", "--config", str(dep.config_file(top.name)), env=env)
     dep.ports[top.name] = group.wait_for_port(top.name, dep.port_file(top.name))
     pending = [n for n in plan.nodes if n.tier is not Tier.GLOBAL]
     edge_index = 0
@@ -187,12 +209,14 @@ def launch(dep: Deployment, group: ProcessGroup) -> None:
             pending.remove(node)
             if node.tier is Tier.REGIONAL:
                 write_toml(dep.config_file(node.name), aggregator_config(dep, node))
-                group.spawn(node.name, "aggregator", "--config", str(dep.config_file(node.name)))
+                group.spawn(
+                    node.name, "aggregator", "--config", str(dep.config_file(node.name)), env=env
+                )
                 dep.ports[node.name] = group.wait_for_port(node.name, dep.port_file(node.name))
             else:
                 edge_index += 1
                 write_toml(dep.config_file(node.name), site_config(dep, node, edge_index))
-                group.spawn(node.name, "site", "--config", str(dep.config_file(node.name)))
+                group.spawn(node.name, "site", "--config", str(dep.config_file(node.name)), env=env)
 
 
 def run_plan_simulation(plan: Plan, out: Path, *, log_level: str = "WARNING") -> dict[str, Any]:

@@ -1,4 +1,8 @@
-"""``fedsov site``: dial out, hold a task subscription, train with DP-SGD, upload deltas.
+"""``fedsov site``: dial out, hold a task subscription, train, upload deltas.
+
+The trainer is fedsov's DP-SGD (:class:`~fedsov.site.trainer.DPTrainer`) or a Flower
+app (:class:`~fedsov.site.flower_trainer.FlowerTrainer`, ``[trainer] kind = "flower"``),
+both behind :class:`LocalTrainer`.
 
 Importing it is light: torch and Opacus load when a ``SiteAgent`` is made, which
 checks that the data fits the model before it dials anyone, and trains
@@ -10,8 +14,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
@@ -19,7 +24,7 @@ from fedsov.audit.trail import AuditTrail, open_audit_trail
 from fedsov.codec import decode, encode
 from fedsov.config import TrainingPlan
 from fedsov.exceptions import CodecError, FedsovError, TrainingError
-from fedsov.messages import Finished, PrivacyReport, TrainTask, UpdateHeader
+from fedsov.messages import Finished, PrivacyLevel, PrivacyReport, TrainTask, UpdateHeader
 from fedsov.modelref import build_model, load_weights
 from fedsov.participant import (
     ExpectedUpstream,
@@ -33,7 +38,7 @@ from fedsov.pki.revoke import open_revocation_list
 from fedsov.pki.tls import TlsMaterial, load_tls_material
 from fedsov.policy.runtime import load_node_plan, require_update_allowed
 from fedsov.privacy.accountant import MechanismStep
-from fedsov.privacy.ledger import PrivacyLedger
+from fedsov.privacy.ledger import DATASET_UNIT, PRIVACY_UNIT, PrivacyLedger
 from fedsov.randomness import warn_if_reproducible
 from fedsov.site.config import SiteConfig
 from fedsov.site.data import Dataset, load_local_data
@@ -42,11 +47,29 @@ from fedsov.transport.client import FederationClient
 if TYPE_CHECKING:
     import torch
 
-    from fedsov.site.trainer import DPTrainer
+    from fedsov.site.trainer import TrainResult
 
-__all__ = ["SiteAgent", "SiteOutcome"]
+__all__ = ["LocalTrainer", "SiteAgent", "SiteOutcome"]
 
 log = logging.getLogger("fedsov.site")
+
+
+class LocalTrainer(Protocol):
+    """What trains a site's rounds and accounts every release it made."""
+
+    device: str
+    train: TrainingPlan  # replaced by each task's plan
+
+    def planned_step(self) -> MechanismStep:
+        """The DP release the next round will make (for the budget check)."""
+
+    def epsilon_after(self, extra: Sequence[MechanismStep]) -> float:
+        """ε if ``extra`` were released on top of everything so far."""
+
+    def train_round(
+        self, model: torch.nn.Module, *, round_seed: int, server_round: int
+    ) -> TrainResult:
+        """Train ``model`` (holding the global weights); a TrainingError releases nothing."""
 
 
 @dataclass(frozen=True)
@@ -106,8 +129,12 @@ class SiteAgent:
         self.on_join: JoinCheck | None = None
         if plan is not None:
             may_send(plan, config.name, self.audit)  # before any byte leaves
-            # What its own trainer provides, whatever the plan entry says (DP-SGD: if enabled).
-            require_update_allowed(plan, config.name, sample_dp=config.privacy.enabled)
+            # What its own trainer provides, whatever the plan entry says: DP-SGD if enabled,
+            # by fedsov's trainer or a Flower app through make_private (dp = "sample").
+            sample_dp = config.privacy.enabled and (
+                not config.trainer.flower or config.trainer.dp == "sample"
+            )
+            require_update_allowed(plan, config.name, sample_dp=sample_dp)
             self.on_join = may_join(plan, config.name, self.audit)  # before any task
             self.plan_sha256 = plan.sha256
             self.server_name = self.server_name or plan.node(config.name).upstream
@@ -116,15 +143,22 @@ class SiteAgent:
         warn_if_reproducible(config.name)
         # "auto" until the first task: choosing cuda or cpu imports torch.
         self.device = config.device or "auto"
-        self.data: Dataset = load_local_data(config.data)
-        self._check_data_fits()  # before joining: a misfit would fail every round after it
-        self.dataset_id = self.data.fingerprint()  # the ledger follows the data
+        # None: a Flower app that loads its own data; its ledger key is the app's.
+        self.data: Dataset | None = load_local_data(config.data) if config.data else None
+        if self.data is not None:
+            self._check_data_fits(self.data)  # before joining: a misfit fails every round
+        self.dataset_id = (  # the ledger follows the data
+            self.data.fingerprint() if self.data is not None else config.trainer.fingerprint()
+        )
         self.ledger = PrivacyLedger(
             config.ledger or config.source.parent / f"{config.name}.privacy-ledger.jsonl",
             site=config.name,
             jurisdiction=self.tls.identity.jurisdiction if self.tls else "DEV",
         )
-        self._trainer: DPTrainer | None = None
+        self._trainer: LocalTrainer | None = None
+        if config.trainer.flower:  # import the app now: a bad reference stops the site here
+            self._trainer = self._make_trainer(TrainingPlan())
+            self.device = self._trainer.device
         self._models: dict[str, bytearray] = {}  # downloaded and hash-checked
         self._partial: dict[str, bytearray] = {}  # a download cut off with its connection
         self._unsent: _Unsent | None = None
@@ -143,9 +177,9 @@ class SiteAgent:
     async def run(self) -> SiteOutcome:
         """Serve tasks until the upstream says the federation finished."""
         log.info(
-            "site %s: %d local examples, training on %s",
+            "site %s: %s, training on %s",
             self.config.name,
-            len(self.data),
+            f"{len(self.data)} local examples" if self.data else self.config.trainer.app,
             self.device,
         )
         try:
@@ -164,7 +198,7 @@ class SiteAgent:
             self.audit.close()  # a last checkpoint
         return SiteOutcome(self.rounds_trained, self.epsilon, finished)
 
-    def _trainer_for(self, task: TrainTask) -> DPTrainer:
+    def _trainer_for(self, task: TrainTask) -> LocalTrainer:
         train = TrainingPlan(
             local_epochs=task.plan.local_epochs,
             batch_size=task.plan.batch_size,
@@ -173,30 +207,52 @@ class SiteAgent:
             proximal_mu=task.plan.proximal_mu,
         )
         if self._trainer is None:
-            from fedsov.site.trainer import DPTrainer  # Opacus: at the first task
-
-            self._trainer = DPTrainer(
-                data=self.data,
-                train=train,
-                privacy=self.config.privacy,
-                device=self.config.device,
-                seed=self.config.seed,
-                prior=self.ledger.history(self.dataset_id),
-            )
+            self._trainer = self._make_trainer(train)  # torch and Opacus: at the first task
             self.device = self._trainer.device
         else:
             self._trainer.train = train
         return self._trainer
 
-    def _check_data_fits(self) -> None:
+    def _make_trainer(self, train: TrainingPlan) -> LocalTrainer:
+        config = self.config
+        prior = self.ledger.history(self.dataset_id)
+        if config.trainer.flower:
+            from fedsov.site.flower_trainer import FlowerTrainer
+
+            return FlowerTrainer(
+                config=config.trainer,
+                train=train,
+                privacy=config.privacy,
+                node_name=config.name,
+                base=config.source.parent,
+                seed=config.seed,
+                prior=prior,
+                num_examples=len(self.data) if self.data is not None else None,
+                device=config.device,
+            )
+        from fedsov.site.trainer import DPTrainer
+
+        assert self.data is not None  # SiteFile: [data] unless the trainer is a Flower app
+        return DPTrainer(
+            data=self.data,
+            train=train,
+            privacy=config.privacy,
+            device=config.device,
+            seed=config.seed,
+            prior=prior,
+        )
+
+    def _check_data_fits(self, data: Dataset) -> None:
         """A DataError unless the local data fits the model (a misfit fails every round)."""
         from fedsov.site.fit import check_data_fits
 
         config = self.config
+        spec = config.data
+        assert spec is not None
         check_data_fits(
             build_model(config.model.factory, config.model.kwargs),
-            self.data,
-            source=str(config.data.path or f"data loader {config.data.loader}"),
+            data,
+            source=str(spec.path or f"data loader {spec.loader}"),
             model_ref=config.model.factory,
         )
 
@@ -259,14 +315,27 @@ class SiteAgent:
         trainer = self._trainer_for(task)
         try:
             result = await asyncio.to_thread(
-                trainer.train_round, model, round_seed=task.round_seed ^ self.config.seed
+                trainer.train_round,
+                model,
+                round_seed=task.round_seed ^ self.config.seed,
+                server_round=task.round,
             )
         except TrainingError as exc:  # nothing was released: no ε is spent
             await self._decline(upstream, task, "training-failed", str(exc))
             return
+        privacy = self.config.privacy
+        if privacy.enabled and self.budget is not None and result.epsilon > self.budget:
+            # A Flower app's DP-SGD steps are known only now; nothing leaves.
+            reason = (
+                f"round {task.round} took ε to {result.epsilon:.3f} > budget {self.budget:g} "
+                f"(δ={privacy.delta:g}, {privacy.accountant}); not sent, this site trains no more"
+            )
+            await self._decline(upstream, task, "budget-exhausted", reason)
+            return
+        if result.metrics:  # data-derived and unnoised: logged here, never sent
+            log.info("round %d: app metrics (kept here): %s", task.round, dict(result.metrics))
         delta = _parameter_delta(model, result.weights, global_weights)
         update = encode(delta)
-        privacy = self.config.privacy
         header = UpdateHeader.answering(
             task,
             update,
@@ -281,6 +350,7 @@ class SiteAgent:
                 steps=result.steps,
                 total_steps=result.total_steps,
                 accountant=privacy.accountant if privacy.enabled else "",
+                level=result.level,
             ),
             contributors=(self.config.name,),
         )  # no metrics: loss and time depend on the data and carry no noise: kept here
@@ -293,6 +363,7 @@ class SiteAgent:
                 step=MechanismStep(result.noise_multiplier, result.sample_rate, result.steps),
                 delta=result.delta,
                 accountant=privacy.accountant,
+                unit=DATASET_UNIT if result.level is PrivacyLevel.UPDATE else PRIVACY_UNIT,
             )
         self.rounds_trained += 1
         self.epsilon = result.epsilon

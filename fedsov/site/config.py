@@ -1,4 +1,4 @@
-"""Site agent configuration (TOML): upstream, local data, model and privacy."""
+"""Site agent configuration (TOML): upstream, local data, model, trainer and privacy."""
 
 from __future__ import annotations
 
@@ -14,11 +14,13 @@ from fedsov.config import (
     ClientEndpoint,
     ConfigPath,
     Int,
+    KeyProblem,
     ModelConfig,
     Number,
     PrivacyConfig,
     Section,
     Str,
+    TrainerConfig,
     UpstreamTable,
     beside,
     load_toml,
@@ -70,12 +72,17 @@ class SiteFile(Section):
 
     site: SiteTable
     upstream: UpstreamTable
-    data: DataSpec
     model: ModelConfig
     privacy: SitePrivacy
+    data: DataSpec | None = None  # a Flower app may load its own data instead
+    trainer: TrainerConfig = dataclasses.field(default_factory=TrainerConfig)
     reconnect: Backoff = dataclasses.field(default_factory=Backoff)
     federation: FederationTable = dataclasses.field(default_factory=FederationTable)
     audit: AuditTable = dataclasses.field(default_factory=AuditTable)
+
+    def __post_init__(self) -> None:
+        if self.data is None and not self.trainer.flower:
+            raise KeyProblem("data", "a [data] table is required unless [trainer] kind = 'flower'")
 
 
 @dataclass(frozen=True)
@@ -85,10 +92,11 @@ class SiteConfig:
     seed: int
     device: str | None  # None: CUDA when available, else CPU
     upstream: ClientEndpoint
-    data: DataSpec
+    data: DataSpec | None  # None: a Flower app that loads its own data
     model: ModelConfig
     privacy: PrivacyConfig
     backoff: Backoff
+    trainer: TrainerConfig = dataclasses.field(default_factory=TrainerConfig)
     plan: Path | None = None  # federation plan: residency checked before dialing
     budget_epsilon: float | None = None  # the site refuses rounds that would exceed it
     ledger: Path | None = None  # persistent record of every release (default: beside config)
@@ -108,6 +116,7 @@ def load(path: Path) -> SiteConfig:
         model=doc.model,
         privacy=doc.privacy.settings(),
         backoff=doc.reconnect,
+        trainer=doc.trainer,
         plan=doc.federation.plan,
         budget_epsilon=doc.privacy.budget_epsilon,
         ledger=doc.privacy.ledger or beside(path, f"{name}.privacy-ledger.jsonl"),

@@ -16,9 +16,10 @@ from __future__ import annotations
 import math
 import time
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -28,6 +29,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from fedsov.config import PrivacyConfig, TrainingPlan
 from fedsov.exceptions import ConfigError, DataError, FedsovError, TrainingError
+from fedsov.messages import PrivacyLevel
 from fedsov.privacy.accountant import (
     MechanismStep,
     compute_epsilon,
@@ -41,7 +43,9 @@ __all__ = [
     "DPTrainer",
     "TrainResult",
     "evaluate",
+    "make_dp_sgd",
     "resolve_device",
+    "spent_steps",
 ]
 
 GRAD_SAMPLE_MODE = "ghost"
@@ -69,6 +73,8 @@ class TrainResult:
     max_grad_norm: float
     train_loss: float
     seconds: float
+    level: PrivacyLevel = PrivacyLevel.SAMPLE  # what ε protects (NONE without DP)
+    metrics: Mapping[str, float] = field(default_factory=dict)  # data-derived: kept local
 
 
 def resolve_device(device: str | None) -> str:
@@ -138,6 +144,54 @@ def _add_proximal_term(optimizer: torch.optim.Optimizer, model: nn.Module, mu: f
                     p.grad.add_(p - w_global, alpha=mu)
 
     optimizer.register_step_pre_hook(add)
+
+
+def make_dp_sgd(
+    privacy: PrivacyConfig,
+    *,
+    module: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    data_loader: DataLoader[Any],
+    noise_generator: torch.Generator,
+    grad_sample_mode: str,
+    criterion: nn.Module | None = None,
+) -> tuple[PrivacyEngine, tuple[Any, ...]]:
+    """fedsov's DP-SGD: Opacus with Poisson sampling, flat clipping at ``privacy``'s C and
+    σ, secure-mode noise from ``noise_generator``; returns the engine and what its
+    ``make_private`` returned (with ``criterion``: ghost clipping's 4-tuple)."""
+    with warnings.catch_warnings():
+        # The engine keeps secure_mode=False: True imports torchcsprng (unmaintained, does
+        # not build) for its generators. Ours are seeded from the OS CSPRNG and the
+        # optimizer draws secure noise (below), so its "Secure RNG turned off" is moot.
+        warnings.filterwarnings("ignore", "Secure RNG turned off", UserWarning)
+        # Opacus' accountant only counts the steps here; ε is fedsov's (replace-one).
+        engine = PrivacyEngine(accountant="rdp")
+    wrapped: tuple[Any, ...] = engine.make_private(
+        module=module,
+        optimizer=optimizer,
+        data_loader=data_loader,
+        noise_multiplier=float(privacy.noise_multiplier),
+        max_grad_norm=float(privacy.max_grad_norm),
+        poisson_sampling=True,
+        clipping="flat",
+        noise_generator=noise_generator,
+        grad_sample_mode=grad_sample_mode,
+        **({"criterion": criterion} if criterion is not None else {}),
+    )
+    # Opacus' floating-point-attack resistant noise (sum of 4 Gaussians / 2, arXiv:2107.10138
+    # section 5.1), drawn from our generator: DPOptimizer.add_noise (the ghost-clipping
+    # optimizer's too) passes this attribute to _generate_noise. The engine's own
+    # secure_mode only picks torchcsprng generators, which we do not use.
+    wrapped[1].secure_mode = True
+    return engine, wrapped
+
+
+def spent_steps(engine: PrivacyEngine) -> list[MechanismStep]:
+    """The DP-SGD steps ``engine``'s accountant counted."""
+    return [
+        MechanismStep(noise_multiplier=float(sigma), sample_rate=float(q), steps=int(n))
+        for sigma, q, n in engine.accountant.history
+    ]
 
 
 class DPTrainer:
@@ -228,8 +282,12 @@ class DPTrainer:
         """Epsilon at ``privacy.delta`` over all rounds so far (inf if DP is disabled)."""
         return self._epsilon
 
-    def train_round(self, model: nn.Module, *, round_seed: int) -> TrainResult:
+    def train_round(
+        self, model: nn.Module, *, round_seed: int, server_round: int = 0
+    ) -> TrainResult:
         """Train ``model`` (holding the global weights) for ``train.local_epochs`` epochs.
+
+        ``server_round`` is unused (DP-SGD needs only the seeds); a Flower app gets it.
 
         The model is moved to ``self.device`` and trained in place. A round that raises
         releases no weights, so its steps are not added to the privacy history.
@@ -283,6 +341,7 @@ class DPTrainer:
             max_grad_norm=float(self.privacy.max_grad_norm),
             train_loss=loss,
             seconds=time.perf_counter() - started,
+            level=PrivacyLevel.SAMPLE if self.privacy.enabled else PrivacyLevel.NONE,
         )
 
     def _optimizer(self, model: nn.Module) -> torch.optim.SGD:
@@ -303,30 +362,15 @@ class DPTrainer:
             batch_size=self.train.batch_size,
             generator=torch.Generator().manual_seed(sampler_seed),
         )
-        with warnings.catch_warnings():
-            # The engine keeps secure_mode=False: True imports torchcsprng (unmaintained, does
-            # not build) for its generators. Ours are seeded from the OS CSPRNG and the
-            # optimizer draws secure noise (below), so its "Secure RNG turned off" is moot.
-            warnings.filterwarnings("ignore", "Secure RNG turned off", UserWarning)
-            # Opacus' accountant only counts the steps here; ε is fedsov's (replace-one).
-            engine = PrivacyEngine(accountant="rdp")
-        dp_model, optimizer, criterion, dp_loader = engine.make_private(
+        engine, (dp_model, optimizer, criterion, dp_loader) = make_dp_sgd(
+            self.privacy,
             module=model,
             optimizer=self._optimizer(model),
-            criterion=nn.CrossEntropyLoss(),
             data_loader=loader,
-            noise_multiplier=float(self.privacy.noise_multiplier),
-            max_grad_norm=float(self.privacy.max_grad_norm),
-            poisson_sampling=True,
-            clipping="flat",
             noise_generator=torch.Generator(device=device).manual_seed(noise_seed),
             grad_sample_mode=GRAD_SAMPLE_MODE,
+            criterion=nn.CrossEntropyLoss(),
         )
-        # Opacus' floating-point-attack resistant noise (sum of 4 Gaussians / 2, arXiv:2107.10138
-        # section 5.1), drawn from our generator: DPOptimizer.add_noise (the ghost-clipping
-        # optimizer's too) passes this attribute to _generate_noise. The engine's own
-        # secure_mode only picks torchcsprng generators, which we do not use.
-        optimizer.secure_mode = True
         loss_sum, seen = 0.0, 0
         try:
             for _ in range(self.train.local_epochs):
@@ -342,11 +386,7 @@ class DPTrainer:
                         seen += len(yb)
         finally:
             dp_model.to_standard_module()  # removes Opacus hooks from the caller's model
-        spent = [
-            MechanismStep(noise_multiplier=float(sigma), sample_rate=float(q), steps=int(n))
-            for sigma, q, n in engine.accountant.history
-        ]
-        return spent, loss_sum / seen if seen else math.nan
+        return spent_steps(engine), loss_sum / seen if seen else math.nan
 
     def _train_plain(
         self, model: nn.Module, device: torch.device, sampler_seed: int

@@ -139,13 +139,15 @@ def _plan_from_proto(p: pb.TrainingPlan) -> TrainingPlan:
 
 
 def _privacy_to_proto(p: PrivacyReport) -> pb.PrivacyReport:
-    return pb.PrivacyReport(**dataclasses.asdict(p))
+    return pb.PrivacyReport(**{**dataclasses.asdict(p), "level": p.level or ""})
 
 
 def _privacy_from_proto(p: pb.PrivacyReport) -> PrivacyReport:
-    report = PrivacyReport(
-        **{f.name: getattr(p, f.name) for f in dataclasses.fields(PrivacyReport)}
-    )
+    fields = {f.name: getattr(p, f.name) for f in dataclasses.fields(PrivacyReport)}
+    try:
+        report = PrivacyReport(**{**fields, "level": p.level or None})
+    except ValueError as exc:
+        raise ProtocolError(f"privacy report: unknown level {p.level!r}") from exc
     if report.enabled and not (math.isfinite(report.epsilon) and report.epsilon >= 0):
         raise ProtocolError(f"privacy report: epsilon {report.epsilon} is not a finite ε >= 0")
     if report.enabled and not 0 < report.delta < 1:

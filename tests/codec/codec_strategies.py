@@ -20,6 +20,7 @@ from fedsov.messages import (
     AuditHead,
     Finished,
     Heartbeat,
+    PrivacyLevel,
     PrivacyReport,
     TaskEvent,
     TrainingPlan,
@@ -171,6 +172,7 @@ def _report(
         steps=uint64s,
         total_steps=uint64s,
         accountant=st.text(max_size=12),
+        level=st.one_of(st.none(), st.sampled_from(PrivacyLevel)),
     )
 
 

@@ -145,6 +145,7 @@ _privacy = st.builds(
     epsilon=_doubles,
     delta=_doubles,
     noise_multiplier=_doubles,
+    level=st.sampled_from(["", "sample", "update", "none", "bogus"]),
 )
 hostile_headers = st.builds(
     pb.UpdateHeader,
@@ -180,7 +181,8 @@ def _manifest_is_bad(manifest: tpb.Manifest) -> bool:
 
 def _privacy_is_bad(p: pb.PrivacyReport) -> bool:
     eps_ok = math.isfinite(p.epsilon) and p.epsilon >= 0
-    return p.enabled and not (eps_ok and 0 < p.delta < 1)
+    unknown_level = p.level not in ("", "sample", "update", "none")
+    return unknown_level or (p.enabled and not (eps_ok and 0 < p.delta < 1))
 
 
 @settings(max_examples=100, deadline=None)

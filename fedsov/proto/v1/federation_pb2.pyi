@@ -122,7 +122,7 @@ class ModelChunk(_message.Message):
     def __init__(self, offset: _Optional[int] = ..., total_size: _Optional[int] = ..., data: _Optional[bytes] = ...) -> None: ...
 
 class PrivacyReport(_message.Message):
-    __slots__ = ("enabled", "epsilon", "delta", "noise_multiplier", "max_grad_norm", "sample_rate", "steps", "total_steps", "accountant")
+    __slots__ = ("enabled", "epsilon", "delta", "noise_multiplier", "max_grad_norm", "sample_rate", "steps", "total_steps", "accountant", "level")
     ENABLED_FIELD_NUMBER: _ClassVar[int]
     EPSILON_FIELD_NUMBER: _ClassVar[int]
     DELTA_FIELD_NUMBER: _ClassVar[int]
@@ -132,6 +132,7 @@ class PrivacyReport(_message.Message):
     STEPS_FIELD_NUMBER: _ClassVar[int]
     TOTAL_STEPS_FIELD_NUMBER: _ClassVar[int]
     ACCOUNTANT_FIELD_NUMBER: _ClassVar[int]
+    LEVEL_FIELD_NUMBER: _ClassVar[int]
     enabled: bool
     epsilon: float
     delta: float
@@ -141,7 +142,8 @@ class PrivacyReport(_message.Message):
     steps: int
     total_steps: int
     accountant: str
-    def __init__(self, enabled: bool = ..., epsilon: _Optional[float] = ..., delta: _Optional[float] = ..., noise_multiplier: _Optional[float] = ..., max_grad_norm: _Optional[float] = ..., sample_rate: _Optional[float] = ..., steps: _Optional[int] = ..., total_steps: _Optional[int] = ..., accountant: _Optional[str] = ...) -> None: ...
+    level: str
+    def __init__(self, enabled: bool = ..., epsilon: _Optional[float] = ..., delta: _Optional[float] = ..., noise_multiplier: _Optional[float] = ..., max_grad_norm: _Optional[float] = ..., sample_rate: _Optional[float] = ..., steps: _Optional[int] = ..., total_steps: _Optional[int] = ..., accountant: _Optional[str] = ..., level: _Optional[str] = ...) -> None: ...
 
 class UpdateHeader(_message.Message):
     __slots__ = ("task_id", "round", "manifest", "num_examples", "payload_size", "payload_sha256", "base_model_sha256", "privacy", "metrics", "contributors", "audit_checkpoint", "contributors_signature")

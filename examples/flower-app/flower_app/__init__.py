@@ -1,0 +1,1 @@
+"""flower-app: a Flower ClientApp/ServerApp on scikit-learn's digits."""
