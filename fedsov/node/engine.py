@@ -110,6 +110,7 @@ class SiteResult:
             "reason": self.reason,
             "num_examples": self.num_examples,
             "dp": p.enabled if p else None,
+            "level": p.effective_level.value if p else None,  # what ε protects: docs/privacy.md
             "epsilon": p.epsilon if p and p.enabled else None,
             "delta": p.delta if p and p.enabled else None,
             "noise_multiplier": p.noise_multiplier if p else None,

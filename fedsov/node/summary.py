@@ -11,6 +11,7 @@ __all__ = ["build_summary"]
 
 _PRIVACY_KEYS = (
     "dp",
+    "level",
     "epsilon",
     "delta",
     "noise_multiplier",

@@ -250,8 +250,20 @@ class Plan:
         )
 
     def provides_sample_dp(self, name: str) -> bool:
-        """Whether the plan says node ``name`` trains with sample-level DP (DP-SGD)."""
-        return self.privacy.enabled and self.node(name).dp == "sample"
+        """Whether the plan says node ``name`` trains with sample-level DP (DP-SGD): its
+        ``[privacy]`` on, the entry's ``dp = "sample"`` and, where ``[simulation.trainer]``
+        runs a Flower app at every site, that app training through make_private."""
+        return (
+            self.privacy.enabled
+            and self.node(name).dp == "sample"
+            and self.simulated_app_dp in (None, "sample")
+        )
+
+    @property
+    def simulated_app_dp(self) -> str | None:
+        """The ``dp`` of the Flower app ``[simulation.trainer]`` runs at every site, if any."""
+        trainer = self.simulation.trainer if self.simulation is not None else None
+        return trainer.dp if trainer is not None and trainer.flower else None
 
     def export_rule(self, jurisdiction: str) -> ExportRule:
         """What may leave ``jurisdiction``; without a rule, nothing."""

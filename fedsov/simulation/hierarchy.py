@@ -311,6 +311,8 @@ def compose_summary(dep: Deployment) -> dict[str, Any]:
         jurisdictions[j] = {
             "sites": sorted(members),
             "max_site_epsilon": max(eps) if eps else None,
+            # what those ε protect: "sample" one record, "update" a site's whole dataset
+            "site_levels": sorted({v["level"] for v in members.values() if v.get("level")}),
             "export_epsilon": max(exports) if exports else None,
             "budget": plan.policy.budgets.jurisdiction_epsilon.get(j),
         }
@@ -318,6 +320,9 @@ def compose_summary(dep: Deployment) -> dict[str, Any]:
     summary["edge_sites"] = dict(sorted(sites.items()))
     summary["jurisdictions"] = jurisdictions
     return summary
+
+
+_UNITS = {"sample": "record", "update": "dataset"}  # PrivacyLevel -> what one ε protects
 
 
 def _fmt(value: float | None) -> str:
@@ -329,16 +334,19 @@ def _print(summary: dict[str, Any], out: Path) -> None:
     for col in (
         "jurisdiction",
         "sites",
-        "max site ε (sample-level)",
+        "max site ε (unit)",
         "export ε (site-level)",
         "export budget",
     ):
         table.add_column(col, justify="right")
     for j, info in summary["jurisdictions"].items():
+        units = "/".join(_UNITS.get(level, level) for level in info.get("site_levels", []))
+        site_eps = _fmt(info["max_site_epsilon"])
         table.add_row(
             j,
             str(len(info["sites"])),
-            *(_fmt(info[k]) for k in ("max_site_epsilon", "export_epsilon", "budget")),
+            f"{site_eps} ({units})" if info["max_site_epsilon"] is not None and units else site_eps,
+            *(_fmt(info[k]) for k in ("export_epsilon", "budget")),
         )
     console.print(table)
     for name, region in summary["regions"].items():

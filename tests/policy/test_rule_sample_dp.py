@@ -11,7 +11,7 @@ import pytest
 
 from fedsov.codec import Manifest
 from fedsov.exceptions import ConfigError, PolicyViolation
-from fedsov.messages import PrivacyReport, UpdateHeader
+from fedsov.messages import PrivacyLevel, PrivacyReport, UpdateHeader
 from fedsov.policy import Plan, check_plan, load_plan
 from fedsov.policy.rules.base import Crossing
 from fedsov.policy.rules.sample_dp import RULE
@@ -41,7 +41,8 @@ jurisdiction_epsilon = { IN = 10.0 }
 """
 PARIS_UPDATE = {"paris": {"dp": '"update"'}}
 FIX = (
-    'train it with fedsov\'s DP-SGD ([privacy] enabled, dp = "sample" in its plan entry), '
+    'train it with fedsov\'s DP-SGD ([privacy] enabled, dp = "sample" in its plan entry; '
+    'a Flower app: through fedsov.site.flower_privacy.make_private, [trainer] dp = "sample"), '
     "or drop EU from sample_dp"
 )
 
@@ -154,3 +155,38 @@ def test_the_compliance_judge_finds_a_crossing_without_sample_dp(write_plan: Wri
     ]
     assert list(RULE.judge(plan, crossing("paris", {"level": "sample"}))) == []
     assert list(RULE.judge(plan, crossing("agg-eu", {"level": "site"}))) == []
+
+
+FLOWER_APP = """
+[simulation.trainer]
+kind = "flower"
+app = "flower_app.client_app:app"
+dp = "{dp}"
+"""
+
+
+def test_sites_running_a_flower_app_without_make_private_are_listed(
+    write_plan: WritePlan,
+) -> None:
+    plan = load_plan(write_plan(NODES, POLICY + FLOWER_APP.format(dp="update")))
+    reason = (
+        "EU requires sample-level DP of its sites ([policy] sample_dp), but 'paris' runs "
+        f'the Flower app of [simulation.trainer] with dp = "update" (update-level DP): {FIX}'
+    )
+    assert found(plan)[-1] == ("paris", reason)
+    assert [node for node, _ in found(plan)] == ["lyon", "paris"]  # pune: IN requires nothing
+    with pytest.raises(PolicyViolation, match=re.escape(f"sample-dp-required: {reason}")):
+        require_may_send(plan, "paris")
+    assert found(load_plan(write_plan(NODES, POLICY + FLOWER_APP.format(dp="sample")))) == []
+
+
+def test_an_update_level_report_is_refused_where_sample_level_dp_is_required(
+    write_plan: WritePlan,
+) -> None:
+    judge = UpdatePolicy(sample_dp_plan(write_plan, extra={}))
+    update_level = PrivacyReport(
+        enabled=True, epsilon=50.0, delta=1e-5, noise_multiplier=0.05, level=PrivacyLevel.UPDATE
+    )
+    with pytest.raises(PolicyViolation, match=r"^update of 'paris' refused: sample-dp-required: "):
+        judge("paris", header(update_level))
+    judge("pune", header(update_level))  # IN requires nothing

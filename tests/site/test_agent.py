@@ -14,7 +14,14 @@ import numpy as np
 import pytest
 
 from fedsov.codec import Manifest
-from fedsov.config import Backoff, ClientEndpoint, ModelConfig, PrivacyConfig, TlsPaths
+from fedsov.config import (
+    Backoff,
+    ClientEndpoint,
+    ModelConfig,
+    PrivacyConfig,
+    TlsPaths,
+    TrainerConfig,
+)
 from fedsov.exceptions import FedsovError, PolicyViolation
 from fedsov.messages import TrainingPlan, TrainTask
 from fedsov.modelref import build_model
@@ -131,6 +138,8 @@ def test_certificate_of_another_name_is_refused_before_dialing(
         SiteAgent(site_config(tmp_path, pki, 1, name="site-9"))
 
 
+FLOWER_APP = Path(__file__).resolve().parents[2] / "examples" / "flower-app"
+
 SAMPLE_DP_PLAN = """
 [federation]
 name = "agent-fed"
@@ -175,6 +184,22 @@ def test_a_site_without_sample_dp_where_it_is_required_refuses_to_start(
     with pytest.raises(PolicyViolation, match=r"sample-dp-required: EU requires") as refused:
         SiteAgent(config)
     assert lacking in str(refused.value)
+
+
+@pytest.mark.parametrize(("dp", "refused"), [("update", True), ("sample", False)])
+def test_a_flower_app_site_is_refused_where_sample_dp_is_required_unless_it_uses_make_private(
+    tmp_path: Path, pki: dict[str, NodePaths], dp: str, refused: bool
+) -> None:
+    plan = tmp_path / "plan.toml"
+    plan.write_text(SAMPLE_DP_PLAN.format(dp="sample"))  # the entry says sample; the app not
+    app = TrainerConfig(kind="flower", app="flower_app.client_app:app", app_dir=FLOWER_APP, dp=dp)
+    config = replace(site_config(tmp_path, pki, 1), plan=plan, trainer=app)
+    if refused:
+        with pytest.raises(PolicyViolation, match=r"sample-dp-required: EU requires") as err:
+            SiteAgent(config)
+        assert "the update of 'site-1' is not trained with sample-level DP" in str(err.value)
+    else:
+        assert SiteAgent(config).dataset_id  # started: the app imported, the data fits
 
 
 def test_site_refuses_the_round_that_would_cross_its_budget(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import numpy as np
@@ -19,7 +20,12 @@ def Net() -> nn.Module:  # noqa: N802 - Flower's examples name the model Net
 def load_data(
     partition_id: int, num_partitions: int, data_path: str | None = None
 ) -> TensorDataset:
-    """This node's examples: the NPZ at ``data_path`` (x, y), or its share of digits."""
+    """This node's examples: the NPZ at ``data_path`` (x, y), else
+    ``$FLOWER_APP_DATA_DIR/part-<partition_id>.npz`` when that is set, else the node's
+    share of digits."""
+    data_dir = os.environ.get("FLOWER_APP_DATA_DIR")
+    if not data_path and data_dir:
+        data_path = os.path.join(data_dir, f"part-{partition_id}.npz")
     if data_path:
         with np.load(data_path, allow_pickle=False) as npz:
             x, y = npz["x"], npz["y"]

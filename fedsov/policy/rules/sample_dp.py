@@ -14,7 +14,10 @@ from fedsov.policy.plan import Plan, PlanNode, Tier
 from fedsov.policy.rules.base import Crossing, RuleBase, Violation
 
 RULE_ID = "sample-dp-required"
-_FIX = 'train it with fedsov\'s DP-SGD ([privacy] enabled, dp = "sample" in its plan entry)'
+_FIX = (
+    'train it with fedsov\'s DP-SGD ([privacy] enabled, dp = "sample" in its plan entry; '
+    'a Flower app: through fedsov.site.flower_privacy.make_private, [trainer] dp = "sample")'
+)
 
 
 def _bound(plan: Plan, name: str) -> PlanNode | None:
@@ -38,6 +41,12 @@ def _plan_lacks(plan: Plan, node: PlanNode) -> str | None:
         return None
     if not plan.privacy.enabled:
         return _required(node, "the plan's [privacy] is disabled")
+    if node.dp == "sample":  # the entry says so, the simulated Flower app does not
+        return _required(
+            node,
+            f"{node.name!r} runs the Flower app of [simulation.trainer] with "
+            f'dp = "{plan.simulated_app_dp}" (update-level DP)',
+        )
     return _required(node, f'the plan entry of {node.name!r} says dp = "{node.dp}"')
 
 
