@@ -110,7 +110,7 @@ def report_command(
         return
     console = Console()
     tables = (
-        ("sites", "site", "privacy spent (sample-level DP-SGD, per site)"),
+        ("sites", "site", "privacy spent per site (its ledger; unit: record or dataset)"),
         ("regions", "region", "privacy spent (site-level DP-FedAvg, per region's exports)"),
     )
     for key, who, title in tables:
@@ -125,7 +125,7 @@ def report_command(
                 row[who],
                 row["jurisdiction"],
                 str(row["rounds"]),
-                f"{row['epsilon']:.3f}",
+                f"{row['epsilon']:.3f}" + (f" ({row['unit']})" if "unit" in row else ""),
                 f"{row['delta']:g}",
                 row["accountant"],
             )

@@ -204,16 +204,17 @@ def _privacy(out: list[str], privacy: Mapping[str, Any]) -> None:
         out += ["No privacy ledger was found.", ""]
         return
     if privacy["sites"]:
-        out += ["### Per site (sample-level DP-SGD)", ""]
+        out += ["### Per site (its ledger: ε per record, or per dataset if update-level)", ""]
         _table(
             out,
-            ("site", "jurisdiction", "rounds", "ε", "δ", "accountant", "budget", "within"),
+            ("site", "jurisdiction", "rounds", "ε", "unit", "δ", "accountant", "budget", "within"),
             (
                 (
                     _cell(r["site"]),
                     _cell(r["jurisdiction"]),
                     str(r["rounds"]),
                     _epsilon(r["epsilon"]),
+                    _cell(r.get("unit", "record")),
                     _cell(r["delta"]),
                     _cell(r["accountant"]),
                     _cell(r["budget"]),
@@ -243,7 +244,7 @@ def _privacy(out: list[str], privacy: Mapping[str, Any]) -> None:
     out += ["### Per jurisdiction (the worst site and region)", ""]
     _table(
         out,
-        ("jurisdiction", "sites", "max ε (sample-level)", "regions", "max ε (site-level)"),
+        ("jurisdiction", "sites", "max site ε", "regions", "max ε (site-level)"),
         (
             (
                 _cell(j),

@@ -1,8 +1,9 @@
 """Privacy spent, from the ledgers: per site, per region, per jurisdiction, per federation.
 
 Two kinds of ledger are read, told apart by their records: a site's privacy ledger
-(sample-level DP-SGD releases) and a regional aggregator's site-level ledger
-(DP-FedAvg exports). A file holding neither is refused by name.
+(DP-SGD releases, per record, or update-level ones, per dataset: each row's ``unit``)
+and a regional aggregator's site-level ledger (DP-FedAvg exports). A file holding
+neither is refused by name.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Any
 from fedsov.exceptions import DataError
 from fedsov.fileio import read_records
 from fedsov.privacy.accountant import NEIGHBOURS, SITE_ACCOUNTANTS, compute_epsilon
-from fedsov.privacy.ledger import PrivacyLedger
+from fedsov.privacy.ledger import DATASET_UNIT, PRIVACY_UNIT, LedgerEntry, PrivacyLedger
 from fedsov.privacy.site_level import SiteLevelLedger
 
 __all__ = ["privacy_report"]
@@ -29,6 +30,12 @@ def _is_site_level(path: Path) -> bool:
     except ValueError as exc:
         raise DataError(f"{path}: not a privacy ledger: {exc}") from exc
     return bool(records) and "population" in records[0]
+
+
+def _unit(entries: Sequence[LedgerEntry]) -> str:
+    """What the composed ε protects: a site's whole dataset if every release was
+    update-level, else one record (a dataset-level ε bounds the record-level one)."""
+    return DATASET_UNIT if all(e.unit == DATASET_UNIT for e in entries) else PRIVACY_UNIT
 
 
 def _site_rows(path: Path) -> list[dict[str, Any]]:
@@ -56,6 +63,7 @@ def _site_rows(path: Path) -> list[dict[str, Any]]:
                 "jurisdiction": jurisdiction,
                 "dataset": dataset,
                 "rounds": len(entries),
+                "unit": _unit(entries),
                 "steps": sum(e.steps for e in entries),
                 "epsilon": compute_epsilon(
                     history=[e.step for e in entries], delta=delta, accountant=SITE_ACCOUNTANT
@@ -98,7 +106,8 @@ def _worst(rows: Sequence[dict[str, Any]], key: str, count: str) -> dict[str, di
 
 
 def privacy_report(ledgers: Sequence[Path]) -> dict[str, Any]:
-    """ε of every site (sample-level) and region (site-level) in the ledgers.
+    """ε of every site (its own ledger, ``unit`` record or dataset) and region
+    (site-level) in the ledgers.
 
     Each site's ε composes all of its releases from the same data (in any federation),
     replace-one, at the largest δ it used. Each region's ε

@@ -34,11 +34,11 @@ from torch import nn
 from fedsov.config import PrivacyConfig, TrainerConfig, TrainingPlan
 from fedsov.exceptions import ConfigError, TrainingError
 from fedsov.messages import PrivacyLevel
-from fedsov.privacy.accountant import MechanismStep, compute_epsilon, merge_history
+from fedsov.privacy.accountant import MechanismStep, merge_history
 from fedsov.randomness import secret_seed
 from fedsov.refs import resolve_ref
 from fedsov.site.flower_privacy import PrivateRound, private_round
-from fedsov.site.trainer import TrainResult, resolve_device
+from fedsov.site.trainer import TrainResult, resolve_device, site_epsilon
 
 __all__ = ["FlowerTrainer", "app_run_config", "load_client_app", "update_level_noise"]
 
@@ -191,13 +191,7 @@ class FlowerTrainer:
         return MechanismStep(float(self.config.update_noise_multiplier), 1.0, 1)
 
     def epsilon_after(self, extra: Sequence[MechanismStep]) -> float:
-        if not self.privacy.enabled:
-            return math.inf
-        return compute_epsilon(
-            history=[*self._history, *extra],
-            delta=self.privacy.delta,
-            accountant=self.privacy.accountant,
-        )
+        return site_epsilon(self.privacy, [*self._history, *extra])
 
     def train_round(self, model: nn.Module, *, round_seed: int, server_round: int) -> TrainResult:
         """Run the app on ``model``'s weights (the global model); a TrainingError with the

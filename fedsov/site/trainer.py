@@ -45,6 +45,7 @@ __all__ = [
     "evaluate",
     "make_dp_sgd",
     "resolve_device",
+    "site_epsilon",
     "spent_steps",
 ]
 
@@ -146,6 +147,13 @@ def _add_proximal_term(optimizer: torch.optim.Optimizer, model: nn.Module, mu: f
     optimizer.register_step_pre_hook(add)
 
 
+def site_epsilon(privacy: PrivacyConfig, history: Sequence[MechanismStep]) -> float:
+    """A site's ε after the releases ``history`` under ``privacy`` (inf with DP off)."""
+    if not privacy.enabled:
+        return math.inf
+    return compute_epsilon(history=history, delta=privacy.delta, accountant=privacy.accountant)
+
+
 def make_dp_sgd(
     privacy: PrivacyConfig,
     *,
@@ -219,11 +227,7 @@ class DPTrainer:
         self.seed = seed
         self._history: list[MechanismStep] = merge_history(prior)
         self._total_steps = sum(s.steps for s in self._history)
-        self._epsilon = math.inf
-        if privacy.enabled:
-            self._epsilon = compute_epsilon(
-                history=self._history, delta=privacy.delta, accountant=privacy.accountant
-            )
+        self._epsilon = site_epsilon(privacy, self._history)
 
     def planned_step(self) -> MechanismStep:
         """The DP-SGD release the next round will make (Opacus: q = 1 / batches)."""
@@ -236,13 +240,7 @@ class DPTrainer:
 
     def epsilon_after(self, extra: Sequence[MechanismStep]) -> float:
         """ε if ``extra`` were released on top of everything so far."""
-        if not self.privacy.enabled:
-            return math.inf
-        return compute_epsilon(
-            history=[*self._history, *extra],
-            delta=self.privacy.delta,
-            accountant=self.privacy.accountant,
-        )
+        return site_epsilon(self.privacy, [*self._history, *extra])
 
     @property
     def train(self) -> TrainingPlan:
@@ -325,9 +323,7 @@ class DPTrainer:
         self._total_steps += steps
         if self.privacy.enabled:
             self._history = merge_history([*self._history, *spent])
-            self._epsilon = compute_epsilon(
-                history=self._history, delta=self.privacy.delta, accountant=self.privacy.accountant
-            )
+            self._epsilon = site_epsilon(self.privacy, self._history)
         weights = _export(model)
         return TrainResult(
             weights=weights,

@@ -622,7 +622,7 @@ def test_markdown_has_the_sections_and_tables(run: Run) -> None:
         "## Ledgers",
         "## Border crossings",
         "## Privacy spent",
-        "### Per site (sample-level DP-SGD)",
+        "### Per site (its ledger: ε per record, or per dataset if update-level)",
         "### Per region (site-level DP on what it exports)",
         "### Per jurisdiction (the worst site and region)",
         "## Refusals",
@@ -674,12 +674,14 @@ def test_markdown_has_the_sections_and_tables(run: Run) -> None:
     site_eps = {r["site"]: f"{r['epsilon']:.3f}" for r in privacy["sites"]}
     [region] = privacy["regions"]
     region_eps = f"{region['epsilon']:.3f}"
-    [sites] = sections["### Per site (sample-level DP-SGD)"]
+    [sites] = sections["### Per site (its ledger: ε per record, or per dataset if update-level)"]
     assert sites[0] == cells(
-        "| site | jurisdiction | rounds | ε | δ | accountant | budget | within |"
+        "| site | jurisdiction | rounds | ε | unit | δ | accountant | budget | within |"
     )
     assert [row[0] for row in sites[1:]] == ["berlin", "delhi", "mumbai", "paris"]
-    assert sites[2] == cells(f"| delhi | IN | 1 | {site_eps['delhi']} | 1e-05 | pld | 15 | yes |")
+    assert sites[2] == cells(
+        f"| delhi | IN | 1 | {site_eps['delhi']} | record | 1e-05 | pld | 15 | yes |"
+    )
     assert sections["### Per region (site-level DP on what it exports)"] == [
         [
             cells("| region | jurisdiction | rounds | ε | δ | budget | within |"),
@@ -690,7 +692,7 @@ def test_markdown_has_the_sections_and_tables(run: Run) -> None:
     worst_eu = max(site_eps["paris"], site_eps["berlin"], key=float)
     assert sections["### Per jurisdiction (the worst site and region)"] == [
         [
-            cells("| jurisdiction | sites | max ε (sample-level) | regions | max ε (site-level) |"),
+            cells("| jurisdiction | sites | max site ε | regions | max ε (site-level) |"),
             cells(f"| EU | 2 | {worst_eu} | 0 | - |"),
             cells(f"| IN | 2 | {worst_in} | 1 | {region_eps} |"),
         ]

@@ -134,6 +134,32 @@ def test_report_per_site_jurisdiction_and_federation(tmp_path: Path) -> None:
     assert out.exit_code == 0 and "paris" in out.output and "jurisdiction EU" in out.output
 
 
+def test_report_says_what_each_site_epsilon_protects(tmp_path: Path) -> None:
+    from fedsov.privacy.ledger import DATASET_UNIT
+    from fedsov.privacy.report import privacy_report
+
+    update = MechanismStep(noise_multiplier=0.5, sample_rate=1.0, steps=1)
+    for name, units in (("app", [DATASET_UNIT] * 2), ("mixed", ["record", DATASET_UNIT])):
+        ledger = PrivacyLedger(tmp_path / f"{name}.jsonl", site=name, jurisdiction="EU")
+        for i, unit in enumerate(units):
+            step = update if unit == DATASET_UNIT else STEP
+            ledger.record(
+                dataset=DATA,
+                federation="fed",
+                round=i + 1,
+                task_id=f"t{i}",
+                step=step,
+                delta=1e-5,
+                unit=unit,
+            )
+    record(PrivacyLedger(tmp_path / "dpsgd.jsonl", site="dpsgd", jurisdiction="EU"), 2)
+    report = privacy_report(sorted(tmp_path.glob("*.jsonl")))
+    # update-level only: the whole dataset; with any DP-SGD release: one record (a
+    # dataset-level ε bounds the record-level one)
+    units = {s["site"]: s["unit"] for s in report["sites"]}
+    assert units == {"app": "dataset", "mixed": "record", "dpsgd": "record"}
+
+
 def test_report_reads_regional_site_level_ledgers(tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
