@@ -14,6 +14,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import sys
+import traceback
 from pathlib import Path
 
 import numpy as np
@@ -89,4 +92,11 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except BaseException:
+        traceback.print_exc()
+        sys.stderr.flush()
+        os._exit(1)  # Ray's threads would keep a failed run alive
+    sys.stdout.flush()
+    os._exit(0)

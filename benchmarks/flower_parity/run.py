@@ -131,7 +131,12 @@ def run_flower(plan: dict[str, Any], data_dir: Path, test: Path, seed: int, out:
     return float(json.loads(out.read_text(encoding="utf-8"))["accuracy"][-1])
 
 
+def _terminated(signum: int, _frame: object) -> None:
+    raise SystemExit(128 + signum)  # through run_flower's finally: Ray is killed too
+
+
 def main() -> None:
+    signal.signal(signal.SIGTERM, _terminated)
     args = _args()
     seeds = [int(s) for s in args.seeds.split(",")]
     try:

@@ -57,6 +57,7 @@ from fedsov.policy.runtime import (
     load_node_plan,
     require_export_settings,
 )
+from fedsov.privacy.evaluation import sum_releases
 from fedsov.privacy.region import RegionBudget, site_level_report
 from fedsov.privacy.site_level import SiteLevelLedger, SiteRound
 from fedsov.randomness import secret_seed, warn_if_reproducible
@@ -92,15 +93,19 @@ def export_header(
     """What a region's export says of itself: nothing unnoised that depends on a site's
     data. Under site-level DP the sites weigh equally (``DPFedAvg.fold_weight``), so the
     example count is the number of contributing sites; without it, the sites' own
-    counts, which they publish (record-level DP, replace-one). The ledger head is the
+    counts, which they publish (record-level DP, replace-one). The sites' federated
+    evaluation sums add up, except under site-level DP. The ledger head is the
     participant side's to add when it sends."""
     examples = len(accepted) if site_dp else sum(s.num_examples for s in accepted)
+    # The sites' federated evaluation (noised sums, record- or dataset-level DP) adds
+    # up; under site-level DP it is not protected as one whole site, so it stays here.
+    evaluation = {} if site_dp else sum_releases(s.metrics for s in accepted)
     return UpdateHeader.answering(
         task,
         update,
         num_examples=examples,
         privacy=privacy,
-        metrics={"sites": float(len(accepted))},
+        metrics={"sites": float(len(accepted))} | evaluation,
         contributors=tuple(sorted({c for s in accepted for c in s.contributors or (s.site,)})),
     )
 

@@ -24,3 +24,8 @@ class PrivacyConfig(Section):
     delta: Annotated[Number, Field(gt=0.0, lt=1.0)] = 1e-5
     accountant: Annotated[Str, one_of(*SITE_ACCOUNTANTS)] = "pld"
     enabled: Bool = True
+    # Federated evaluation ([training] evaluate): σ of the Gaussian mechanism on the
+    # site's metrics (fedsov.privacy.evaluation), and fedsov's trainer's per-record loss
+    # clip (accuracy is in [0, 1]). A Flower app's: [trainer] eval_metrics.
+    eval_noise_multiplier: Annotated[Number, Field(gt=0.0)] = 5.0
+    eval_loss_clip: Annotated[Number, Field(gt=0.0)] = 10.0

@@ -40,8 +40,20 @@ class TrainerConfig(Section):
     dp: Annotated[Str, one_of("update", "sample")] = "update"
     update_clip: Annotated[Number, Field(gt=0.0)] = 1.0
     update_noise_multiplier: Annotated[Number, Field(ge=0.0)] = 1.0
+    # Federated evaluation ([training] evaluate): the app's metrics to release, each
+    # clipped to [low, high] (its evaluate handler's MetricRecord keys, or a legacy
+    # client's "loss" and metrics), with dataset-level DP of noise multiplier
+    # eval_noise_multiplier (default: update_noise_multiplier).
+    eval_metrics: dict[Str, list[Number]] = dataclasses.field(default_factory=dict)
+    eval_noise_multiplier: Annotated[Number, Field(gt=0.0)] | None = None
 
     def __post_init__(self) -> None:
+        for name, bounds in self.eval_metrics.items():
+            if "/" in name or len(bounds) != 2 or not bounds[0] < bounds[1]:
+                raise KeyProblem(
+                    f"eval_metrics.{name}",
+                    "must be [low, high] with low < high, a name without '/'",
+                )
         flower_keys = [k for k in ("app", "client_fn") if getattr(self, k) is not None]
         if self.kind == "dp-sgd" and flower_keys:
             raise KeyProblem(flower_keys[0], "is for kind = 'flower'")
@@ -55,6 +67,12 @@ class TrainerConfig(Section):
     @property
     def flower(self) -> bool:
         return self.kind == "flower"
+
+    @property
+    def eval_noise(self) -> float:
+        """σ of the app's federated evaluation release."""
+        z = self.eval_noise_multiplier
+        return float(self.update_noise_multiplier if z is None else z)
 
     def fingerprint(self) -> str:
         """What a site's privacy ledger keys releases by when fedsov does not load the

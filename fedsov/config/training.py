@@ -6,7 +6,7 @@ from typing import Annotated
 
 from pydantic import Field
 
-from fedsov.config.base import Int, Number, Section, section
+from fedsov.config.base import Bool, Int, Number, Section, section
 
 __all__ = ["TrainingPlan"]
 
@@ -25,3 +25,6 @@ class TrainingPlan(Section):
     learning_rate: Annotated[Number, Field(gt=0.0)] = 0.1
     momentum: Annotated[Number, Field(ge=0.0, lt=1.0)] = 0.0
     proximal_mu: Annotated[Number, Field(ge=0.0)] = 0.0
+    # Federated evaluation: each site scores the model it receives on its local data
+    # and sends DP-noised sums with its update (fedsov.privacy.evaluation).
+    evaluate: Bool = False

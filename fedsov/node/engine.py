@@ -50,6 +50,7 @@ from fedsov.messages import (
 )
 from fedsov.node.rounds import Round, TaskRecord, TaskStatus, UpdateJudge
 from fedsov.pki.identity import NodeIdentity, Role
+from fedsov.privacy.evaluation import federated_means, sum_releases
 from fedsov.randomness import secret_random
 from fedsov.strategy import Strategy
 
@@ -163,18 +164,25 @@ class RoundReport:
     # an m-of-n sample, as it was when the round opened.
     population: tuple[str, ...] = ()
     failure: str = ""  # why a round with enough updates produced no model
+    # Federated evaluation of the model this round started from (the previous round's):
+    # each metric's mean over the accepted updates' noised sums (fedsov.privacy.evaluation).
+    federated: Mapping[str, float] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "round": self.round,
-            "attempt": self.attempt,
-            "completed": self.completed,
-            "model_sha256": self.model_sha256,
-            "seconds": round(self.seconds, 3),
-            "metrics": dict(self.metrics),
-            "sites": [s.to_json() for s in self.sites],
-            "population": list(self.population),
-        } | ({"failure": self.failure} if self.failure else {})
+        return (
+            {
+                "round": self.round,
+                "attempt": self.attempt,
+                "completed": self.completed,
+                "model_sha256": self.model_sha256,
+                "seconds": round(self.seconds, 3),
+                "metrics": dict(self.metrics),
+                "sites": [s.to_json() for s in self.sites],
+                "population": list(self.population),
+            }
+            | ({"failure": self.failure} if self.failure else {})
+            | ({"federated": dict(self.federated)} if self.federated else {})
+        )
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> RoundReport:
@@ -188,6 +196,7 @@ class RoundReport:
             sites=tuple(SiteResult.from_json(s) for s in data["sites"]),
             population=tuple(data.get("population", ())),
             failure=data.get("failure", ""),
+            federated=dict(data.get("federated", {})),
         )
 
 
@@ -639,6 +648,7 @@ class Engine:
             sites=tuple(sites),
             population=rnd.population,
             failure=failure,
+            federated=federated_means(s.metrics for s in sites if s.status == TaskStatus.ACCEPTED),
         )
         await asyncio.to_thread(
             self.state.close_round,
@@ -863,12 +873,14 @@ def _site_result(record: TaskRecord) -> SiteResult:
 
 
 def _public_metrics_only(sender: str, header: UpdateHeader) -> UpdateHeader:
-    """``header`` without the metrics outside ``PUBLIC_METRICS``."""
-    dropped = sorted(set(header.metrics) - PUBLIC_METRICS)
+    """``header`` with only the metrics in ``PUBLIC_METRICS`` and its federated
+    evaluation's noised sums (``eval/``, at most ``MAX_EVAL_METRICS`` of them)."""
+    kept = {k: v for k, v in header.metrics.items() if k in PUBLIC_METRICS}
+    kept |= sum_releases([header.metrics])
+    dropped = sorted(set(header.metrics) - set(kept))
     if not dropped:
         return header
     log.debug("update of %s: dropped metrics %s (not public)", sender, ", ".join(dropped))
-    kept = {k: v for k, v in header.metrics.items() if k in PUBLIC_METRICS}
     return replace(header, metrics=kept)
 
 

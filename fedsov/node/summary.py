@@ -68,6 +68,7 @@ def build_summary(
         "sites": dict(sorted(sites.items())),
         "history": [
             {"round": r.round, "attempt": r.attempt, "completed": r.completed, **r.metrics}
+            | ({"federated": dict(r.federated)} if r.federated else {})
             for r in reports
         ],
     }

@@ -26,7 +26,7 @@ from fedsov.pki.throwaway import NodePaths, NodeSpec, build_pki
 from fedsov.policy.plan import Plan, PlanNode, Tier
 from fedsov.policy.runtime import export_requirement
 from fedsov.simulation.data_prep import write_site_data
-from fedsov.simulation.processes import ProcessGroup, tls_table
+from fedsov.simulation.processes import ProcessGroup, federated_progress, tls_table
 from fedsov.simulation.scenario import DataPlan
 
 __all__ = ["Deployment", "prepare_deployment", "run_plan_simulation"]
@@ -250,7 +250,8 @@ def _show_round(r: dict[str, Any], total: int) -> None:
         f"round {r['round']:>3}/{total}  "
         + (f"accuracy {acc:.3f}  " if acc is not None else "")
         + f"aggregates from {', '.join(exported) or 'nobody'}"
-        + (f"; left out: {', '.join(left_out)}" if left_out else ""),
+        + (f"; left out: {', '.join(left_out)}" if left_out else "")
+        + federated_progress(r),
         highlight=False,
     )
 

@@ -16,7 +16,7 @@ from fedsov.exceptions import FedsovError
 from fedsov.pki.identity import Role
 from fedsov.pki.throwaway import NodePaths, NodeSpec, build_pki
 from fedsov.simulation.data_prep import write_site_data
-from fedsov.simulation.processes import ProcessGroup, tls_table
+from fedsov.simulation.processes import ProcessGroup, federated_progress, tls_table
 from fedsov.simulation.scenario import Scenario
 
 __all__ = ["run_simulation"]
@@ -71,7 +71,8 @@ def _progress(line: dict[str, Any], total: int) -> None:
     status = "" if line["completed"] else "  [red]failed: too few updates[/]"
     console.print(
         f"round {line['round']:>3}/{total}  {acc}  {eps_text}  "
-        f"sites {len(accepted)}/{len(sites)}  {line['seconds']:.1f} s{status}",
+        f"sites {len(accepted)}/{len(sites)}  {line['seconds']:.1f} s{status}"
+        + federated_progress(line),
         highlight=False,
     )
 

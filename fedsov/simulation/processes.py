@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -17,7 +19,19 @@ from rich.console import Console
 from fedsov.exceptions import FedsovError
 from fedsov.pki.throwaway import NodePaths
 
-__all__ = ["ProcessGroup", "tls_table"]
+__all__ = ["ProcessGroup", "federated_progress", "tls_table"]
+
+
+def federated_progress(line: Mapping[str, Any]) -> str:
+    """A round's federated evaluation (of the model it started from), for its progress
+    line; empty without one."""
+    fed = line.get("federated") or {}
+    names = [k for k in fed if not k.endswith("/examples")]
+    if not names:
+        return ""
+    values = ", ".join(f"{k} {fed[k]:.3f}" for k in names)
+    n = fed[f"{names[0]}/examples"]
+    return f"; federated, model {line['round'] - 1} ({n:.0f} examples): {values}"
 
 
 def tls_table(paths: NodePaths) -> dict[str, str]:
@@ -118,6 +132,10 @@ class ProcessGroup:
                 proc.wait()
 
     def __enter__(self) -> ProcessGroup:
+        # SIGTERM ends the run as Ctrl-C does, through __exit__: no node is left running.
+        self._on_sigterm: Any = None
+        if threading.current_thread() is threading.main_thread():
+            self._on_sigterm = signal.signal(signal.SIGTERM, _terminated)
         return self
 
     def __exit__(
@@ -126,4 +144,12 @@ class ProcessGroup:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self.stop(grace=0.5 if exc_type is not None else 10.0)
+        try:
+            self.stop(grace=0.5 if exc_type is not None else 10.0)
+        finally:
+            if self._on_sigterm is not None:
+                signal.signal(signal.SIGTERM, self._on_sigterm)
+
+
+def _terminated(signum: int, _frame: object) -> None:
+    raise SystemExit(128 + signum)

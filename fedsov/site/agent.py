@@ -23,7 +23,7 @@ import numpy as np
 from fedsov.audit.trail import AuditTrail, open_audit_trail
 from fedsov.codec import decode, encode
 from fedsov.config import TrainingPlan
-from fedsov.exceptions import CodecError, FedsovError, TrainingError
+from fedsov.exceptions import CodecError, ConfigError, FedsovError, TrainingError
 from fedsov.messages import Finished, PrivacyLevel, PrivacyReport, TrainTask, UpdateHeader
 from fedsov.modelref import build_model, load_weights
 from fedsov.participant import (
@@ -38,8 +38,9 @@ from fedsov.pki.revoke import open_revocation_list
 from fedsov.pki.tls import TlsMaterial, load_tls_material
 from fedsov.policy.runtime import load_node_plan, require_update_allowed
 from fedsov.privacy.accountant import MechanismStep
+from fedsov.privacy.evaluation import EvalOutcome, release
 from fedsov.privacy.ledger import DATASET_UNIT, PRIVACY_UNIT, PrivacyLedger
-from fedsov.randomness import warn_if_reproducible
+from fedsov.randomness import secret_seed, warn_if_reproducible
 from fedsov.site.config import SiteConfig
 from fedsov.site.data import Dataset, load_local_data
 from fedsov.transport.client import FederationClient
@@ -70,6 +71,15 @@ class LocalTrainer(Protocol):
         self, model: torch.nn.Module, *, round_seed: int, server_round: int
     ) -> TrainResult:
         """Train ``model`` (holding the global weights); a TrainingError releases nothing."""
+
+    def evaluate_global(self, model: torch.nn.Module, *, server_round: int) -> EvalOutcome:
+        """Score ``model`` (the global weights, left as they are) on the local data."""
+
+    def eval_step(self) -> MechanismStep:
+        """The DP release a federated evaluation makes."""
+
+    def add_release(self, step: MechanismStep) -> None:
+        """Count ``step``, released beside training, in the trainer's ε."""
 
 
 @dataclass(frozen=True)
@@ -162,6 +172,7 @@ class SiteAgent:
         self._models: dict[str, bytearray] = {}  # downloaded and hash-checked
         self._partial: dict[str, bytearray] = {}  # a download cut off with its connection
         self._unsent: _Unsent | None = None
+        self._eval_unit: str | None = None  # the unit of this round's evaluation release
         self.rounds_trained = 0
         self.epsilon = 0.0
 
@@ -267,7 +278,8 @@ class SiteAgent:
         privacy = self.config.privacy
         if self.budget is None or not privacy.enabled:
             return True
-        after = trainer.epsilon_after([trainer.planned_step()])
+        evaluation = [trainer.eval_step()] if task.plan.evaluate else []
+        after = trainer.epsilon_after([trainer.planned_step(), *evaluation])
         if after <= self.budget:
             return True
         reason = (
@@ -313,6 +325,7 @@ class SiteAgent:
         model = build_model(self.config.model.factory, self.config.model.kwargs)
         load_weights(model, global_weights)
         trainer = self._trainer_for(task)
+        evaluation = await self._evaluate(trainer, model, task)  # the model as received
         try:
             result = await asyncio.to_thread(
                 trainer.train_round,
@@ -324,10 +337,12 @@ class SiteAgent:
             await self._decline(upstream, task, "training-failed", str(exc))
             return
         privacy = self.config.privacy
-        if privacy.enabled and self.budget is not None and result.epsilon > self.budget:
+        eval_step = trainer.eval_step() if evaluation is not None and privacy.enabled else None
+        epsilon = trainer.epsilon_after([eval_step]) if eval_step else result.epsilon
+        if privacy.enabled and self.budget is not None and epsilon > self.budget:
             # A Flower app's DP-SGD steps are known only now; nothing leaves.
             reason = (
-                f"round {task.round} took ε to {result.epsilon:.3f} > budget {self.budget:g} "
+                f"round {task.round} took ε to {epsilon:.3f} > budget {self.budget:g} "
                 f"(δ={privacy.delta:g}, {privacy.accountant}); not sent, this site trains no more"
             )
             await self._decline(upstream, task, "budget-exhausted", reason)
@@ -342,7 +357,7 @@ class SiteAgent:
             num_examples=result.num_examples,
             privacy=PrivacyReport(
                 enabled=privacy.enabled,
-                epsilon=result.epsilon if privacy.enabled else 0.0,
+                epsilon=epsilon if privacy.enabled else 0.0,
                 delta=result.delta,
                 noise_multiplier=result.noise_multiplier,
                 max_grad_norm=result.max_grad_norm,
@@ -352,21 +367,35 @@ class SiteAgent:
                 accountant=privacy.accountant if privacy.enabled else "",
                 level=result.level,
             ),
+            # only the federated evaluation's noised sums: the app's training metrics,
+            # loss and time depend on the data and carry no noise: kept here
+            metrics=evaluation or {},
             contributors=(self.config.name,),
-        )  # no metrics: loss and time depend on the data and carry no noise: kept here
+        )
         if privacy.enabled:  # on disk before the update leaves
-            self.ledger.record(
-                dataset=self.dataset_id,
-                federation=self.federation,
-                round=task.round,
-                task_id=task.task_id,
-                step=MechanismStep(result.noise_multiplier, result.sample_rate, result.steps),
-                delta=result.delta,
-                accountant=privacy.accountant,
-                unit=DATASET_UNIT if result.level is PrivacyLevel.UPDATE else PRIVACY_UNIT,
-            )
+            releases = [
+                (
+                    MechanismStep(result.noise_multiplier, result.sample_rate, result.steps),
+                    DATASET_UNIT if result.level is PrivacyLevel.UPDATE else PRIVACY_UNIT,
+                )
+            ]
+            if eval_step is not None and self._eval_unit is not None:
+                releases.append((eval_step, self._eval_unit))
+            for step, unit in releases:
+                self.ledger.record(
+                    dataset=self.dataset_id,
+                    federation=self.federation,
+                    round=task.round,
+                    task_id=task.task_id,
+                    step=step,
+                    delta=result.delta,
+                    accountant=privacy.accountant,
+                    unit=unit,
+                )
+            if eval_step is not None:
+                trainer.add_release(eval_step)
         self.rounds_trained += 1
-        self.epsilon = result.epsilon
+        self.epsilon = epsilon
         unsent = _Unsent(task.round, task.model_sha256, task.round_seed, header, update.payload)
         if not await self._send(upstream, unsent, task):
             return
@@ -376,10 +405,33 @@ class SiteAgent:
             result.num_examples,
             result.steps,
             result.train_loss,
-            result.epsilon,
+            epsilon,
             result.delta,
             time.monotonic() - started,
         )
+
+    async def _evaluate(
+        self, trainer: LocalTrainer, model: torch.nn.Module, task: TrainTask
+    ) -> dict[str, float] | None:
+        """With ``[training] evaluate``: the received model's metrics on the local data as
+        the header's noised sums (fedsov.privacy.evaluation); None if there are none.
+        Nothing is released (nor accounted) unless the update is sent."""
+        self._eval_unit = None
+        if not task.plan.evaluate:
+            return None
+        try:
+            outcome = await asyncio.to_thread(
+                trainer.evaluate_global, model, server_round=task.round
+            )
+            privacy = self.config.privacy
+            noise = trainer.eval_step().noise_multiplier if privacy.enabled else None
+            seed = secret_seed([self.config.seed, task.round_seed, 0xE7A1])
+            released = release(outcome, noise_multiplier=noise, seed=seed)
+        except (TrainingError, ConfigError) as exc:
+            log.warning("round %d: no federated evaluation: %s", task.round, exc)
+            return None
+        self._eval_unit = outcome.unit
+        return released
 
 
 def _parameter_delta(

@@ -35,6 +35,8 @@ from fedsov.config import PrivacyConfig, TrainerConfig, TrainingPlan
 from fedsov.exceptions import ConfigError, TrainingError
 from fedsov.messages import PrivacyLevel
 from fedsov.privacy.accountant import MechanismStep, merge_history
+from fedsov.privacy.evaluation import EvalOutcome, MetricValue
+from fedsov.privacy.ledger import DATASET_UNIT
 from fedsov.randomness import secret_seed
 from fedsov.refs import resolve_ref
 from fedsov.site.flower_privacy import PrivateRound, private_round
@@ -174,6 +176,7 @@ class FlowerTrainer:
             run_config={**app_run_config(config.app_dir or base), **config.run_config},
         )
         self._num_examples = num_examples
+        self._eval_examples = num_examples  # the count an evaluation publishes
         self._history: list[MechanismStep] = merge_history(prior)
         self._total_steps = sum(s.steps for s in self._history)
 
@@ -256,21 +259,79 @@ class FlowerTrainer:
             self._num_examples = reported
         return self._num_examples
 
-    def _call(self, base: Mapping[str, np.ndarray], server_round: int) -> Any:
+    def evaluate_global(self, model: nn.Module, *, server_round: int) -> EvalOutcome:
+        """The app's evaluate handler (a legacy client's ``evaluate``) on the model
+        received; the metrics ``eval_metrics`` names, clipped, released per dataset."""
+        if not self.config.eval_metrics:
+            raise TrainingError("[trainer] eval_metrics names no metric of the app to release")
+        base = {k: v.detach().cpu().numpy() for k, v in model.state_dict().items()}
+        reply = self._call(base, server_round, message_type="evaluate")
+        count, metrics = self._read_evaluation(reply)
+        missing = sorted(set(self.config.eval_metrics) - set(metrics))
+        if missing:
+            raise TrainingError(
+                f"the Flower app's evaluation has no {', '.join(missing)} "
+                f"(it reported {', '.join(sorted(metrics)) or 'no metrics'})"
+            )
+        if not all(math.isfinite(metrics[k]) for k in self.config.eval_metrics):
+            raise TrainingError("the Flower app's evaluation reported NaN or Inf")
+        values = tuple(
+            MetricValue(name, metrics[name], float(low), float(high))
+            for name, (low, high) in self.config.eval_metrics.items()
+        )
+        if self._eval_examples is None:  # public like the training count: fixed
+            self._eval_examples = count
+        return EvalOutcome(values, examples=self._eval_examples, unit=DATASET_UNIT)
+
+    def eval_step(self) -> MechanismStep:
+        """The federated evaluation's release: one Gaussian mechanism (σ = z, q = 1)."""
+        return MechanismStep(self.config.eval_noise, 1.0, 1)
+
+    def add_release(self, step: MechanismStep) -> None:
+        """Count ``step``, released by the site beside training, in this trainer's ε."""
+        if self.privacy.enabled:
+            self._history = merge_history([*self._history, step])
+
+    def _read_evaluation(self, reply: Any) -> tuple[int, dict[str, float]]:
+        """(the app's example count, its scalar metrics) from an evaluate reply."""
+        content = _reply_content(reply)
+        if self.legacy:
+            try:
+                count = content.metric_records["evaluateres.num_examples"]["num_examples"]
+                loss = content.metric_records["evaluateres.loss"]["loss"]
+                metrics = _scalars(content.config_records["evaluateres.metrics"].items())
+            except KeyError as exc:
+                raise TrainingError(f"the Flower client's evaluate result has no {exc}") from exc
+            return _count(count), {"loss": float(loss), **metrics}
+        metrics = _scalars(m for record in content.metric_records.values() for m in record.items())
+        if "num-examples" not in metrics:
+            raise TrainingError("the Flower app's evaluation has no 'num-examples'")
+        return _count(metrics.pop("num-examples")), metrics
+
+    def _call(
+        self, base: Mapping[str, np.ndarray], server_round: int, message_type: str = "train"
+    ) -> Any:
         from flwr.app import Array, ArrayRecord, ConfigRecord, Message, RecordDict
 
         config = _plan_config(self.train, server_round)
         if self.legacy:
             from flwr.compat.common.parameter import ndarrays_to_parameters
-            from flwr.compat.common.recorddict_compat import fitins_to_recorddict
-            from flwr.compat.common.typing import FitIns
+            from flwr.compat.common.recorddict_compat import (
+                evaluateins_to_recorddict,
+                fitins_to_recorddict,
+            )
+            from flwr.compat.common.typing import EvaluateIns, FitIns
 
             parameters = ndarrays_to_parameters(list(base.values()))
-            content = fitins_to_recorddict(FitIns(parameters, config), keep_input=True)
+            if message_type == "evaluate":
+                ins = EvaluateIns(parameters, config)
+                content = evaluateins_to_recorddict(ins, keep_input=True)
+            else:
+                content = fitins_to_recorddict(FitIns(parameters, config), keep_input=True)
         else:
             arrays = ArrayRecord({k: Array(v) for k, v in base.items()})
             content = RecordDict({"arrays": arrays, "config": ConfigRecord(config)})
-        metadata = _metadata("train", server_round, self.context.node_id)
+        metadata = _metadata(message_type, server_round, self.context.node_id)
         try:
             # Flower's own serde builds a message with given metadata this way.
             message = Message(content=content, metadata=metadata)  # type: ignore[call-overload]
@@ -284,14 +345,7 @@ class FlowerTrainer:
         self, reply: Any, names: list[str]
     ) -> tuple[dict[str, np.ndarray], int, dict[str, float]]:
         """(trained arrays by name, the app's example count, its scalar metrics)."""
-        from flwr.app import Message
-
-        if not isinstance(reply, Message):
-            raise TrainingError(f"the Flower app returned {type(reply).__name__}, not a Message")
-        if reply.has_error():
-            error = reply.error
-            raise TrainingError(f"the Flower app replied with error {error.code}: {error.reason}")
-        content = reply.content
+        content = _reply_content(reply)
         if self.legacy:
             return _read_legacy(content, names)
         arrays = list(content.array_records.values())
@@ -305,6 +359,18 @@ class FlowerTrainer:
         if "num-examples" not in metrics:
             raise TrainingError("the Flower app's reply has no 'num-examples' in a MetricRecord")
         return trained, _count(metrics.pop("num-examples")), metrics
+
+
+def _reply_content(reply: Any) -> Any:
+    """The RecordDict of the app's reply; a TrainingError if it is no Message or an Error."""
+    from flwr.app import Message
+
+    if not isinstance(reply, Message):
+        raise TrainingError(f"the Flower app returned {type(reply).__name__}, not a Message")
+    if reply.has_error():
+        error = reply.error
+        raise TrainingError(f"the Flower app replied with error {error.code}: {error.reason}")
+    return reply.content
 
 
 def _read_legacy(

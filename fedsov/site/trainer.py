@@ -35,6 +35,8 @@ from fedsov.privacy.accountant import (
     compute_epsilon,
     merge_history,
 )
+from fedsov.privacy.evaluation import EvalOutcome, MetricValue
+from fedsov.privacy.ledger import PRIVACY_UNIT
 from fedsov.randomness import secret_seed
 from fedsov.site.data import Dataset
 
@@ -242,6 +244,30 @@ class DPTrainer:
         """ε if ``extra`` were released on top of everything so far."""
         return site_epsilon(self.privacy, [*self._history, *extra])
 
+    def evaluate_global(self, model: nn.Module, *, server_round: int) -> EvalOutcome:
+        """Accuracy and loss (each record's clipped to ``eval_loss_clip``) of the model
+        received, on the local data; released per record."""
+        clip = float(self.privacy.eval_loss_clip)
+        accuracy, loss = _scores(model, self._dataset, device=self.device, loss_clip=clip)
+        return EvalOutcome(
+            metrics=(
+                MetricValue("accuracy", accuracy, 0.0, 1.0),
+                MetricValue("loss", loss, 0.0, clip),
+            ),
+            examples=self.num_examples,
+            unit=PRIVACY_UNIT,
+        )
+
+    def eval_step(self) -> MechanismStep:
+        """The federated evaluation's release: one Gaussian mechanism (σ = z, q = 1)."""
+        return MechanismStep(float(self.privacy.eval_noise_multiplier), 1.0, 1)
+
+    def add_release(self, step: MechanismStep) -> None:
+        """Count ``step``, released by the site beside training, in this trainer's ε."""
+        if self.privacy.enabled:
+            self._history = merge_history([*self._history, step])
+            self._epsilon = site_epsilon(self.privacy, self._history)
+
     @property
     def train(self) -> TrainingPlan:
         """The local optimisation settings; may be replaced between rounds."""
@@ -416,8 +442,19 @@ def evaluate(
     """(accuracy, mean cross-entropy) of ``model`` on ``data``; the model's mode is restored."""
     if not _is_int(batch_size) or batch_size < 1:
         raise ConfigError(f"batch_size must be an integer >= 1, got {batch_size!r}")
-    dev = torch.device(resolve_device(device))
-    dataset = _tensors(data)
+    return _scores(model, _tensors(data), device=resolve_device(device), batch_size=batch_size)
+
+
+def _scores(
+    model: nn.Module,
+    dataset: TensorDataset,
+    *,
+    device: str,
+    batch_size: int = 1024,
+    loss_clip: float | None = None,
+) -> tuple[float, float]:
+    """(accuracy, mean cross-entropy, each record's clipped to ``loss_clip`` if given)."""
+    dev = torch.device(device)
     was_training = model.training
     model.to(dev)
     model.eval()
@@ -427,7 +464,10 @@ def evaluate(
             for x_cpu, y_cpu in DataLoader(dataset, batch_size=batch_size):
                 xb, yb = x_cpu.to(dev), y_cpu.to(dev)
                 logits = model(xb)
-                loss_sum += float(nn.functional.cross_entropy(logits, yb, reduction="sum"))
+                losses = nn.functional.cross_entropy(logits, yb, reduction="none")
+                if loss_clip is not None:
+                    losses = losses.clamp(max=loss_clip)
+                loss_sum += float(losses.sum())
                 correct += int((logits.argmax(dim=1) == yb).sum())
     finally:
         model.train(was_training)

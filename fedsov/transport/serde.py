@@ -88,6 +88,7 @@ def task_event_to_proto(event: TaskEvent) -> pb.TaskEvent:
                     learning_rate=event.plan.learning_rate,
                     momentum=event.plan.momentum,
                     proximal_mu=event.plan.proximal_mu,
+                    evaluate=event.plan.evaluate,
                 ),
                 deadline_unix=event.deadline_unix,
                 round_seed=event.round_seed,
@@ -133,6 +134,7 @@ def _plan_from_proto(p: pb.TrainingPlan) -> TrainingPlan:
             learning_rate=p.learning_rate,
             momentum=p.momentum,
             proximal_mu=p.proximal_mu,
+            evaluate=p.evaluate,
         )
     except ConfigError as exc:
         raise ProtocolError(f"task's training plan: {exc}") from exc

@@ -26,14 +26,21 @@ SITE_DP = SiteDPSettings(clip=1.0, noise_multiplier=1.0)
 PRIVACY = PrivacyReport(enabled=True, epsilon=0.5, delta=1e-5)
 
 
-def accepted(site: str, examples: int) -> SiteResult:
-    return SiteResult(site, f"t-{site}", "accepted", "", examples, PRIVACY, {})
+def accepted(site: str, examples: int, metrics: dict[str, float] | None = None) -> SiteResult:
+    return SiteResult(site, f"t-{site}", "accepted", "", examples, PRIVACY, metrics or {})
 
 
-def header(*, site_dp: bool):  # type: ignore[no-untyped-def]
+def header(*, site_dp: bool, evaluated: bool = False):  # type: ignore[no-untyped-def]
     update = encode({"w": np.zeros(3, dtype=np.float32)})
     task = TrainTask("t", 4, "a" * 64, 1, update.manifest, TrainingPlan(1, 8, 0.1), 0.0, 1)
-    sites = [accepted("s1", 150), accepted("s2", 37)]
+    evaluation = [
+        {"eval/accuracy": 120.0, "eval/accuracy/n": 150.0},
+        {"eval/accuracy": 30.5, "eval/accuracy/n": 37.0, "eval/loss": 9.0, "eval/loss/n": 37.0},
+    ]
+    sites = [
+        accepted("s1", 150, evaluation[0] if evaluated else None),
+        accepted("s2", 37, evaluation[1] if evaluated else None),
+    ]
     return export_header(task, update, sites, privacy=PRIVACY, site_dp=site_dp)
 
 
@@ -48,6 +55,18 @@ def test_without_site_level_dp_the_export_sums_the_published_counts() -> None:
     h = header(site_dp=False)
     assert h.num_examples == 187
     assert dict(h.metrics) == {"sites": 2.0}
+
+
+def test_the_sites_federated_evaluation_sums_add_up_in_the_export() -> None:
+    assert dict(header(site_dp=False, evaluated=True).metrics) == {
+        "sites": 2.0,
+        "eval/accuracy": 150.5,
+        "eval/accuracy/n": 187.0,
+        "eval/loss": 9.0,
+        "eval/loss/n": 37.0,
+    }
+    # record- or dataset-level noise does not protect one whole site: not exported
+    assert dict(header(site_dp=True, evaluated=True).metrics) == {"sites": 2.0}
 
 
 def region(tmp_path: Path, pki: dict[str, NodePaths], **rounds: int) -> RegionalAggregator:

@@ -27,6 +27,7 @@ timeout_s = 60
 local_epochs = 1
 batch_size = 32
 learning_rate = 0.5
+evaluate = true
 
 [privacy]
 delta = 1e-5
@@ -60,11 +61,12 @@ app = "flower_app.client_app:app"
 app_dir = "{APP}"
 update_clip = 1.0
 update_noise_multiplier = 0.05
+eval_metrics = {{ eval_acc = [0.0, 1.0] }}
 """
 
 
 @pytest.mark.e2e
-def test_sites_running_a_flower_app_train_with_update_level_dp(tmp_path: Path) -> None:
+def test_sites_running_a_flower_app_train_and_evaluate_with_update_level_dp(tmp_path: Path) -> None:
     plan = tmp_path / "plan.toml"
     plan.write_text(PLAN, encoding="utf-8")
     out = tmp_path / "run"
@@ -84,6 +86,15 @@ def test_sites_running_a_flower_app_train_with_update_level_dp(tmp_path: Path) -
             json.loads(line)
             for line in (out / "configs" / f"{site}.privacy-ledger.jsonl").read_text().splitlines()
         ]
+        # each round: the update, then the federated evaluation of the model received
         assert [(e["unit"], e["noise_multiplier"], e["steps"]) for e in entries] == [
             ("dataset", 0.05, 1)
-        ] * 2
+        ] * 4
+    rounds = [json.loads(line) for line in (out / "rounds.jsonl").read_text().splitlines()]
+    for r in rounds:  # the app's evaluate handler on each site's data, noised (z 0.05)
+        assert (
+            r["federated"]["eval_acc/examples"]
+            == summary["sites"]["paris"]["examples"] + (summary["sites"]["lyon"]["examples"])
+        )
+        assert -0.5 < r["federated"]["eval_acc"] < 1.5
+    assert rounds[1]["federated"]["eval_acc"] > rounds[0]["federated"]["eval_acc"]

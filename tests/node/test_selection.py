@@ -96,3 +96,14 @@ def test_per_site_training_metrics_are_dropped_on_receipt(tmp_path: Path) -> Non
     receipts = [r.header for r in eng.state.receipts(1, 1)]
     stored = json.dumps([report.to_json(), *eng.state.reports(), *receipts])  # rounds.jsonl too
     assert "train_loss" not in stored and "train_seconds" not in stored
+
+
+def test_federated_evaluation_sums_are_kept_and_averaged_with_the_round(tmp_path: Path) -> None:
+    eng = engine(tmp_path)
+    metrics = {"eval/accuracy": 7.0, "eval/accuracy/n": 10.0, "eval/bogus": 1.0, "loss": 2.0}
+    report = asyncio.run(one_round(eng, metrics))
+    kept = {"eval/accuracy": 7.0, "eval/accuracy/n": 10.0}  # no count: not a release
+    assert all(dict(s.metrics) == kept for s in report.sites)
+    n = 10.0 * len(report.sites)
+    assert report.federated == {"accuracy": pytest.approx(0.7), "accuracy/examples": n}
+    assert RoundReport.from_json(eng.state.reports()[0]).federated == report.federated

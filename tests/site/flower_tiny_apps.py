@@ -39,6 +39,15 @@ def shift_train(msg: Message, context: Context) -> Message:
     return _reply(msg, ArrayRecord(trained), **{"num-examples": 40, "train_loss": 0.25})
 
 
+@shift.evaluate()
+def shift_evaluate(msg: Message, context: Context) -> Message:
+    """Scores 1.5 on a metric in [0, 1] (clipped by the site) and the sum of the weights."""
+    state = msg.content["arrays"].to_torch_state_dict()
+    total = float(sum(float(v.sum()) for v in state.values()))
+    metrics = {"num-examples": 25, "eval_acc": 1.5, "weight_sum": total}
+    return Message(RecordDict({"metrics": MetricRecord(metrics)}), reply_to=msg)
+
+
 failing = ClientApp()
 
 
@@ -113,6 +122,9 @@ class ShiftClient(NumPyClient):
     def fit(self, parameters: list[np.ndarray], config: dict[str, Any]) -> Any:
         SEEN.append((dict(config), {}, {}))
         return [p + STEP for p in parameters], 30, {"loss": 0.5}
+
+    def evaluate(self, parameters: list[np.ndarray], config: dict[str, Any]) -> Any:
+        return 0.75, 12, {"accuracy": 0.25}
 
 
 def client_fn(context: Context) -> Any:

@@ -28,6 +28,7 @@ from fedsov.modelref import build_model
 from fedsov.node.engine import Engine
 from fedsov.node.model import state_to_numpy
 from fedsov.pki import NodePaths, NodeSpec, Role, build_pki, load_tls_material
+from fedsov.privacy.accountant import MechanismStep, compute_epsilon, merge_history
 from fedsov.privacy.ledger import PrivacyLedger
 from fedsov.simulation.datasets import load_digits
 from fedsov.site.agent import SiteAgent
@@ -339,3 +340,50 @@ def test_a_round_whose_training_fails_is_declined_and_spends_no_epsilon(
         assert site.reason.startswith("training-failed: local training diverged"), site.reason
     ledger = PrivacyLedger(tmp_path / "site-1.privacy-ledger.jsonl")
     assert ledger.entries == []
+
+
+def test_federated_evaluation_is_released_noised_and_counted_in_the_sites_epsilon(
+    tmp_path: Path, pki: dict[str, NodePaths]
+) -> None:
+    async def scenario() -> tuple[list[Any], SiteAgent]:
+        c = pki["coordinator"]
+        tls = load_tls_material(cert=c.cert, key=c.key, ca=c.ca)
+        initial = state_to_numpy(build_model(MODEL.factory, MODEL.kwargs, seed=0))
+        eng = make_engine(
+            tmp_path,
+            initial,
+            federation="agent-fed",
+            num_rounds=2,
+            timeout_s=60,
+            plan=TrainingPlan(1, 32, 0.5, evaluate=True),
+        )
+        server = await start_server(FederationService(eng, tls=tls), address="127.0.0.1:0", tls=tls)
+        agent = SiteAgent(site_config(tmp_path, pki, server.port))
+        site_run = asyncio.ensure_future(agent.run())
+        try:
+            reports = await asyncio.wait_for(eng.run(), 120)
+            await asyncio.wait_for(site_run, 30)
+        finally:
+            site_run.cancel()
+            await server.stop(0)
+        return list(reports), agent
+
+    reports, agent = asyncio.run(scenario())
+    first, second = (r.federated for r in reports)
+    # 300 examples, z = 5, two metrics: std 5·√2/2 ≈ 3.5 on the correct count, ≈ 1.2 %
+    assert first["accuracy/examples"] == second["accuracy/examples"] == 300.0
+    assert abs(first["accuracy"] - 0.1) < 0.15  # the initial model: about chance
+    assert second["accuracy"] > first["accuracy"] + 0.2  # after one round of training
+    assert 0.0 < first["loss"] < 10.0
+    sent = reports[0].sites[0].metrics
+    assert set(sent) == {"eval/accuracy", "eval/accuracy/n", "eval/loss", "eval/loss/n"}
+    entries = agent.ledger.entries
+    evaluation = MechanismStep(5.0, 1.0, 1)
+    assert [e.step == evaluation for e in entries] == [False, True, False, True]
+    assert {e.unit for e in entries} == {"record"}
+    history = merge_history([e.step for e in entries])
+    expected = compute_epsilon(history=history, delta=1e-5)
+    assert reports[-1].sites[0].privacy.epsilon == pytest.approx(expected)  # type: ignore[union-attr]
+    assert agent.epsilon == pytest.approx(expected)
+    without = compute_epsilon(history=[e.step for e in entries if e.step != evaluation], delta=1e-5)
+    assert expected > without

@@ -64,6 +64,7 @@ def test_the_app_gets_the_global_model_the_plan_and_its_node_config_and_keeps_st
         "learning-rate": 0.1,
         "momentum": 0.5,
         "proximal-mu": 0.0,  # Flower's FedProx key
+        "evaluate": False,
         "server-round": 4,
     }
     assert config2["server-round"] == 5
@@ -257,3 +258,48 @@ def test_a_site_without_data_or_with_a_bad_app_reference_stops_at_start_up(tmp_p
     path.write_text(SITE_TOML.format(tables=_trainer_table(app='"flower_tiny_apps:not_an_app"')))
     with pytest.raises(ConfigError, match="is a int, not a flwr ClientApp"):
         SiteAgent(load(path))  # the config's folder is searched, then sys.path
+
+
+EVAL = {"eval_acc": [0.0, 1.0], "weight_sum": [-100.0, 100.0]}
+
+
+def test_the_apps_evaluate_handler_scores_the_received_model_per_dataset() -> None:
+    trainer = _trainer("shift", eval_metrics=EVAL)
+    model = _model()
+    before = _global(model)
+    outcome = trainer.evaluate_global(model, server_round=3)
+    assert outcome.unit == "dataset" and outcome.examples == 25
+    acc, weights = outcome.metrics
+    assert (acc.name, acc.mean, acc.normalized(25, per_record=False)) == ("eval_acc", 1.5, 1.0)
+    expected = sum(float(v.sum()) for v in before.values())
+    assert weights.mean == pytest.approx(expected)  # the global weights, as received
+    assert all(np.array_equal(v, before[k]) for k, v in _global(model).items())
+    assert trainer.eval_step() == MechanismStep(1.0, 1.0, 1)  # update_noise_multiplier
+    assert _trainer("shift", eval_noise_multiplier=0.2).eval_step().noise_multiplier == 0.2
+
+
+def test_a_legacy_clients_evaluate_gives_its_loss_and_metrics() -> None:
+    trainer = _trainer("client_fn", eval_metrics={"loss": [0.0, 1.0], "accuracy": [0.0, 1.0]})
+    outcome = trainer.evaluate_global(_model(), server_round=1)
+    assert outcome.examples == 12
+    assert {m.name: m.mean for m in outcome.metrics} == {"loss": 0.75, "accuracy": 0.25}
+
+
+@pytest.mark.parametrize(
+    ("app", "metrics", "error"),
+    [
+        ("shift", {}, "eval_metrics names no metric"),
+        ("shift", {"eval_auc": [0.0, 1.0]}, "has no eval_auc"),
+        ("failing", EVAL, "the Flower app failed"),  # no evaluate handler
+    ],
+)
+def test_an_evaluation_that_cannot_be_released_says_why(
+    app: str, metrics: dict[str, list[float]], error: str
+) -> None:
+    with pytest.raises(TrainingError, match=error):
+        _trainer(app, eval_metrics=metrics).evaluate_global(_model(), server_round=1)
+
+
+def test_eval_metrics_need_a_range() -> None:
+    with pytest.raises(ConfigError, match=r"eval_metrics\.acc: must be \[low, high\]"):
+        TrainerConfig(kind="flower", app="a:b", eval_metrics={"acc": [1.0]})
