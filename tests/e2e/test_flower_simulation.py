@@ -96,5 +96,4 @@ def test_sites_running_a_flower_app_train_and_evaluate_with_update_level_dp(tmp_
             r["federated"]["eval_acc/examples"]
             == summary["sites"]["paris"]["examples"] + (summary["sites"]["lyon"]["examples"])
         )
-        assert -0.5 < r["federated"]["eval_acc"] < 1.5
-    assert rounds[1]["federated"]["eval_acc"] > rounds[0]["federated"]["eval_acc"]
+        assert -0.5 < r["federated"]["eval_acc"] < 1.5  # in [0, 1] plus noise of sd 0.025

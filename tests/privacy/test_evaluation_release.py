@@ -39,7 +39,7 @@ def test_the_noise_on_each_sum_has_the_mechanisms_std(unit: str, scale: float) -
     outcome = EvalOutcome((ACC, MetricValue("loss", 2.0, 0.0, 10.0)), n, unit)
     sums = [release(outcome, noise_multiplier=z, seed=i)["eval/accuracy"] for i in range(4000)]
     expected = z * math.sqrt(2) / 2 * scale
-    assert statistics.fmean(sums) == pytest.approx(150.0, abs=4 * expected / math.sqrt(4000))
+    assert statistics.fmean(sums) == pytest.approx(150.0, abs=6 * expected / math.sqrt(4000))
     assert statistics.stdev(sums) == pytest.approx(expected, rel=0.05)
 
 
