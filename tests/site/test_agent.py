@@ -72,7 +72,7 @@ def site_config(
     )
 
 
-def engine(tmp_path: Path, rounds: int) -> Engine:
+def engine(tmp_path: Path, rounds: int, plan: TrainingPlan | None = None) -> Engine:
     initial = state_to_numpy(build_model(MODEL.factory, MODEL.kwargs, seed=0))
     return make_engine(
         tmp_path,
@@ -80,7 +80,7 @@ def engine(tmp_path: Path, rounds: int) -> Engine:
         federation="agent-fed",
         num_rounds=rounds,
         timeout_s=60,
-        plan=TrainingPlan(1, 32, 0.5),
+        plan=plan or TrainingPlan(1, 32, 0.5),
     )
 
 
@@ -313,15 +313,7 @@ def test_a_round_whose_training_fails_is_declined_and_spends_no_epsilon(
     async def scenario() -> list[object]:
         c = pki["coordinator"]
         tls = load_tls_material(cert=c.cert, key=c.key, ca=c.ca)
-        initial = state_to_numpy(build_model(MODEL.factory, MODEL.kwargs, seed=0))
-        eng = make_engine(
-            tmp_path,
-            initial,
-            federation="agent-fed",
-            num_rounds=1,
-            timeout_s=60,
-            plan=TrainingPlan(1, 32, 1e38),  # diverges: the weights overflow
-        )
+        eng = engine(tmp_path, 1, TrainingPlan(1, 32, 1e38))  # diverges: the weights overflow
         server = await start_server(FederationService(eng, tls=tls), address="127.0.0.1:0", tls=tls)
         agent = SiteAgent(site_config(tmp_path, pki, server.port))
         site_run = asyncio.ensure_future(agent.run())
@@ -349,15 +341,7 @@ def test_federated_evaluation_is_released_noised_and_counted_in_the_sites_epsilo
     async def scenario() -> tuple[list[Any], SiteAgent]:
         c = pki["coordinator"]
         tls = load_tls_material(cert=c.cert, key=c.key, ca=c.ca)
-        initial = state_to_numpy(build_model(MODEL.factory, MODEL.kwargs, seed=0))
-        eng = make_engine(
-            tmp_path,
-            initial,
-            federation="agent-fed",
-            num_rounds=2,
-            timeout_s=60,
-            plan=TrainingPlan(1, 32, 0.5, evaluate=True),
-        )
+        eng = engine(tmp_path, 2, TrainingPlan(1, 32, 0.5, evaluate=True))
         server = await start_server(FederationService(eng, tls=tls), address="127.0.0.1:0", tls=tls)
         agent = SiteAgent(site_config(tmp_path, pki, server.port))
         site_run = asyncio.ensure_future(agent.run())
