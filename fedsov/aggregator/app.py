@@ -324,6 +324,15 @@ class RegionalAggregator:
         }
         return summary
 
+    async def _wait_for_first_sites(self, deadline: float) -> None:
+        """``rounds.first_round_sites`` connected, or as many as join in time."""
+        r = self.config.rounds
+        wait = min(r.start_timeout_s, (deadline - time.time()) / 2)
+        try:
+            await self.engine.wait_for_sites(r.first_round_sites, max(0.0, wait))
+        except FedsovError as exc:
+            log.warning("the first round runs without all its sites: %s", exc)
+
     async def _handle(self, upstream: Upstream, task: TrainTask) -> None:
         payload = await upstream.download(task)
         base = GlobalModel(
@@ -336,6 +345,8 @@ class RegionalAggregator:
         # Ran already (before a restart, or for an earlier attempt upstream): export the
         # same aggregate again; the upstream counts it once, and no new ε is spent.
         report = self.engine.completed(task.round, base.sha256)
+        if report is None and not self.engine.reports:
+            await self._wait_for_first_sites(deadline)
         try:
             if report is None:
                 report = await self.engine.run_round(

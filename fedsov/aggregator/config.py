@@ -53,6 +53,9 @@ class RegionRounds(Section):
     sites_per_round: Annotated[Int, Field(ge=0)] = 0  # 0: every connected site
     timeout_s: Seconds = 120.0  # regional deadline, never past the upstream's
     start_timeout_s: Seconds = 300.0
+    # Before its first round the region waits (up to start_timeout_s, and half the
+    # upstream's deadline) for this many sites, then runs with whoever joined.
+    first_round_sites: Annotated[Int, Field(ge=0)] = 0
     # Sites asked beyond sites_per_round; the first to answer count. Not with [site_dp]:
     # keeping the fastest is no uniform sample, which site-level accounting assumes.
     over_select: Annotated[Int, Field(ge=0)] = 0

@@ -146,6 +146,7 @@ def aggregator_config(dep: Deployment, node: PlanNode) -> dict[str, Any]:
         "model": plan.model,
         "rounds": {
             "min_sites": need.min_sites,
+            "first_round_sites": len(plan.children(node.name)),  # every site in round 1
             "timeout_s": plan.rounds.timeout_s * 0.8,
             "start_timeout_s": 300.0,
         },

@@ -169,3 +169,14 @@ def test_compliance_report_lists_each_border_crossing_of_k_sites(run: tuple[Path
     assert [m["round"] for m in report["models"]] == list(range(1, plan.rounds.num_rounds + 1))
     markdown = fedsov("audit", "report", str(out))
     assert markdown.returncode == 0 and "Border crossings" in markdown.stdout
+
+
+def test_every_site_is_in_the_first_round(run: tuple[Path, Plan]) -> None:
+    """A region waits for all its sites before its first round (sites start after it)."""
+    out, plan = run
+    attempts = [json.loads(line) for line in (out / "rounds.jsonl").read_text().splitlines()]
+    first = next(r for r in attempts if r["round"] == 1 and r["completed"])
+    contributors = {
+        c for s in first["sites"] if s["status"] == "accepted" for c in s["contributors"]
+    }
+    assert contributors == {n.name for n in plan.nodes if n.tier.value == "edge"}
