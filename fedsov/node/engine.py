@@ -138,6 +138,7 @@ class SiteResult:
                 steps=data["steps"],
                 total_steps=data["total_steps"],
                 accountant=data["accountant"],
+                level=data.get("level"),  # None from an older fedsov: derived
             )
         return cls(
             site=data["site"],

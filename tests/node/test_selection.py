@@ -11,8 +11,8 @@ import pytest
 from test_rounds import chunks, delta, make_engine
 
 from fedsov.codec import encode
-from fedsov.messages import PrivacyReport, UpdateHeader
-from fedsov.node.engine import Engine, RoundReport
+from fedsov.messages import PrivacyLevel, PrivacyReport, UpdateHeader
+from fedsov.node.engine import Engine, RoundReport, SiteResult
 from fedsov.pki import NodeIdentity, Role
 from fedsov.randomness import REPRODUCIBLE_ENV
 
@@ -107,3 +107,17 @@ def test_federated_evaluation_sums_are_kept_and_averaged_with_the_round(tmp_path
     n = 10.0 * len(report.sites)
     assert report.federated == {"accuracy": pytest.approx(0.7), "accuracy/examples": n}
     assert RoundReport.from_json(eng.state.reports()[0]).federated == report.federated
+
+
+def test_a_stored_report_keeps_what_each_sites_epsilon_protects() -> None:
+    update_level = PrivacyReport(
+        enabled=True, epsilon=9.0, delta=1e-5, noise_multiplier=0.05, level=PrivacyLevel.UPDATE
+    )
+    site = SiteResult("paris", "t-1", "accepted", "", 40, update_level, {})
+    report = RoundReport(1, 1, True, "a" * 64, 1.0, {}, (site,))
+    (stored,) = RoundReport.from_json(json.loads(json.dumps(report.to_json()))).sites
+    assert stored.privacy is not None and stored.privacy.level is PrivacyLevel.UPDATE
+    older = report.to_json()
+    del older["sites"][0]["level"]  # written before levels: derived from dp
+    (derived,) = RoundReport.from_json(older).sites
+    assert derived.privacy is not None and derived.privacy.effective_level is PrivacyLevel.SAMPLE
