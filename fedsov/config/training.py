@@ -28,3 +28,4 @@ class TrainingPlan(Section):
     # Federated evaluation: each site scores the model it receives on its local data
     # and sends DP-noised sums with its update (fedsov.privacy.evaluation).
     evaluate: Bool = False
+    evaluate_every: Annotated[Int, Field(ge=1)] = 1  # the coordinator asks in rounds 1, 1+k, ...

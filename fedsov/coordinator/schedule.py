@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from fedsov.exceptions import FedsovError
@@ -26,6 +26,14 @@ class Schedule:
     num_rounds: int
     max_attempts: int  # of each round, before the federation stops
     training: TrainingPlan  # what every site is asked to do each round
+
+    def training_for(self, number: int) -> TrainingPlan:
+        """Round ``number``'s plan: a federated evaluation (of the model it starts
+        from) in rounds 1, 1 + evaluate_every, ... only."""
+        t = self.training
+        if not t.evaluate or (number - 1) % t.evaluate_every == 0:
+            return t
+        return replace(t, evaluate=False)
 
 
 class ScheduledEngine(Engine):
@@ -64,7 +72,8 @@ class ScheduledEngine(Engine):
                 failed = sum(1 for r in self.reports if r.round == number and not r.completed)
                 failure = ""
                 for attempt in range(failed + 1, s.max_attempts + 1):
-                    report = await self.run_round(number, attempt=attempt, training=s.training)
+                    training = s.training_for(number)
+                    report = await self.run_round(number, attempt=attempt, training=training)
                     if report.completed:
                         break
                     failure = report.failure

@@ -89,6 +89,7 @@ def task_event_to_proto(event: TaskEvent) -> pb.TaskEvent:
                     momentum=event.plan.momentum,
                     proximal_mu=event.plan.proximal_mu,
                     evaluate=event.plan.evaluate,
+                    evaluate_every=event.plan.evaluate_every,
                 ),
                 deadline_unix=event.deadline_unix,
                 round_seed=event.round_seed,
@@ -135,6 +136,7 @@ def _plan_from_proto(p: pb.TrainingPlan) -> TrainingPlan:
             momentum=p.momentum,
             proximal_mu=p.proximal_mu,
             evaluate=p.evaluate,
+            evaluate_every=p.evaluate_every or 1,  # 0: an older sender
         )
     except ConfigError as exc:
         raise ProtocolError(f"task's training plan: {exc}") from exc

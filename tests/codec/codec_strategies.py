@@ -138,6 +138,7 @@ training_plans = st.builds(
     st.floats(min_value=0.0, max_value=1.0, exclude_max=True),
     st.floats(min_value=0.0, allow_infinity=False),  # proximal_mu
     st.booleans(),  # evaluate
+    positive_uint32s,  # evaluate_every
 )
 
 train_tasks = st.builds(

@@ -65,6 +65,7 @@ def test_the_app_gets_the_global_model_the_plan_and_its_node_config_and_keeps_st
         "momentum": 0.5,
         "proximal-mu": 0.0,  # Flower's FedProx key
         "evaluate": False,
+        "evaluate-every": 1,
         "server-round": 4,
     }
     assert config2["server-round"] == 5

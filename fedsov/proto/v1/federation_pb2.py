@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from fedsov.proto.v1 import tensors_pb2 as fedsov_dot_proto_dot_v1_dot_tensors__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n fedsov/proto/v1/federation.proto\x12\x0f\x66\x65\x64sov.proto.v1\x1a\x1d\x66\x65\x64sov/proto/v1/tensors.proto\"F\n\x0bJoinRequest\x12\x18\n\x10software_version\x18\x01 \x01(\t\x12\x0e\n\x06\x64\x65vice\x18\x02 \x01(\t\x12\r\n\x05nonce\x18\x03 \x01(\x0c\"\xd3\x01\n\x0cJoinResponse\x12\x12\n\nfederation\x18\x01 \x01(\t\x12\x11\n\tnode_name\x18\x02 \x01(\t\x12\x0c\n\x04role\x18\x03 \x01(\t\x12\x14\n\x0cjurisdiction\x18\x04 \x01(\t\x12\x15\n\rcurrent_round\x18\x05 \x01(\x04\x12\x15\n\rupstream_name\x18\x06 \x01(\t\x12\x1d\n\x15upstream_jurisdiction\x18\x07 \x01(\t\x12\x1c\n\x14upstream_certificate\x18\x08 \x01(\x0c\x12\r\n\x05proof\x18\t \x01(\x0c\"\x12\n\x10SubscribeRequest\"\x88\x01\n\x0cTrainingPlan\x12\x14\n\x0clocal_epochs\x18\x01 \x01(\r\x12\x12\n\nbatch_size\x18\x02 \x01(\r\x12\x15\n\rlearning_rate\x18\x03 \x01(\x01\x12\x10\n\x08momentum\x18\x04 \x01(\x01\x12\x13\n\x0bproximal_mu\x18\x05 \x01(\x01\x12\x10\n\x08\x65valuate\x18\x06 \x01(\x08\"\xda\x01\n\tTrainTask\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\r\n\x05round\x18\x02 \x01(\x04\x12\x14\n\x0cmodel_sha256\x18\x03 \x01(\t\x12\x12\n\nmodel_size\x18\x04 \x01(\x04\x12+\n\x08manifest\x18\x05 \x01(\x0b\x32\x19.fedsov.proto.v1.Manifest\x12+\n\x04plan\x18\x06 \x01(\x0b\x32\x1d.fedsov.proto.v1.TrainingPlan\x12\x15\n\rdeadline_unix\x18\x07 \x01(\x01\x12\x12\n\nround_seed\x18\x08 \x01(\x04\"@\n\x08\x46inished\x12\x0e\n\x06rounds\x18\x01 \x01(\x04\x12\x14\n\x0cmodel_sha256\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\"\x1e\n\tHeartbeat\x12\x11\n\tsent_unix\x18\x01 \x01(\x01\"\xa1\x01\n\tTaskEvent\x12+\n\x05train\x18\x01 \x01(\x0b\x32\x1a.fedsov.proto.v1.TrainTaskH\x00\x12-\n\x08\x66inished\x18\x02 \x01(\x0b\x32\x19.fedsov.proto.v1.FinishedH\x00\x12/\n\theartbeat\x18\x03 \x01(\x0b\x32\x1a.fedsov.proto.v1.HeartbeatH\x00\x42\x07\n\x05\x65vent\"7\n\x0f\x44ownloadRequest\x12\x14\n\x0cmodel_sha256\x18\x01 \x01(\t\x12\x0e\n\x06offset\x18\x02 \x01(\x04\">\n\nModelChunk\x12\x0e\n\x06offset\x18\x01 \x01(\x04\x12\x12\n\ntotal_size\x18\x02 \x01(\x04\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\"\xcd\x01\n\rPrivacyReport\x12\x0f\n\x07\x65nabled\x18\x01 \x01(\x08\x12\x0f\n\x07\x65psilon\x18\x02 \x01(\x01\x12\r\n\x05\x64\x65lta\x18\x03 \x01(\x01\x12\x18\n\x10noise_multiplier\x18\x04 \x01(\x01\x12\x15\n\rmax_grad_norm\x18\x05 \x01(\x01\x12\x13\n\x0bsample_rate\x18\x06 \x01(\x01\x12\r\n\x05steps\x18\x07 \x01(\x04\x12\x13\n\x0btotal_steps\x18\x08 \x01(\x04\x12\x12\n\naccountant\x18\t \x01(\t\x12\r\n\x05level\x18\n \x01(\t\"\xca\x03\n\x0cUpdateHeader\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\r\n\x05round\x18\x02 \x01(\x04\x12+\n\x08manifest\x18\x03 \x01(\x0b\x32\x19.fedsov.proto.v1.Manifest\x12\x14\n\x0cnum_examples\x18\x04 \x01(\x04\x12\x14\n\x0cpayload_size\x18\x05 \x01(\x04\x12\x16\n\x0epayload_sha256\x18\x06 \x01(\t\x12\x19\n\x11\x62\x61se_model_sha256\x18\x07 \x01(\t\x12/\n\x07privacy\x18\x08 \x01(\x0b\x32\x1e.fedsov.proto.v1.PrivacyReport\x12;\n\x07metrics\x18\t \x03(\x0b\x32*.fedsov.proto.v1.UpdateHeader.MetricsEntry\x12\x14\n\x0c\x63ontributors\x18\n \x03(\t\x12:\n\x10\x61udit_checkpoint\x18\x0b \x01(\x0b\x32 .fedsov.proto.v1.AuditCheckpoint\x12\x1e\n\x16\x63ontributors_signature\x18\x0c \x01(\t\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\".\n\x0f\x41uditCheckpoint\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12\x0e\n\x06sha256\x18\x02 \x01(\t\"V\n\x0bUpdateChunk\x12/\n\x06header\x18\x01 \x01(\x0b\x32\x1d.fedsov.proto.v1.UpdateHeaderH\x00\x12\x0e\n\x04\x64\x61ta\x18\x02 \x01(\x0cH\x00\x42\x06\n\x04part\"_\n\rUploadReceipt\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\r\n\x05round\x18\x02 \x01(\x04\x12\x16\n\x0epayload_sha256\x18\x03 \x01(\t\x12\x16\n\x0e\x62ytes_received\x18\x04 \x01(\x04\"N\n\x0e\x44\x65\x63lineRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\r\n\x05round\x18\x02 \x01(\x04\x12\x0c\n\x04\x63ode\x18\x03 \x01(\t\x12\x0e\n\x06reason\x18\x04 \x01(\t\"0\n\x0e\x44\x65\x63lineReceipt\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\r\n\x05round\x18\x02 \x01(\x04\x32\x97\x03\n\nFederation\x12\x43\n\x04Join\x12\x1c.fedsov.proto.v1.JoinRequest\x1a\x1d.fedsov.proto.v1.JoinResponse\x12Q\n\x0eSubscribeTasks\x12!.fedsov.proto.v1.SubscribeRequest\x1a\x1a.fedsov.proto.v1.TaskEvent0\x01\x12P\n\rDownloadModel\x12 .fedsov.proto.v1.DownloadRequest\x1a\x1b.fedsov.proto.v1.ModelChunk0\x01\x12N\n\x0cUploadUpdate\x12\x1c.fedsov.proto.v1.UpdateChunk\x1a\x1e.fedsov.proto.v1.UploadReceipt(\x01\x12O\n\x0b\x44\x65\x63lineTask\x12\x1f.fedsov.proto.v1.DeclineRequest\x1a\x1f.fedsov.proto.v1.DeclineReceiptb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n fedsov/proto/v1/federation.proto\x12\x0f\x66\x65\x64sov.proto.v1\x1a\x1d\x66\x65\x64sov/proto/v1/tensors.proto\"F\n\x0bJoinRequest\x12\x18\n\x10software_version\x18\x01 \x01(\t\x12\x0e\n\x06\x64\x65vice\x18\x02 \x01(\t\x12\r\n\x05nonce\x18\x03 \x01(\x0c\"\xd3\x01\n\x0cJoinResponse\x12\x12\n\nfederation\x18\x01 \x01(\t\x12\x11\n\tnode_name\x18\x02 \x01(\t\x12\x0c\n\x04role\x18\x03 \x01(\t\x12\x14\n\x0cjurisdiction\x18\x04 \x01(\t\x12\x15\n\rcurrent_round\x18\x05 \x01(\x04\x12\x15\n\rupstream_name\x18\x06 \x01(\t\x12\x1d\n\x15upstream_jurisdiction\x18\x07 \x01(\t\x12\x1c\n\x14upstream_certificate\x18\x08 \x01(\x0c\x12\r\n\x05proof\x18\t \x01(\x0c\"\x12\n\x10SubscribeRequest\"\xa0\x01\n\x0cTrainingPlan\x12\x14\n\x0clocal_epochs\x18\x01 \x01(\r\x12\x12\n\nbatch_size\x18\x02 \x01(\r\x12\x15\n\rlearning_rate\x18\x03 \x01(\x01\x12\x10\n\x08momentum\x18\x04 \x01(\x01\x12\x13\n\x0bproximal_mu\x18\x05 \x01(\x01\x12\x10\n\x08\x65valuate\x18\x06 \x01(\x08\x12\x16\n\x0e\x65valuate_every\x18\x07 \x01(\r\"\xda\x01\n\tTrainTask\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\r\n\x05round\x18\x02 \x01(\x04\x12\x14\n\x0cmodel_sha256\x18\x03 \x01(\t\x12\x12\n\nmodel_size\x18\x04 \x01(\x04\x12+\n\x08manifest\x18\x05 \x01(\x0b\x32\x19.fedsov.proto.v1.Manifest\x12+\n\x04plan\x18\x06 \x01(\x0b\x32\x1d.fedsov.proto.v1.TrainingPlan\x12\x15\n\rdeadline_unix\x18\x07 \x01(\x01\x12\x12\n\nround_seed\x18\x08 \x01(\x04\"@\n\x08\x46inished\x12\x0e\n\x06rounds\x18\x01 \x01(\x04\x12\x14\n\x0cmodel_sha256\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\"\x1e\n\tHeartbeat\x12\x11\n\tsent_unix\x18\x01 \x01(\x01\"\xa1\x01\n\tTaskEvent\x12+\n\x05train\x18\x01 \x01(\x0b\x32\x1a.fedsov.proto.v1.TrainTaskH\x00\x12-\n\x08\x66inished\x18\x02 \x01(\x0b\x32\x19.fedsov.proto.v1.FinishedH\x00\x12/\n\theartbeat\x18\x03 \x01(\x0b\x32\x1a.fedsov.proto.v1.HeartbeatH\x00\x42\x07\n\x05\x65vent\"7\n\x0f\x44ownloadRequest\x12\x14\n\x0cmodel_sha256\x18\x01 \x01(\t\x12\x0e\n\x06offset\x18\x02 \x01(\x04\">\n\nModelChunk\x12\x0e\n\x06offset\x18\x01 \x01(\x04\x12\x12\n\ntotal_size\x18\x02 \x01(\x04\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\"\xcd\x01\n\rPrivacyReport\x12\x0f\n\x07\x65nabled\x18\x01 \x01(\x08\x12\x0f\n\x07\x65psilon\x18\x02 \x01(\x01\x12\r\n\x05\x64\x65lta\x18\x03 \x01(\x01\x12\x18\n\x10noise_multiplier\x18\x04 \x01(\x01\x12\x15\n\rmax_grad_norm\x18\x05 \x01(\x01\x12\x13\n\x0bsample_rate\x18\x06 \x01(\x01\x12\r\n\x05steps\x18\x07 \x01(\x04\x12\x13\n\x0btotal_steps\x18\x08 \x01(\x04\x12\x12\n\naccountant\x18\t \x01(\t\x12\r\n\x05level\x18\n \x01(\t\"\xca\x03\n\x0cUpdateHeader\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\r\n\x05round\x18\x02 \x01(\x04\x12+\n\x08manifest\x18\x03 \x01(\x0b\x32\x19.fedsov.proto.v1.Manifest\x12\x14\n\x0cnum_examples\x18\x04 \x01(\x04\x12\x14\n\x0cpayload_size\x18\x05 \x01(\x04\x12\x16\n\x0epayload_sha256\x18\x06 \x01(\t\x12\x19\n\x11\x62\x61se_model_sha256\x18\x07 \x01(\t\x12/\n\x07privacy\x18\x08 \x01(\x0b\x32\x1e.fedsov.proto.v1.PrivacyReport\x12;\n\x07metrics\x18\t \x03(\x0b\x32*.fedsov.proto.v1.UpdateHeader.MetricsEntry\x12\x14\n\x0c\x63ontributors\x18\n \x03(\t\x12:\n\x10\x61udit_checkpoint\x18\x0b \x01(\x0b\x32 .fedsov.proto.v1.AuditCheckpoint\x12\x1e\n\x16\x63ontributors_signature\x18\x0c \x01(\t\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\".\n\x0f\x41uditCheckpoint\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12\x0e\n\x06sha256\x18\x02 \x01(\t\"V\n\x0bUpdateChunk\x12/\n\x06header\x18\x01 \x01(\x0b\x32\x1d.fedsov.proto.v1.UpdateHeaderH\x00\x12\x0e\n\x04\x64\x61ta\x18\x02 \x01(\x0cH\x00\x42\x06\n\x04part\"_\n\rUploadReceipt\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\r\n\x05round\x18\x02 \x01(\x04\x12\x16\n\x0epayload_sha256\x18\x03 \x01(\t\x12\x16\n\x0e\x62ytes_received\x18\x04 \x01(\x04\"N\n\x0e\x44\x65\x63lineRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\r\n\x05round\x18\x02 \x01(\x04\x12\x0c\n\x04\x63ode\x18\x03 \x01(\t\x12\x0e\n\x06reason\x18\x04 \x01(\t\"0\n\x0e\x44\x65\x63lineReceipt\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\r\n\x05round\x18\x02 \x01(\x04\x32\x97\x03\n\nFederation\x12\x43\n\x04Join\x12\x1c.fedsov.proto.v1.JoinRequest\x1a\x1d.fedsov.proto.v1.JoinResponse\x12Q\n\x0eSubscribeTasks\x12!.fedsov.proto.v1.SubscribeRequest\x1a\x1a.fedsov.proto.v1.TaskEvent0\x01\x12P\n\rDownloadModel\x12 .fedsov.proto.v1.DownloadRequest\x1a\x1b.fedsov.proto.v1.ModelChunk0\x01\x12N\n\x0cUploadUpdate\x12\x1c.fedsov.proto.v1.UpdateChunk\x1a\x1e.fedsov.proto.v1.UploadReceipt(\x01\x12O\n\x0b\x44\x65\x63lineTask\x12\x1f.fedsov.proto.v1.DeclineRequest\x1a\x1f.fedsov.proto.v1.DeclineReceiptb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -41,35 +41,35 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SUBSCRIBEREQUEST']._serialized_start=370
   _globals['_SUBSCRIBEREQUEST']._serialized_end=388
   _globals['_TRAININGPLAN']._serialized_start=391
-  _globals['_TRAININGPLAN']._serialized_end=527
-  _globals['_TRAINTASK']._serialized_start=530
-  _globals['_TRAINTASK']._serialized_end=748
-  _globals['_FINISHED']._serialized_start=750
-  _globals['_FINISHED']._serialized_end=814
-  _globals['_HEARTBEAT']._serialized_start=816
-  _globals['_HEARTBEAT']._serialized_end=846
-  _globals['_TASKEVENT']._serialized_start=849
-  _globals['_TASKEVENT']._serialized_end=1010
-  _globals['_DOWNLOADREQUEST']._serialized_start=1012
-  _globals['_DOWNLOADREQUEST']._serialized_end=1067
-  _globals['_MODELCHUNK']._serialized_start=1069
-  _globals['_MODELCHUNK']._serialized_end=1131
-  _globals['_PRIVACYREPORT']._serialized_start=1134
-  _globals['_PRIVACYREPORT']._serialized_end=1339
-  _globals['_UPDATEHEADER']._serialized_start=1342
-  _globals['_UPDATEHEADER']._serialized_end=1800
-  _globals['_UPDATEHEADER_METRICSENTRY']._serialized_start=1754
-  _globals['_UPDATEHEADER_METRICSENTRY']._serialized_end=1800
-  _globals['_AUDITCHECKPOINT']._serialized_start=1802
-  _globals['_AUDITCHECKPOINT']._serialized_end=1848
-  _globals['_UPDATECHUNK']._serialized_start=1850
-  _globals['_UPDATECHUNK']._serialized_end=1936
-  _globals['_UPLOADRECEIPT']._serialized_start=1938
-  _globals['_UPLOADRECEIPT']._serialized_end=2033
-  _globals['_DECLINEREQUEST']._serialized_start=2035
-  _globals['_DECLINEREQUEST']._serialized_end=2113
-  _globals['_DECLINERECEIPT']._serialized_start=2115
-  _globals['_DECLINERECEIPT']._serialized_end=2163
-  _globals['_FEDERATION']._serialized_start=2166
-  _globals['_FEDERATION']._serialized_end=2573
+  _globals['_TRAININGPLAN']._serialized_end=551
+  _globals['_TRAINTASK']._serialized_start=554
+  _globals['_TRAINTASK']._serialized_end=772
+  _globals['_FINISHED']._serialized_start=774
+  _globals['_FINISHED']._serialized_end=838
+  _globals['_HEARTBEAT']._serialized_start=840
+  _globals['_HEARTBEAT']._serialized_end=870
+  _globals['_TASKEVENT']._serialized_start=873
+  _globals['_TASKEVENT']._serialized_end=1034
+  _globals['_DOWNLOADREQUEST']._serialized_start=1036
+  _globals['_DOWNLOADREQUEST']._serialized_end=1091
+  _globals['_MODELCHUNK']._serialized_start=1093
+  _globals['_MODELCHUNK']._serialized_end=1155
+  _globals['_PRIVACYREPORT']._serialized_start=1158
+  _globals['_PRIVACYREPORT']._serialized_end=1363
+  _globals['_UPDATEHEADER']._serialized_start=1366
+  _globals['_UPDATEHEADER']._serialized_end=1824
+  _globals['_UPDATEHEADER_METRICSENTRY']._serialized_start=1778
+  _globals['_UPDATEHEADER_METRICSENTRY']._serialized_end=1824
+  _globals['_AUDITCHECKPOINT']._serialized_start=1826
+  _globals['_AUDITCHECKPOINT']._serialized_end=1872
+  _globals['_UPDATECHUNK']._serialized_start=1874
+  _globals['_UPDATECHUNK']._serialized_end=1960
+  _globals['_UPLOADRECEIPT']._serialized_start=1962
+  _globals['_UPLOADRECEIPT']._serialized_end=2057
+  _globals['_DECLINEREQUEST']._serialized_start=2059
+  _globals['_DECLINEREQUEST']._serialized_end=2137
+  _globals['_DECLINERECEIPT']._serialized_start=2139
+  _globals['_DECLINERECEIPT']._serialized_end=2187
+  _globals['_FEDERATION']._serialized_start=2190
+  _globals['_FEDERATION']._serialized_end=2597
 # @@protoc_insertion_point(module_scope)

@@ -44,20 +44,22 @@ class SubscribeRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class TrainingPlan(_message.Message):
-    __slots__ = ("local_epochs", "batch_size", "learning_rate", "momentum", "proximal_mu", "evaluate")
+    __slots__ = ("local_epochs", "batch_size", "learning_rate", "momentum", "proximal_mu", "evaluate", "evaluate_every")
     LOCAL_EPOCHS_FIELD_NUMBER: _ClassVar[int]
     BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
     LEARNING_RATE_FIELD_NUMBER: _ClassVar[int]
     MOMENTUM_FIELD_NUMBER: _ClassVar[int]
     PROXIMAL_MU_FIELD_NUMBER: _ClassVar[int]
     EVALUATE_FIELD_NUMBER: _ClassVar[int]
+    EVALUATE_EVERY_FIELD_NUMBER: _ClassVar[int]
     local_epochs: int
     batch_size: int
     learning_rate: float
     momentum: float
     proximal_mu: float
     evaluate: bool
-    def __init__(self, local_epochs: _Optional[int] = ..., batch_size: _Optional[int] = ..., learning_rate: _Optional[float] = ..., momentum: _Optional[float] = ..., proximal_mu: _Optional[float] = ..., evaluate: bool = ...) -> None: ...
+    evaluate_every: int
+    def __init__(self, local_epochs: _Optional[int] = ..., batch_size: _Optional[int] = ..., learning_rate: _Optional[float] = ..., momentum: _Optional[float] = ..., proximal_mu: _Optional[float] = ..., evaluate: bool = ..., evaluate_every: _Optional[int] = ...) -> None: ...
 
 class TrainTask(_message.Message):
     __slots__ = ("task_id", "round", "model_sha256", "model_size", "manifest", "plan", "deadline_unix", "round_seed")
