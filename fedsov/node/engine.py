@@ -877,7 +877,8 @@ def _public_metrics_only(sender: str, header: UpdateHeader) -> UpdateHeader:
     """``header`` with only the metrics in ``PUBLIC_METRICS`` and its federated
     evaluation's noised sums (``eval/``, at most ``MAX_EVAL_METRICS`` of them)."""
     kept = {k: v for k, v in header.metrics.items() if k in PUBLIC_METRICS}
-    kept |= sum_releases([header.metrics])
+    # a score counts no more examples than the update it came with
+    kept |= sum_releases([header.metrics], max_count=header.num_examples)
     dropped = sorted(set(header.metrics) - set(kept))
     if not dropped:
         return header

@@ -115,12 +115,17 @@ def is_eval_key(key: str) -> bool:
     return key.startswith(EVAL_PREFIX)
 
 
-def sum_releases(releases: Iterable[Mapping[str, float]]) -> dict[str, float]:
+def sum_releases(
+    releases: Iterable[Mapping[str, float]], *, max_count: float = math.inf
+) -> dict[str, float]:
     """Every ``eval/`` sum and count of ``releases`` added up (what a region exports).
-    Only finite values count, and at most MAX_EVAL_METRICS metrics per release."""
+    Only finite values count, at most MAX_EVAL_METRICS metrics per release, and none
+    whose count exceeds ``max_count`` (a header's own example count)."""
     total: dict[str, float] = {}
     for metrics in releases:
         for name, (s, n) in _pairs(metrics).items():
+            if n > max_count:
+                continue
             total[f"{EVAL_PREFIX}{name}"] = total.get(f"{EVAL_PREFIX}{name}", 0.0) + s
             key = f"{EVAL_PREFIX}{name}{_COUNT}"
             total[key] = total.get(key, 0.0) + n

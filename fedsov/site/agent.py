@@ -172,7 +172,6 @@ class SiteAgent:
         self._models: dict[str, bytearray] = {}  # downloaded and hash-checked
         self._partial: dict[str, bytearray] = {}  # a download cut off with its connection
         self._unsent: _Unsent | None = None
-        self._eval_unit: str | None = None  # the unit of this round's evaluation release
         self.rounds_trained = 0
         self.epsilon = 0.0
 
@@ -310,17 +309,7 @@ class SiteAgent:
         self._unsent = None
         if not await self._within_budget(upstream, task):
             return
-        payload = self._models.get(task.model_sha256)
-        if payload is None:
-            partial = self._partial.setdefault(task.model_sha256, bytearray())
-            self._partial = {task.model_sha256: partial}  # older models are not resumed
-            try:
-                payload = await upstream.download(task, buffer=partial)
-            except CodecError:
-                self._partial = {}  # bytes that do not add up: start again next time
-                raise
-            self._partial = {}
-            self._models = {task.model_sha256: payload}
+        payload = await self._model(upstream, task)
         global_weights = decode(task.manifest, payload)  # its hash was checked on arrival
         model = build_model(self.config.model.factory, self.config.model.kwargs)
         load_weights(model, global_weights)
@@ -337,7 +326,10 @@ class SiteAgent:
             await self._decline(upstream, task, "training-failed", str(exc))
             return
         privacy = self.config.privacy
-        eval_step = trainer.eval_step() if evaluation is not None and privacy.enabled else None
+        released = None  # released with the update only: nothing is spent if it is not sent
+        if evaluation is not None:
+            released = self._release(evaluation, trainer, task, result.num_examples)
+        eval_step = trainer.eval_step() if released is not None and privacy.enabled else None
         epsilon = trainer.epsilon_after([eval_step]) if eval_step else result.epsilon
         if privacy.enabled and self.budget is not None and epsilon > self.budget:
             # A Flower app's DP-SGD steps are known only now; nothing leaves.
@@ -369,7 +361,7 @@ class SiteAgent:
             ),
             # only the federated evaluation's noised sums: the app's training metrics,
             # loss and time depend on the data and carry no noise: kept here
-            metrics=evaluation or {},
+            metrics=released or {},
             contributors=(self.config.name,),
         )
         if privacy.enabled:  # on disk before the update leaves
@@ -379,19 +371,9 @@ class SiteAgent:
                     DATASET_UNIT if result.level is PrivacyLevel.UPDATE else PRIVACY_UNIT,
                 )
             ]
-            if eval_step is not None and self._eval_unit is not None:
-                releases.append((eval_step, self._eval_unit))
-            for step, unit in releases:
-                self.ledger.record(
-                    dataset=self.dataset_id,
-                    federation=self.federation,
-                    round=task.round,
-                    task_id=task.task_id,
-                    step=step,
-                    delta=result.delta,
-                    accountant=privacy.accountant,
-                    unit=unit,
-                )
+            if eval_step is not None and evaluation is not None:
+                releases.append((eval_step, evaluation.unit))
+            self._record(task, releases, delta=result.delta)
             if eval_step is not None:
                 trainer.add_release(eval_step)
         self.rounds_trained += 1
@@ -410,28 +392,67 @@ class SiteAgent:
             time.monotonic() - started,
         )
 
+    async def _model(self, upstream: Upstream, task: TrainTask) -> bytearray:
+        """The task's model: kept from an earlier round, or downloaded (resumed after a
+        cut connection)."""
+        payload = self._models.get(task.model_sha256)
+        if payload is None:
+            partial = self._partial.setdefault(task.model_sha256, bytearray())
+            self._partial = {task.model_sha256: partial}  # older models are not resumed
+            try:
+                payload = await upstream.download(task, buffer=partial)
+            except CodecError:
+                self._partial = {}  # bytes that do not add up: start again next time
+                raise
+            self._partial = {}
+            self._models = {task.model_sha256: payload}
+        return payload
+
+    def _record(
+        self, task: TrainTask, releases: list[tuple[MechanismStep, str]], *, delta: float
+    ) -> None:
+        """Each of the round's releases (step, unit) in the privacy ledger, on disk."""
+        for step, unit in releases:
+            self.ledger.record(
+                dataset=self.dataset_id,
+                federation=self.federation,
+                round=task.round,
+                task_id=task.task_id,
+                step=step,
+                delta=delta,
+                accountant=self.config.privacy.accountant,
+                unit=unit,
+            )
+
     async def _evaluate(
         self, trainer: LocalTrainer, model: torch.nn.Module, task: TrainTask
-    ) -> dict[str, float] | None:
-        """With ``[training] evaluate``: the received model's metrics on the local data as
-        the header's noised sums (fedsov.privacy.evaluation); None if there are none.
-        Nothing is released (nor accounted) unless the update is sent."""
-        self._eval_unit = None
+    ) -> EvalOutcome | None:
+        """With ``[training] evaluate``: the received model's scores on the local data,
+        before training changes it; None if there are none."""
         if not task.plan.evaluate:
             return None
         try:
-            outcome = await asyncio.to_thread(
-                trainer.evaluate_global, model, server_round=task.round
-            )
-            privacy = self.config.privacy
-            noise = trainer.eval_step().noise_multiplier if privacy.enabled else None
-            seed = secret_seed([self.config.seed, task.round_seed, 0xE7A1])
-            released = release(outcome, noise_multiplier=noise, seed=seed)
-        except (TrainingError, ConfigError) as exc:
+            return await asyncio.to_thread(trainer.evaluate_global, model, server_round=task.round)
+        except TrainingError as exc:
             log.warning("round %d: no federated evaluation: %s", task.round, exc)
             return None
-        self._eval_unit = outcome.unit
-        return released
+
+    def _release(
+        self, outcome: EvalOutcome, trainer: LocalTrainer, task: TrainTask, examples: int
+    ) -> dict[str, float] | None:
+        """``outcome`` as the header's noised sums (fedsov.privacy.evaluation), weighed by
+        the update's public example count where the scores are per dataset (an app's);
+        None if it cannot be released."""
+        if outcome.unit == DATASET_UNIT:
+            outcome = replace(outcome, examples=examples)
+        privacy = self.config.privacy
+        noise = trainer.eval_step().noise_multiplier if privacy.enabled else None
+        seed = secret_seed([self.config.seed, task.round_seed, 0xE7A1])
+        try:
+            return release(outcome, noise_multiplier=noise, seed=seed)
+        except ConfigError as exc:
+            log.warning("round %d: no federated evaluation: %s", task.round, exc)
+            return None
 
 
 def _parameter_delta(

@@ -176,7 +176,6 @@ class FlowerTrainer:
             run_config={**app_run_config(config.app_dir or base), **config.run_config},
         )
         self._num_examples = num_examples
-        self._eval_examples = num_examples  # the count an evaluation publishes
         self._history: list[MechanismStep] = merge_history(prior)
         self._total_steps = sum(s.steps for s in self._history)
 
@@ -279,9 +278,8 @@ class FlowerTrainer:
             MetricValue(name, metrics[name], float(low), float(high))
             for name, (low, high) in self.config.eval_metrics.items()
         )
-        if self._eval_examples is None:  # public like the training count: fixed
-            self._eval_examples = count
-        return EvalOutcome(values, examples=self._eval_examples, unit=DATASET_UNIT)
+        # per dataset: the site weighs the scores by its update's public example count
+        return EvalOutcome(values, examples=count, unit=DATASET_UNIT)
 
     def eval_step(self) -> MechanismStep:
         """The federated evaluation's release: one Gaussian mechanism (σ = z, q = 1)."""

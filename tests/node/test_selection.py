@@ -100,9 +100,16 @@ def test_per_site_training_metrics_are_dropped_on_receipt(tmp_path: Path) -> Non
 
 def test_federated_evaluation_sums_are_kept_and_averaged_with_the_round(tmp_path: Path) -> None:
     eng = engine(tmp_path)
-    metrics = {"eval/accuracy": 7.0, "eval/accuracy/n": 10.0, "eval/bogus": 1.0, "loss": 2.0}
+    metrics = {
+        "eval/accuracy": 7.0,
+        "eval/accuracy/n": 10.0,
+        "eval/bogus": 1.0,  # no count: not a release
+        "eval/loss": 99.0,
+        "eval/loss/n": 11.0,  # more examples than the update's 10: dropped
+        "loss": 2.0,
+    }
     report = asyncio.run(one_round(eng, metrics))
-    kept = {"eval/accuracy": 7.0, "eval/accuracy/n": 10.0}  # no count: not a release
+    kept = {"eval/accuracy": 7.0, "eval/accuracy/n": 10.0}
     assert all(dict(s.metrics) == kept for s in report.sites)
     n = 10.0 * len(report.sites)
     assert report.federated == {"accuracy": pytest.approx(0.7), "accuracy/examples": n}
