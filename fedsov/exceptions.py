@@ -18,6 +18,7 @@
     ├── AccessDenied           the peer's certificate is not allowed here
     │   └── SessionConflict    another certificate of that name holds a live session
     ├── PolicyViolation        the federation plan forbids this (residency, export)
+    ├── SecureAggregation      a secure-aggregation round cannot complete (too few survivors)
     ├── StateError             an aggregator's persisted state is inconsistent or unwritable
     ├── TrainingError          local training failed
     └── AuditError             an audit ledger or checkpoint file cannot be read or written
@@ -45,6 +46,7 @@ __all__ = [
     "PayloadSizeError",
     "PolicyViolation",
     "ProtocolError",
+    "SecureAggregation",
     "SessionConflict",
     "StateError",
     "StreamStalled",
@@ -135,6 +137,14 @@ class SessionConflict(AccessDenied):
 
 class PolicyViolation(FedsovError):
     """The federation plan forbids what was about to happen (residency, export)."""
+
+
+class SecureAggregation(FedsovError):
+    """A secure-aggregation round cannot complete; ``code`` names why (stable, kebab-case)."""
+
+    def __init__(self, message: str, *, code: str = "secagg-failed") -> None:
+        super().__init__(message)
+        self.code = code
 
 
 class StateError(FedsovError):

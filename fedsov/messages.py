@@ -16,6 +16,13 @@ __all__ = [
     "Heartbeat",
     "PrivacyLevel",
     "PrivacyReport",
+    "RevealedShare",
+    "SealedShare",
+    "SecAggKeys",
+    "SecAggParams",
+    "SecAggReply",
+    "SecAggRequest",
+    "SecAggStage",
     "TaskEvent",
     "TrainTask",
     "TrainingPlan",
@@ -24,6 +31,19 @@ __all__ = [
     "header_from_json",
     "header_to_json",
 ]
+
+
+@dataclass(frozen=True)
+class SecAggParams:
+    """How a round's secure aggregation runs (fedsov.secagg), as its task tells each site."""
+
+    threshold: int  # t: shares of a site's secret needed to rebuild it; survivors needed
+    neighbours: int  # k: each site masks with (and shares its secrets to) k others
+    ring_bits: int  # 32 or 64: updates are summed in Z_(2^ring_bits)
+    precision_bits: int  # the quantization step is clip·2^-precision_bits
+    clip: float  # L2 norm each site clips its update to before quantizing
+    weighted: bool  # the site multiplies its update by its example count (FedAvg)
+    stage_timeout_s: float  # how long the aggregator waits at each key stage
 
 
 @dataclass(frozen=True)
@@ -36,6 +56,65 @@ class TrainTask:
     plan: TrainingPlan
     deadline_unix: float
     round_seed: int
+    secure: SecAggParams | None = None  # the round is securely aggregated
+
+
+class SecAggStage(StrEnum):
+    """The site's calls of a secure round (fedsov.secagg), in order."""
+
+    ADVERTISE = "advertise"  # send public keys; answered with the neighbours' keys
+    SHARE = "share"  # send sealed shares; answered with those sealed for this site
+    UNMASK = "unmask"  # after the masked upload: answered with survivors and dropped
+    REVEAL = "reveal"  # send the shares the survivors and dropped need
+
+
+@dataclass(frozen=True)
+class SecAggKeys:
+    """A site's public keys for one round: X25519 for sealing shares and for pairwise
+    masks, and the SHA-256 commitment to its self-mask seed."""
+
+    name: str
+    cipher_key: bytes
+    mask_key: bytes
+    commitment: bytes
+
+
+@dataclass(frozen=True)
+class SealedShare:
+    """Shares of one site's secrets for another, AES-GCM sealed: ``peer`` is the
+    recipient in a request, the sender in a reply."""
+
+    peer: str
+    ciphertext: bytes
+
+
+@dataclass(frozen=True)
+class RevealedShare:
+    """A survivor's share of ``owner``'s self-mask seed, or of its mask key if
+    ``owner`` dropped (``mask_key``): never both for one owner."""
+
+    owner: str
+    mask_key: bool
+    value: bytes
+
+
+@dataclass(frozen=True)
+class SecAggRequest:
+    task_id: str
+    round: int
+    stage: SecAggStage
+    keys: SecAggKeys | None = None  # ADVERTISE (its name is the sender's, from its certificate)
+    shares: tuple[SealedShare, ...] = ()  # SHARE
+    reveals: tuple[RevealedShare, ...] = ()  # REVEAL
+
+
+@dataclass(frozen=True)
+class SecAggReply:
+    stage: SecAggStage
+    neighbours: tuple[SecAggKeys, ...] = ()  # ADVERTISE
+    shares: tuple[SealedShare, ...] = ()  # SHARE
+    survivors: tuple[str, ...] = ()  # UNMASK: whose masked update is in the sum
+    dropped: tuple[str, ...] = ()  # UNMASK: who shared keys but sent no update
 
 
 @dataclass(frozen=True)

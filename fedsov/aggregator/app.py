@@ -56,6 +56,7 @@ from fedsov.policy.runtime import (
     UpdatePolicy,
     load_node_plan,
     require_export_settings,
+    require_secure_aggregation,
 )
 from fedsov.privacy.evaluation import sum_releases
 from fedsov.privacy.region import RegionBudget, site_level_report
@@ -169,6 +170,7 @@ class RegionalAggregator:
                 site_dp=site_dp is not None,
                 source=config.source,
             )
+            require_secure_aggregation(plan, config.name, config.secure, source=config.source)
             if budget_epsilon is None:
                 jurisdiction = plan.node(config.name).jurisdiction
                 budget_epsilon = plan.policy.budgets.jurisdiction_epsilon.get(jurisdiction)
@@ -196,6 +198,7 @@ class RegionalAggregator:
                 over_select=r.over_select,
                 max_update_norm=r.max_update_norm,
                 max_examples=r.max_examples,
+                secure=config.secure,
                 round_timeout_s=r.timeout_s,
                 start_timeout_s=r.start_timeout_s,
                 seed=config.seed,
@@ -334,6 +337,13 @@ class RegionalAggregator:
             log.warning("the first round runs without all its sites: %s", exc)
 
     async def _handle(self, upstream: Upstream, task: TrainTask) -> None:
+        if task.secure is not None:
+            why = (
+                "the upstream asks for secure aggregation, which only sites take part in; "
+                "a regional aggregator secures its own region ([secure_aggregation] here)"
+            )
+            await self._decline(upstream, task, "secure-aggregation-unsupported", why)
+            return
         payload = await upstream.download(task)
         base = GlobalModel(
             round=task.round,

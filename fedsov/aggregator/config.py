@@ -23,6 +23,7 @@ from fedsov.config import (
     NormBound,
     Number,
     Section,
+    SecureAggregationSettings,
     ServerEndpoint,
     ServerTable,
     SiteDPSettings,
@@ -34,7 +35,7 @@ from fedsov.config import (
     section,
 )
 from fedsov.exceptions import ConfigError
-from fedsov.strategy import check_strategy
+from fedsov.strategy import check_secure, check_strategy
 
 __all__ = ["OVER_SELECT_WITH_SITE_DP", "AggregatorConfig", "AggregatorFile", "RegionRounds", "load"]
 
@@ -99,6 +100,7 @@ class AggregatorFile(Section):
     evaluation: EvaluationConfig = dataclasses.field(default_factory=EvaluationConfig)
     rounds: RegionRounds = dataclasses.field(default_factory=RegionRounds)
     site_dp: SiteDPSettings | None = None
+    secure_aggregation: SecureAggregationSettings | None = None  # SecAgg+ with the sites
     strategy: StrategyConfig = dataclasses.field(default_factory=StrategyConfig)
     reconnect: Backoff = dataclasses.field(default_factory=Backoff)
     output: OutputTable = dataclasses.field(default_factory=OutputTable)
@@ -126,6 +128,7 @@ class AggregatorConfig:
     strategy: StrategyConfig = dataclasses.field(
         default_factory=StrategyConfig
     )  # the region's rule (FedAvg under [site_dp])
+    secure: SecureAggregationSettings | None = None  # [secure_aggregation]
 
 
 def load(path: Path) -> AggregatorConfig:
@@ -136,6 +139,7 @@ def load(path: Path) -> AggregatorConfig:
             "so a region with [site_dp] aggregates with fedavg (leave [strategy] out)"
         )
     check_strategy(path, doc.strategy, key="rounds.min_sites", updates=doc.rounds.min_sites)
+    check_secure(path, doc.secure_aggregation, doc.strategy.name, doc.rounds.over_select)
     return AggregatorConfig(
         source=path,
         name=doc.aggregator.name,
@@ -151,4 +155,5 @@ def load(path: Path) -> AggregatorConfig:
         backoff=doc.reconnect,
         output_dir=doc.output.dir or beside(path, f"{doc.aggregator.name}-out"),
         strategy=doc.strategy,
+        secure=doc.secure_aggregation,
     )

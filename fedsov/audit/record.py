@@ -46,6 +46,7 @@ class AuditEvent(StrEnum):
     task_declined = "task-declined"
     policy_refused = "policy-refused"
     export = "export"
+    secure_aggregate = "secure-aggregate"  # a round securely aggregated (no mask or share)
     checkpoint = "checkpoint"
     insecure_reproducible_mode = "insecure-reproducible-mode"
 

@@ -303,6 +303,35 @@ class AuditTrail:
         )
         self._first(AuditEvent.model_published, round, sha256)
 
+    def secure_aggregate(
+        self,
+        *,
+        round: int,
+        protocol: str,
+        threshold: int,
+        neighbours: int,
+        ring_bits: int,
+        survivors: Sequence[str],
+        dropped: Sequence[str],
+        failure: str = "",
+    ) -> None:
+        """How a round was securely aggregated: the protocol, the threshold, who is in the
+        sum and who dropped (never a key, a mask or a share); also a round that failed."""
+        self._write(
+            event=AuditEvent.secure_aggregate,
+            round=round,
+            detail={
+                "protocol": protocol,
+                "threshold": threshold,
+                "neighbours": neighbours,
+                "ring_bits": ring_bits,
+                "survivors": list(survivors),
+                "dropped": list(dropped),
+                "completed": not failure,
+                "failure": failure,
+            },
+        )
+
     def close(self) -> None:
         """Write the refusals still counted, then checkpoint and close the ledger."""
         self._write_refusals(self.refusals.drain())

@@ -21,6 +21,8 @@ DTYPES: dict[str, np.dtype[np.generic]] = {
     "int64": np.dtype("<i8"),
     "int32": np.dtype("<i4"),
     "uint8": np.dtype("u1"),
+    "uint32": np.dtype("<u4"),  # secure aggregation's ring elements
+    "uint64": np.dtype("<u8"),
     "bool": np.dtype("?"),
 }
 FLOAT_DTYPES = frozenset({"float32", "float64", "float16"})

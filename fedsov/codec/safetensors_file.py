@@ -29,6 +29,8 @@ _DTYPES = {
     "int64": "I64",
     "int32": "I32",
     "uint8": "U8",
+    "uint32": "U32",
+    "uint64": "U64",
     "bool": "BOOL",
 }
 

@@ -33,6 +33,7 @@ from fedsov.config.endpoint import (
 )
 from fedsov.config.model import EvaluationConfig, ModelConfig
 from fedsov.config.privacy import SITE_ACCOUNTANTS, PrivacyConfig
+from fedsov.config.secure import SecureAggregationSettings
 from fedsov.config.site_dp import SiteDPSettings, adaptive_noise
 from fedsov.config.strategy import StrategyConfig
 from fedsov.config.toml import beside, load_toml, read_toml, validate
@@ -61,6 +62,7 @@ __all__ = [
     "Number",
     "PrivacyConfig",
     "Section",
+    "SecureAggregationSettings",
     "ServerEndpoint",
     "ServerTable",
     "SimulationSpec",

@@ -25,7 +25,12 @@ from fedsov.node.summary import build_summary
 from fedsov.pki.revoke import open_revocation_list
 from fedsov.pki.tls import TlsMaterial, load_tls_material
 from fedsov.policy.plan import Plan
-from fedsov.policy.runtime import PlanAdmission, UpdatePolicy, load_node_plan
+from fedsov.policy.runtime import (
+    PlanAdmission,
+    UpdatePolicy,
+    load_node_plan,
+    require_secure_aggregation,
+)
 from fedsov.randomness import warn_if_reproducible
 from fedsov.signals import Stopped, until_signalled
 from fedsov.strategy import strategy_from_config
@@ -105,6 +110,7 @@ class Coordinator:
                 seed=config.seed,
                 heartbeat_s=config.heartbeat_s,
                 allowed_sites=config.allowed_sites,
+                secure=config.secure,
             ),
             Schedule(
                 num_rounds=config.rounds.num_rounds,
@@ -176,7 +182,9 @@ def _plan(
     me = tls.identity.name if tls is not None else None  # None: the plan's global node
     plan = load_node_plan(config.plan, me, federation=config.federation)
     log.info("enforcing plan %s (%s)", plan.sha256[:16], config.plan)
-    return plan, PlanAdmission(plan, me or plan.global_node.name)
+    name = me or plan.global_node.name
+    require_secure_aggregation(plan, name, config.secure, source=config.source)
+    return plan, PlanAdmission(plan, name)
 
 
 async def _prepare(engine: ScheduledEngine, state: StateStore, audit: AuditTrail) -> None:

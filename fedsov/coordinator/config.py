@@ -21,6 +21,7 @@ from fedsov.config import (
     NormBound,
     Number,
     Section,
+    SecureAggregationSettings,
     ServerEndpoint,
     ServerTable,
     Str,
@@ -32,7 +33,7 @@ from fedsov.config import (
     section,
     with_fields,
 )
-from fedsov.strategy import check_strategy
+from fedsov.strategy import check_secure, check_strategy
 
 __all__ = ["CoordinatorConfig", "CoordinatorFile", "RoundsConfig", "load"]
 
@@ -107,6 +108,8 @@ class CoordinatorFile(Section):
     evaluation: EvaluationConfig = dataclasses.field(default_factory=EvaluationConfig)
     output: OutputTable = dataclasses.field(default_factory=OutputTable)
     strategy: StrategyConfig = dataclasses.field(default_factory=StrategyConfig)
+    # SecAgg+ with the participants: all of them sites (a flat federation)
+    secure_aggregation: SecureAggregationSettings | None = None
     heartbeat_s: Seconds = 10.0
 
 
@@ -127,11 +130,13 @@ class CoordinatorConfig:
     strategy: StrategyConfig = dataclasses.field(
         default_factory=StrategyConfig
     )  # the aggregation rule and its settings
+    secure: SecureAggregationSettings | None = None  # [secure_aggregation]
 
 
 def load(path: Path) -> CoordinatorConfig:
     doc = load_toml(CoordinatorFile, path)
     check_strategy(path, doc.strategy, key="rounds.min_updates", updates=doc.rounds.min_updates)
+    check_secure(path, doc.secure_aggregation, doc.strategy.name, doc.rounds.over_select)
     fed = doc.federation
     return CoordinatorConfig(
         source=path,
@@ -147,4 +152,5 @@ def load(path: Path) -> CoordinatorConfig:
         heartbeat_s=doc.heartbeat_s,
         plan=fed.plan,
         strategy=doc.strategy,
+        secure=doc.secure_aggregation,
     )

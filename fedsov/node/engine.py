@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from fedsov.audit.trail import AuditTrail, NullAuditTrail
 from fedsov.codec import DEFAULT_CHUNK_SIZE
-from fedsov.config import MAX_EXAMPLES, MAX_UPDATE_NORM
+from fedsov.config import MAX_EXAMPLES, MAX_UPDATE_NORM, SecureAggregationSettings
 from fedsov.node.contributors import ContributorCheck
 from fedsov.node.model import GlobalModel, ModelStore
 from fedsov.node.state import MemoryStateStore, ModelRow, RoundRow, StateStore, TaskRow
@@ -32,6 +32,8 @@ from fedsov.exceptions import (
     FedsovError,
     LateUpdate,
     NonFiniteTensor,
+    ProtocolError,
+    SecureAggregation,
     SessionConflict,
     StateError,
     UnknownTask,
@@ -41,6 +43,9 @@ from fedsov.messages import (
     Finished,
     Heartbeat,
     PrivacyReport,
+    SecAggParams,
+    SecAggReply,
+    SecAggRequest,
     TaskEvent,
     TrainingPlan,
     TrainTask,
@@ -49,10 +54,13 @@ from fedsov.messages import (
     header_from_json,
 )
 from fedsov.node.rounds import Round, TaskRecord, TaskStatus, UpdateJudge
+from fedsov.node.secure import SecureStages
 from fedsov.pki.identity import NodeIdentity, Role
 from fedsov.privacy.evaluation import federated_means, sum_releases
 from fedsov.randomness import secret_random
+from fedsov.secagg import RegionRound, round_params
 from fedsov.strategy import Strategy
+from fedsov.strategy.secure import SecureAggregate
 
 __all__ = ["FINISH_GRACE_S", "PUBLIC_METRICS", "Engine", "EngineSettings", "RoundReport"]
 
@@ -89,6 +97,7 @@ class EngineSettings:
     plan_sha256: str | None = None  # recorded with every model version (lineage)
     max_update_norm: float = MAX_UPDATE_NORM  # an update with a larger L2 norm is refused
     max_examples: int = MAX_EXAMPLES  # an update claiming more examples is refused
+    secure: SecureAggregationSettings | None = None  # SecAgg+ with the sites (fedsov.secagg)
 
 
 @dataclass(frozen=True)
@@ -432,6 +441,17 @@ class Engine:
             reason=reason,
         )
 
+    async def secure_step(self, identity: NodeIdentity, request: SecAggRequest) -> SecAggReply:
+        """One step of the open secure round, for the site's own open task."""
+        self.admit(identity)
+        current = self._open(request.round)
+        record = current.tasks.get(request.task_id)
+        if record is None or record.site != identity.name:
+            raise UnknownTask(f"no task {request.task_id!r} of round {request.round} for you")
+        if current.secure is None:
+            raise ProtocolError(f"round {current.number} is not securely aggregated")
+        return await current.secure.step(identity.name, request)
+
     async def model_sent(self, identity: NodeIdentity, sha256: str) -> None:
         """A participant downloaded the whole of model ``sha256`` (recorded off the loop)."""
         current = self.current
@@ -496,9 +516,12 @@ class Engine:
         if round_seed is None:
             round_seed = (self.settings.seed * 1_000_003 + number) % 2**63
         population = tuple(self.connected_sites)  # snapshot: what the sample is drawn from
+        selected = self._select(number, attempt, list(population))
+        secure = self._secure_params(len(selected))
+        upload_by = deadline if secure is None else _upload_deadline(deadline, secure)
         tasks = {}
-        for site in self._select(number, attempt, list(population)):
-            task = self._task(uuid.uuid4().hex, number, training, deadline, round_seed)
+        for site in selected:
+            task = self._task(uuid.uuid4().hex, number, training, upload_by, round_seed, secure)
             tasks[task.task_id] = TaskRecord(task=task, site=site)
         self.state.open_round(
             RoundRow(
@@ -513,10 +536,30 @@ class Engine:
             [TaskRow(t, number, attempt, r.site) for t, r in tasks.items()],
         )
         crash_point("round-opened", number)
-        return self._start(number, attempt, tasks, deadline, population)
+        return self._start(number, attempt, tasks, deadline, population, secure)
+
+    def _secure_params(self, sites: int) -> SecAggParams | None:
+        """This round's secure aggregation, for ``sites`` selected sites (None: plain)."""
+        config = self.settings.secure
+        if config is None:
+            return None
+        weighted = self.strategy.site_level_dp() is None  # DP-FedAvg: each site counts once
+        return round_params(
+            config,
+            sites=sites,
+            clip=self.strategy.secure_clip(config.clip),
+            weighted=weighted,
+            max_weight=self.settings.max_examples,
+        )
 
     def _task(
-        self, task_id: str, number: int, plan: TrainingPlan, deadline: float, round_seed: int
+        self,
+        task_id: str,
+        number: int,
+        plan: TrainingPlan,
+        deadline: float,
+        round_seed: int,
+        secure: SecAggParams | None = None,
     ) -> TrainTask:
         return TrainTask(
             task_id=task_id,
@@ -527,6 +570,7 @@ class Engine:
             plan=plan,
             deadline_unix=deadline,
             round_seed=round_seed,
+            secure=secure,
         )
 
     def _start(
@@ -536,14 +580,18 @@ class Engine:
         tasks: dict[str, TaskRecord],
         deadline: float,
         population: tuple[str, ...],
+        secure: SecAggParams | None = None,
     ) -> Round:
         target = self.settings.sites_per_round if self.settings.over_select else 0
+        aggregate = self.strategy.start_round(self.model.manifest)
+        if secure is not None:
+            aggregate = SecureAggregate(aggregate, self.model.manifest, secure)
         rnd = Round(
             number=number,
             model=self.model,
             tasks=tasks,
-            deadline=deadline,
-            _aggregate=self.strategy.start_round(self.model.manifest),
+            deadline=deadline if secure is None else _upload_deadline(deadline, secure),
+            _aggregate=aggregate,
             spool_dir=self.work_dir / "spool" / f"round-{number:04d}-{attempt}",
             attempt=attempt,
             state=self.state,
@@ -552,9 +600,27 @@ class Engine:
             max_update_norm=self.settings.max_update_norm,
             max_examples=self.settings.max_examples,
             judge=self.judge,
+            upload_manifest=aggregate.manifest if isinstance(aggregate, SecureAggregate) else None,
         )
+        if secure is not None:
+            rnd.secure = self._stages(rnd, secure)
+            rnd.secure.start()
+        rnd.final_deadline = deadline
         self.current = rnd
         return rnd
+
+    def _stages(self, rnd: Round, secure: SecAggParams) -> SecureStages:
+        sites = frozenset(r.site for r in rnd.tasks.values())
+        return SecureStages(
+            RegionRound(secure, rnd.number, sites),
+            active=lambda: {
+                r.site
+                for r in rnd.tasks.values()
+                if r.status in (TaskStatus.PENDING, TaskStatus.RECEIVING, TaskStatus.ACCEPTED)
+            },
+            drop=rnd.drop,
+            on_failure=rnd.done.set,
+        )
 
     def _push(self, rnd: Round) -> None:
         for record in rnd.tasks.values():
@@ -622,6 +688,8 @@ class Engine:
                 f"updates, the round got {len(accepted)}"
             )
             log.error("round %d: %s", rnd.number, failure)
+        if rnd.secure is not None:
+            completed, failure = await self._unmask(rnd, accepted, completed, failure)
         if completed:
             try:
                 new = await asyncio.to_thread(rnd.next_model)
@@ -676,6 +744,39 @@ class Engine:
         )
         return report
 
+    async def _unmask(
+        self, rnd: Round, accepted: list[TaskRecord], completed: bool, failure: str
+    ) -> tuple[bool, str]:
+        """Remove a secure round's masks (or fail it, with its reason); audited either way."""
+        stages = rnd.secure
+        assert stages is not None
+        p = stages.protocol
+        try:
+            if stages.failure is not None:
+                raise stages.failure
+            if completed:
+                unmasking = await stages.unmask([r.site for r in accepted], rnd.final_deadline)
+                aggregate = rnd.aggregate
+                assert isinstance(aggregate, SecureAggregate)
+                await asyncio.to_thread(aggregate.unmask, unmasking)
+        except SecureAggregation as exc:
+            completed, failure = False, str(exc)
+            log.error("round %d: %s", rnd.number, failure)
+        finally:
+            stages.cancel()
+        await asyncio.to_thread(
+            self.audit.secure_aggregate,
+            round=rnd.number,
+            protocol="secagg+",
+            threshold=p.params.threshold,
+            neighbours=p.params.neighbours,
+            ring_bits=p.params.ring_bits,
+            survivors=p.survivors or (),
+            dropped=p.dropped,
+            failure=failure,
+        )
+        return completed, failure
+
     def _model_row(self, model: GlobalModel, report: RoundReport | None) -> ModelRow:
         """A model version: what went into it (lineage), under its content hash."""
         accepted = [s for s in report.sites if s.status == TaskStatus.ACCEPTED] if report else []
@@ -720,6 +821,10 @@ class Engine:
             self.model.sha256,
         ):
             self._abandon(stored, f"superseded by round {number}")
+            stored = None
+        if stored is not None and self.settings.secure is not None:
+            # its sites' keys and shares died with the process: the round starts again
+            self._abandon(stored, "a secure round cannot resume after a restart")
             stored = None
         if stored is not None:
             rnd = await self._reopen_round(stored, deadline)
@@ -833,6 +938,11 @@ class Engine:
         )
         for sub in list(self._subscribers.values()):
             sub.queue.put_nowait(self.finished)
+
+
+def _upload_deadline(deadline: float, secure: SecAggParams) -> float:
+    """When a secure round's uploads close: early enough to collect the survivors' shares."""
+    return deadline - min(secure.stage_timeout_s, max(0.0, deadline - time.time()) / 4)
 
 
 def _lineage(accepted: list[SiteResult]) -> dict[str, Any]:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 
-from fedsov.codec import DEFAULT_CHUNK_SIZE, PayloadReader, Segment
+from fedsov.codec import DEFAULT_CHUNK_SIZE, Manifest, PayloadReader, Segment
 from fedsov.config import MAX_EXAMPLES, MAX_UPDATE_NORM
 from fedsov.exceptions import (
     DuplicateUpdate,
@@ -30,6 +30,7 @@ from fedsov.faults import crash_point
 from fedsov.fileio import fsync_dir
 from fedsov.messages import TrainTask, UpdateHeader, UploadReceipt, header_to_json
 from fedsov.node.model import GlobalModel
+from fedsov.node.secure import SecureStages
 from fedsov.node.state import Receipt, StateStore
 from fedsov.strategy import RoundAggregate, UpdateFold
 
@@ -92,6 +93,10 @@ class Round:
     max_update_norm: float = MAX_UPDATE_NORM  # L2 norm past which an update is refused
     max_examples: int = MAX_EXAMPLES  # num_examples past which an update is refused
     judge: UpdateJudge | None = None  # the plan's say on each header (its DP)
+    # A secure round: its key stages, and what a masked upload looks like.
+    secure: SecureStages | None = None
+    upload_manifest: Manifest | None = None
+    final_deadline: float = 0.0  # the round's own end (uploads close earlier when secure)
     opened_at: float = field(default_factory=time.time)
     done: asyncio.Event = field(default_factory=asyncio.Event)
     closed: bool = False
@@ -225,8 +230,17 @@ class Round:
             raise
         return record
 
+    def drop(self, site: str, reason: str) -> None:
+        """End ``site``'s open task (it missed a secure round's key stage): late."""
+        record = self.task_for_site(site)
+        if record is not None and record.status is TaskStatus.PENDING:
+            self._resolve(record, TaskStatus.LATE, reason)
+
     def _check_header(self, site: str, header: UpdateHeader, *, restoring: bool) -> None:
-        header.manifest.require_equal(self.model.manifest, what=f"update from {site!r}")
+        expected = self.upload_manifest or self.model.manifest
+        header.manifest.require_equal(expected, what=f"update from {site!r}")
+        if self.secure is not None:
+            self.secure.protocol.may_upload(site)
         if header.base_model_sha256 != self.model.sha256:
             raise ProtocolError(
                 f"update was computed against model {header.base_model_sha256[:12]}, "
@@ -266,7 +280,8 @@ class Round:
             header,
             self.spool_dir / f"{header.task_id}.part",
             fold=self.aggregate.begin(header.num_examples),
-            max_norm=None if restoring else self.max_update_norm,
+            # a masked update's norm means nothing: the sites clipped before masking
+            max_norm=None if restoring or self.secure else self.max_update_norm,
         )
         record.status, record.upload = TaskStatus.RECEIVING, upload
         receiver = asyncio.current_task()

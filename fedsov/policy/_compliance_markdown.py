@@ -23,7 +23,9 @@ def render_markdown(report: Mapping[str, Any]) -> str:
     _header(out, report)
     _summary(out, report)
     _ledgers(out, report["ledgers"])
-    _crossings(out, report["crossings"])
+    secure = report.get("secure_aggregation") or []
+    _crossings(out, report["crossings"], secure=bool(secure))
+    _secure_aggregation(out, secure)
     _privacy(out, report["privacy"])
     _refusals(out, report["refusals"])
     _models(out, report["models"])
@@ -106,6 +108,9 @@ def _summary(out: list[str], report: Mapping[str, Any]) -> None:
         f"- Only aggregates of >= k sites crossed: "
         f"{_cell(s['only_aggregates_of_k_sites_crossed'])}",
     ]
+    if report.get("secure_aggregation"):
+        secure = sum(1 for c in report["crossings"] if c.get("secure_aggregate") is True)
+        out.append(f"- Secure aggregates: {secure} of {s['crossings']} border crossings")
     if report["plan_nodes_without_ledger"]:
         out.append(
             f"- Nodes of the plan with no ledger here: {_cell(report['plan_nodes_without_ledger'])}"
@@ -146,7 +151,15 @@ def _dp(dp: Mapping[str, Any] | None) -> str:
     return f"{_cell(dp.get('level', '?'))}-level" + (f" ({', '.join(params)})" if params else "")
 
 
-def _crossings(out: list[str], crossings: Sequence[Mapping[str, Any]]) -> None:
+def _secure(value: bool | None) -> str:
+    return "unknown" if value is None else _cell(value)
+
+
+def _crossings(
+    out: list[str], crossings: Sequence[Mapping[str, Any]], *, secure: bool = False
+) -> None:
+    """The crossings' table; with a "secure aggregate" column where a node securely
+    aggregated or the plan requires one to."""
     out += ["## Border crossings", ""]
     if not crossings:
         out += ["No update left its jurisdiction.", ""]
@@ -167,6 +180,7 @@ def _crossings(out: list[str], crossings: Sequence[Mapping[str, Any]]) -> None:
                 _hash(c["content_sha256"]),
                 "yes" if c["sent_recorded"] else "**no**",
                 "unknown" if c["received_recorded"] is None else _cell(c["received_recorded"]),
+                *((_secure(c.get("secure_aggregate")),) if secure else ()),
                 "-"
                 if rule is None
                 else f">= {rule['min_sites']} sites"
@@ -187,6 +201,7 @@ def _crossings(out: list[str], crossings: Sequence[Mapping[str, Any]]) -> None:
         "content",
         "sent recorded",
         "received recorded",
+        *(("secure aggregate",) if secure else ()),
         "plan rule",
         "respects plan",
     )
@@ -196,6 +211,37 @@ def _crossings(out: list[str], crossings: Sequence[Mapping[str, Any]]) -> None:
             out.append(f"- Round {_cell(c['round'])}, {c['from']} -> {c['to']}: {_cell(v)}")
     if any(c["violations"] for c in crossings):
         out.append("")
+
+
+def _secure_rounds(rounds: Sequence[Mapping[str, Any]]) -> str:
+    """One node's secure rounds in a line: survivors per round, never a key."""
+    if not rounds:
+        return "no secure aggregate recorded"
+    protocols = ", ".join(sorted({_cell(r["protocol"]) for r in rounds}))
+    given = {r["threshold"] for r in rounds if isinstance(r["threshold"], int)}
+    thresholds = ", ".join(str(t) for t in sorted(given)) or "-"
+    each = []
+    for r in rounds:
+        what = f"{r['survivors']} survivors" + (f", {r['dropped']} dropped" if r["dropped"] else "")
+        if not r["completed"]:
+            what = f"failed ({_cell(r['failure'])})"
+        each.append(f"round {_cell(r['round'])}: {what}")
+    return f"{protocols}, threshold {thresholds}; " + "; ".join(each)
+
+
+def _secure_aggregation(out: list[str], nodes: Sequence[Mapping[str, Any]]) -> None:
+    if not nodes:
+        return
+    out += ["## Secure aggregation", ""]
+    for n in nodes:
+        need = n["required_threshold"]
+        line = f"- {_cell(n['node'])} ({_cell(n['jurisdiction'])}"
+        line += f"; the plan requires threshold >= {need}): " if need is not None else "): "
+        line += _secure_rounds(n["rounds"])
+        if n["rounds_not_secure"]:
+            line += f"; **not a secure aggregate** in round(s) {_cell(n['rounds_not_secure'])}"
+        out.append(line)
+    out.append("")
 
 
 def _privacy(out: list[str], privacy: Mapping[str, Any]) -> None:

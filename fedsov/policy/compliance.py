@@ -1,8 +1,9 @@
 """``compliance_report``: what a federation's ledgers show, per run folder, for a regulator.
 
 Reads a run folder: every node's audit ledger (each one verified), the privacy
-ledgers and the plan. Reports every update that crossed a border and whether the
-plan allowed it, ε per site, region and jurisdiction, every refusal, and every
+ledgers and the plan. Reports every update that crossed a border, whether the
+plan allowed it and whether it was a secure aggregate, each node's secure
+aggregation rounds, ε per site, region and jurisdiction, every refusal, and every
 published model version. Under the run folder DIR it looks for:
 
 - audit ledgers: ``**/<site>.audit.jsonl`` (sites), ``**/audit/ledger.jsonl``
@@ -15,6 +16,12 @@ published model version. Under the run folder DIR it looks for:
 
 An ``update-received`` whose detail holds the sender's ``audit_head`` (``seq``,
 ``sha256``) is a checkpoint held elsewhere: the sender's ledger must still contain it.
+
+A crossing was a secure aggregate when the sending aggregator's ledger records a
+completed ``secure-aggregate`` of that round (for a site's own update: its upstream's
+ledger, with the site among the survivors). Where the plan's
+``[policy.secure_aggregation]`` binds a node, each aggregate it sent (or, the
+coordinator, published) must have been one, of at least the plan's threshold.
 """
 
 from __future__ import annotations
@@ -23,6 +30,7 @@ import datetime as dt
 import json
 import math
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,8 +42,10 @@ from fedsov.audit.signing import load_certificates
 from fedsov.audit.verify import verify_ledger
 from fedsov.exceptions import AuditError
 from fedsov.policy._compliance_markdown import render_markdown
-from fedsov.policy.audit_check import Crossing, at_least, crossing_rule, judge_crossing
-from fedsov.policy.plan import Plan, load_plan
+from fedsov.policy.audit_check import at_least, crossing_rule, judge_crossing
+from fedsov.policy.plan import Plan, Tier, load_plan
+from fedsov.policy.rules.secure_aggregation import RULE as SECURE_RULE
+from fedsov.policy.rules.secure_aggregation import SecureCrossing
 from fedsov.privacy.report import privacy_report
 from fedsov.randomness import REPRODUCIBLE_ENV
 
@@ -100,9 +110,14 @@ def compliance_report(
         "randomness came from public seeds, so its privacy guarantee does not hold"
         for node in insecure
     ]
-    crossings = _crossings(by_node, jurisdiction_of, the_plan)
+    secured = _Secured.of(by_node, the_plan)
+    crossings = _crossings(by_node, jurisdiction_of, the_plan, secured)
     for c in crossings:
         problems += [f"round {c['round']} {c['from']} -> {c['to']}: {v}" for v in c["violations"]]
+    secure, secure_problems = _secure_aggregation(
+        by_node, jurisdiction_of, the_plan, secured, crossings
+    )
+    problems += secure_problems
     privacy = _privacy(privacy_paths, the_plan, run_dir)
     everything = [r for rs in by_node.values() for r in rs]
     federations = sorted({row["federation"] for row in privacy["sites"] + privacy["regions"]})
@@ -123,6 +138,7 @@ def compliance_report(
         "insecure_reproducible_nodes": insecure,
         "ledgers": ledgers,
         "crossings": crossings,
+        "secure_aggregation": secure,
         "privacy": privacy,
         "refusals": _by_round(_refusal(r) for r in everything if r.event in _REFUSALS),
         "models": _by_round(_model(r) for r in everything if r.event == AuditEvent.model_published),
@@ -241,10 +257,58 @@ def _sites(detail: Mapping[str, Any]) -> tuple[int | None, list[str]]:
     return (len(set(contributors)) if contributors else None), contributors
 
 
+@dataclass(frozen=True)
+class _Secured:
+    """The ``secure-aggregate`` records of every ledger, by node and round."""
+
+    events: Mapping[str, Mapping[int, Sequence[AuditRecord]]]
+    ledgers: frozenset[str]  # the nodes whose ledger is here
+    sites: frozenset[str]  # the plan's edge sites
+
+    @classmethod
+    def of(cls, by_node: Mapping[str, Sequence[AuditRecord]], plan: Plan | None) -> _Secured:
+        events: dict[str, dict[int, list[AuditRecord]]] = {}
+        for node, rs in by_node.items():
+            for r in rs:
+                if r.event == AuditEvent.secure_aggregate and r.round is not None:
+                    events.setdefault(node, {}).setdefault(r.round, []).append(r)
+        sites = {n.name for n in plan.nodes if n.tier is Tier.EDGE} if plan else set()
+        return cls(events, frozenset(by_node), frozenset(sites))
+
+    def rounds(self, node: str) -> list[AuditRecord]:
+        """``node``'s secure rounds, in round order."""
+        return [r for _, rs in sorted(self.events.get(node, {}).items()) for r in rs]
+
+    def update(self, sender: str, receiver: str, rnd: int | None) -> tuple[bool | None, int | None]:
+        """Whether ``sender``'s round-``rnd`` update to ``receiver`` was a completed secure
+        aggregate (None: the ledger that would say so is not here), and the smallest
+        threshold it was completed with."""
+        if rnd is None:
+            done: list[AuditRecord] = []
+        else:
+            own = self.events.get(sender, {}).get(rnd, ())
+            summed = [  # a site's own masked update, in its upstream's secure sum
+                r
+                for r in self.events.get(receiver, {}).get(rnd, ())
+                if sender in _listed(r.detail.get("survivors"))
+            ]
+            done = [r for r in (*own, *summed) if r.detail.get("completed") is True]
+        if done:
+            thresholds = [r.detail["threshold"] for r in done if _is_int(r.detail.get("threshold"))]
+            return True, min(thresholds) if thresholds else None
+        recorder = receiver if sender in self.sites else sender
+        return (False if recorder in self.ledgers else None), None
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def _crossings(
     by_node: Mapping[str, Sequence[AuditRecord]],
     jurisdiction_of: Mapping[str, str],
     plan: Plan | None,
+    secured: _Secured,
 ) -> list[dict[str, Any]]:
     """Every update that left a jurisdiction, as its sender or its receiver recorded it."""
     received = [r for rs in by_node.values() for r in rs if r.event == AuditEvent.update_received]
@@ -270,12 +334,12 @@ def _crossings(
             if match is not None:
                 matched.add(id(match))
             got: bool | None = match is not None if s.peer in by_node else None
-            out.append(_crossing(s, s.node, s.jurisdiction, s.peer, to_j, True, got, plan))
+            out.append(_crossing(s, s.node, s.jurisdiction, s.peer, to_j, True, got, plan, secured))
     for r in received:
         from_j = r.peer_jurisdiction or jurisdiction_of.get(r.peer or "")
         if id(r) in matched or r.peer is None or from_j == r.jurisdiction:
             continue
-        out.append(_crossing(r, r.peer, from_j, r.node, r.jurisdiction, False, True, plan))
+        out.append(_crossing(r, r.peer, from_j, r.node, r.jurisdiction, False, True, plan, secured))
     out.sort(key=lambda c: (c["round"] is None, c["round"] or 0, c["from"], c["to"]))
     return out
 
@@ -289,9 +353,11 @@ def _crossing(
     sent: bool,
     received: bool | None,
     plan: Plan | None,
+    secured: _Secured,
 ) -> dict[str, Any]:
     n, contributors = _sites(record.detail)
     dp = record.detail.get("dp")
+    secure, threshold = secured.update(sender, receiver, record.round)
     crossing: dict[str, Any] = {
         "round": record.round,
         "from": sender,
@@ -307,6 +373,7 @@ def _crossing(
         "delta": record.delta,
         "sent_recorded": sent,
         "received_recorded": received,
+        "secure_aggregate": secure,
         "rule": None,
         "respects_plan": None,
         "violations": [],
@@ -315,10 +382,104 @@ def _crossing(
         return crossing
     crossing["rule"] = crossing_rule(plan, from_j)
     crossing["violations"] = judge_crossing(
-        plan, Crossing(sender, from_j, receiver, to_j, n, contributors, crossing["dp"])
+        plan,
+        SecureCrossing(
+            sender, from_j, receiver, to_j, n, contributors, crossing["dp"], secure, threshold
+        ),
     )
     crossing["respects_plan"] = not crossing["violations"]
     return crossing
+
+
+def _secure_aggregation(
+    by_node: Mapping[str, Sequence[AuditRecord]],
+    jurisdiction_of: Mapping[str, str],
+    plan: Plan | None,
+    secured: _Secured,
+    crossings: Sequence[Mapping[str, Any]],
+) -> tuple[list[dict[str, Any]], list[str]]:
+    """Each node that securely aggregated, or that the plan requires to: its rounds
+    (protocol, threshold, how many survived; never a key), the rounds whose aggregate
+    was not the secure one the plan requires, and the problems of those that crossed
+    no border (a crossing is judged, and its problems listed, with the others)."""
+    required: dict[str, int] = {}
+    for entry in plan.nodes if plan else ():
+        need = plan.secure_aggregation_for(entry.name) if plan else None
+        if need is not None:
+            required[entry.name] = need.threshold
+    crossed = {(c["round"], c["from"], c["to"]) for c in crossings}
+    rows, problems = [], []
+    for node in sorted(set(secured.events) | set(required)):
+        not_secure: list[int] = []
+        if plan is not None and node in required:
+            not_secure, found = _judge_aggregates(
+                plan, node, by_node.get(node, ()), jurisdiction_of.get(node), secured, crossed
+            )
+            problems += found
+        rows.append(
+            {
+                "node": node,
+                "jurisdiction": jurisdiction_of.get(node),
+                "required_threshold": required.get(node),
+                "rounds": [_secure_round(r) for r in secured.rounds(node)],
+                "rounds_not_secure": not_secure,
+            }
+        )
+    return rows, problems
+
+
+def _judge_aggregates(
+    plan: Plan,
+    node: str,
+    records: Sequence[AuditRecord],
+    jurisdiction: str | None,
+    secured: _Secured,
+    crossed: set[tuple[Any, Any, Any]],
+) -> tuple[list[int], list[str]]:
+    """The rounds whose aggregate ``node`` sent up (or, the coordinator, published) was
+    not the secure aggregate the plan requires, and the problems of those that crossed
+    no border."""
+    not_secure, problems = set(), []
+    for rnd, peer in _aggregates(records):
+        receiver = peer or node
+        secure, threshold = secured.update(node, receiver, rnd)
+        crossing = SecureCrossing(
+            node, jurisdiction, receiver, None, None, (), None, secure, threshold
+        )
+        findings = list(SECURE_RULE.judge(plan, crossing))
+        if findings:
+            not_secure.add(rnd)
+        if (rnd, node, peer) not in crossed:
+            where = f"{node} -> {peer}" if peer else node
+            problems += [f"round {rnd} {where}: {f}" for f in findings]
+    return sorted(not_secure), problems
+
+
+def _aggregates(records: Iterable[AuditRecord]) -> list[tuple[int, str | None]]:
+    """(round, upstream) of each aggregate a node sent up, or (the coordinator) published."""
+    found: set[tuple[int, str | None]] = set()
+    for r in records:
+        if r.round is None:
+            continue
+        if r.event == AuditEvent.update_sent and r.peer is not None:
+            found.add((r.round, r.peer))
+        elif r.event == AuditEvent.model_published:
+            found.add((r.round, None))
+    return sorted(found, key=lambda x: (x[0], x[1] or ""))
+
+
+def _secure_round(r: AuditRecord) -> dict[str, Any]:
+    d = r.detail
+    return {
+        "round": r.round,
+        "protocol": d.get("protocol"),
+        "threshold": d.get("threshold"),
+        "neighbours": d.get("neighbours"),
+        "survivors": len(_listed(d.get("survivors"))),
+        "dropped": len(_listed(d.get("dropped"))),
+        "completed": d.get("completed") is True,
+        "failure": d.get("failure") or None,
+    }
 
 
 def _summary(

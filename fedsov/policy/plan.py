@@ -27,6 +27,7 @@ from fedsov.config import (
     Number,
     PrivacyConfig,
     Section,
+    SecureAggregationSettings,
     SimulationSpec,
     SiteDPSettings,
     Str,
@@ -46,6 +47,7 @@ __all__ = [
     "PlanNode",
     "PlanRounds",
     "Policy",
+    "SecureAggregationPolicy",
     "SimulationSpec",
     "Tier",
     "load_plan",
@@ -94,6 +96,7 @@ def _each(check: Callable[[str], str]) -> Callable[[frozenset[str]], frozenset[s
 _Jurisdiction = Annotated[Str, _checked(validate_jurisdiction)]
 _Jurisdictions = Annotated[frozenset[Str], _checked(_each(validate_jurisdiction))]
 _NodeName = Annotated[Str, _checked(validate_name)]
+_NodeNames = Annotated[frozenset[Str], _checked(_each(validate_name))]
 _FederationName = Annotated[Str, _checked(lambda v: validate_name(v, what="federation name"))]
 
 
@@ -133,6 +136,43 @@ class Budgets(Section):
 
 
 @section
+class SecureAggregationPolicy(Section):
+    """``[policy.secure_aggregation]``: which aggregating nodes must run SecAgg+ with the
+    sites directly below them, and with what settings (docs/secure-aggregation.md)."""
+
+    # every node of these jurisdictions that serves edge sites directly (a regional
+    # aggregator, or the coordinator of sites directly below it)
+    jurisdictions: _Jurisdictions = frozenset()
+    nodes: _NodeNames = frozenset()  # and these aggregating nodes, by name
+    threshold: Annotated[Int, Field(ge=2)] = 2  # the t each of them uses at least
+    # passed on to each node's [secure_aggregation]; unset: its own default
+    neighbours: Annotated[Int, Field(ge=0, le=512)] | None = None
+    precision_bits: Annotated[Int, Field(ge=8, le=40)] | None = None
+    clip: Annotated[Number, Field(gt=0.0)] | None = None
+    stage_timeout_s: Annotated[Number, Field(gt=0.0)] | None = None
+
+    def __post_init__(self) -> None:
+        if not self.jurisdictions and not self.nodes:
+            raise KeyProblem(
+                "jurisdictions",
+                "names no jurisdiction and no node: list the jurisdictions (or nodes) "
+                "that must securely aggregate, or leave the table out",
+            )
+
+    def settings(self) -> SecureAggregationSettings:
+        """The ``[secure_aggregation]`` a node it binds runs with."""
+        given: dict[str, Any] = {
+            "neighbours": self.neighbours,
+            "precision_bits": self.precision_bits,
+            "clip": self.clip,
+            "stage_timeout_s": self.stage_timeout_s,
+        }
+        return SecureAggregationSettings(
+            threshold=self.threshold, **{k: v for k, v in given.items() if v is not None}
+        )
+
+
+@section
 class Policy(Section):
     residency: Annotated[Mapping[_Jurisdiction, _Jurisdictions], AfterValidator(_frozen)] = (
         dataclasses.field(default_factory=lambda: MappingProxyType({}))
@@ -145,6 +185,7 @@ class Policy(Section):
     site_dp: SiteDPSettings | None = None
     sample_dp: _Jurisdictions = frozenset()  # whose sites must train with sample-level DP
     budgets: Budgets = dataclasses.field(default_factory=Budgets)
+    secure_aggregation: SecureAggregationPolicy | None = None
 
 
 @section
@@ -180,6 +221,30 @@ class _PlanFile(Section):
             raise KeyProblem("nodes", f"node {duplicates[0]!r} is declared twice")
         if not self.nodes:
             raise KeyProblem("nodes", "the plan declares no [[nodes]]")
+        if self.policy.secure_aggregation is not None:
+            self._check_secure(self.policy.secure_aggregation)
+
+    def _check_secure(self, secure: SecureAggregationPolicy) -> None:
+        """Every jurisdiction and node ``[policy.secure_aggregation]`` names is the plan's."""
+        key = "policy.secure_aggregation"
+        places = sorted({n.jurisdiction for n in self.nodes})
+        unknown = sorted(secure.jurisdictions - set(places))
+        if unknown:
+            raise KeyProblem(
+                f"{key}.jurisdictions",
+                f"no node of the plan is in {unknown[0]!r} "
+                f"(the plan's jurisdictions: {', '.join(places)})",
+            )
+        tiers = {n.name: n.tier for n in self.nodes}
+        for name in sorted(secure.nodes):
+            if name not in tiers:
+                raise KeyProblem(f"{key}.nodes", f"{name!r} is not a node of the plan")
+            if tiers[name] is Tier.EDGE:
+                raise KeyProblem(
+                    f"{key}.nodes",
+                    f"{name!r} is an edge site: only a node that aggregates sites "
+                    "(regional, or global) securely aggregates",
+                )
 
 
 @dataclass(frozen=True)
@@ -264,6 +329,19 @@ class Plan:
         """The ``dp`` of the Flower app ``[simulation.trainer]`` runs at every site, if any."""
         trainer = self.simulation.trainer if self.simulation is not None else None
         return trainer.dp if trainer is not None and trainer.flower else None
+
+    def secure_aggregation_for(self, name: str) -> SecureAggregationSettings | None:
+        """The ``[secure_aggregation]`` node ``name`` must run with under
+        ``[policy.secure_aggregation]`` (threshold: the plan's t), or None if the plan
+        requires none of it: it is named there, or it is of a listed jurisdiction and
+        serves edge sites directly. ConfigError if ``name`` is no node of the plan."""
+        node, secure = self.node(name), self.policy.secure_aggregation
+        if secure is None or node.tier is Tier.EDGE:
+            return None
+        serves_sites = any(c.tier is Tier.EDGE for c in self.children(name))
+        if name in secure.nodes or (node.jurisdiction in secure.jurisdictions and serves_sites):
+            return secure.settings()
+        return None
 
     def export_rule(self, jurisdiction: str) -> ExportRule:
         """What may leave ``jurisdiction``; without a rule, nothing."""

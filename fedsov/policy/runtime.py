@@ -9,6 +9,9 @@ aggregate needs before it may leave the jurisdiction. At both ends,
 ``require_update_allowed`` refuses an update its sender's DP does not satisfy
 (the site, of its own trainer, before it dials; ``UpdatePolicy``, the upstream, of
 each update's privacy report on receipt). All ask the rules of ``fedsov.policy.rules``.
+At start-up, ``require_secure_aggregation`` refuses a node the plan's
+``[policy.secure_aggregation]`` binds unless its config securely aggregates with at
+least the plan's threshold.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from fedsov.config import SecureAggregationSettings
 from fedsov.exceptions import AccessDenied, ConfigError, FedsovError, PolicyViolation
 from fedsov.messages import UpdateHeader
 from fedsov.pki.identity import NodeIdentity
@@ -32,6 +36,7 @@ __all__ = [
     "require_export_settings",
     "require_may_join",
     "require_may_send",
+    "require_secure_aggregation",
     "require_update_allowed",
 ]
 
@@ -161,4 +166,35 @@ def require_export_settings(
         raise FedsovError(
             f"{source}: the plan requires site-level DP on what "
             f"{node!r} exports; configure [site_dp]"
+        )
+
+
+# What an auto threshold (0) can come to: max(2, half of each site's share holders).
+_AUTO_THRESHOLD_FLOOR = 2
+
+
+def require_secure_aggregation(
+    plan: Plan, node: str, settings: SecureAggregationSettings | None, *, source: Path
+) -> None:
+    """At start-up: PolicyViolation unless ``node``, configured (in ``source``) with
+    ``settings`` (its ``[secure_aggregation]``, None: none), securely aggregates as the
+    plan's ``[policy.secure_aggregation]`` requires of it: with a threshold of at least
+    the plan's t (an auto threshold, 0, only where t is 2, the least it comes to)."""
+    need = plan.secure_aggregation_for(node)
+    if need is None:
+        return
+    t = need.threshold
+    required = f"the plan requires {node!r} to securely aggregate its sites (threshold >= {t})"
+    if settings is None:
+        raise PolicyViolation(
+            f"{source}: {required}; configure [secure_aggregation] with threshold = {t}"
+        )
+    if settings.threshold == 0 and t > _AUTO_THRESHOLD_FLOOR:
+        raise PolicyViolation(
+            f"{source}: secure_aggregation.threshold: is 0 (auto, which can come to "
+            f"{_AUTO_THRESHOLD_FLOOR}), but {required}; set threshold = {t}"
+        )
+    if 0 < settings.threshold < t:
+        raise PolicyViolation(
+            f"{source}: secure_aggregation.threshold: is {settings.threshold}, but {required}"
         )

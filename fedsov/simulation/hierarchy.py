@@ -3,7 +3,8 @@
 Every node of the plan runs as its own process with its own certificate: the
 coordinator, each regional aggregator, each edge site. All of them are started
 with the same plan file and enforce it (plan hash, admission by certificate,
-residency, export thresholds, site-level DP).
+residency, export thresholds, site-level DP). A node the plan's
+``[policy.secure_aggregation]`` binds gets its ``[secure_aggregation]`` from there.
 """
 
 from __future__ import annotations
@@ -118,7 +119,8 @@ def _server(dep: Deployment, node: PlanNode) -> dict[str, Any]:
 def coordinator_config(dep: Deployment) -> dict[str, Any]:
     plan, top = dep.plan, dep.plan.global_node
     children = plan.children(top.name)
-    return {
+    secure = plan.secure_aggregation_for(top.name)  # of the sites directly below it
+    config: dict[str, Any] = {
         "federation": {"name": plan.federation, "seed": plan.seed, "plan": str(dep.plan_file)},
         "server": _server(dep, top),
         "model": plan.model,
@@ -133,6 +135,9 @@ def coordinator_config(dep: Deployment) -> dict[str, Any]:
         "evaluation": _evaluation(dep),
         "output": {"dir": str(dep.out)},
     }
+    if secure is not None:
+        config["secure_aggregation"] = secure
+    return config
 
 
 def aggregator_config(dep: Deployment, node: PlanNode) -> dict[str, Any]:
@@ -157,6 +162,9 @@ def aggregator_config(dep: Deployment, node: PlanNode) -> dict[str, Any]:
     dp = plan.policy.site_dp
     if need.site_dp and dp is not None:
         config["site_dp"] = dp
+    secure = plan.secure_aggregation_for(node.name)
+    if secure is not None:
+        config["secure_aggregation"] = secure
     return config
 
 

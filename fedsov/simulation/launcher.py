@@ -47,7 +47,7 @@ def _coordinator_config(sc: Scenario, out: Path, pki: NodePaths, test_path: Path
         "strategy": sc.strategy.table(),
         "evaluation": EvaluationConfig(EVALUATE, {"path": str(test_path)}),
         "output": {"dir": str(out)},
-    }
+    } | ({"secure_aggregation": sc.secure} if sc.secure is not None else {})
 
 
 def _site_config(sc: Scenario, index: int, port: int, pki: NodePaths, data: Path) -> dict[str, Any]:
@@ -132,9 +132,8 @@ def _print_summary(summary: dict[str, Any], out: Path) -> None:
         table.add_column(col, justify="right")
     for name, s in summary["sites"].items():
         eps = "off" if s["epsilon"] is None else f"{s['epsilon']:.3f}"
-        table.add_row(
-            name, str(s["examples"]), str(s["rounds_contributed"]), eps, f"{s['delta']:g}"
-        )
+        delta = "-" if s["delta"] is None else f"{s['delta']:g}"  # None: DP off
+        table.add_row(name, str(s["examples"]), str(s["rounds_contributed"]), eps, delta)
     console.print(table)
     acc = summary.get("final_accuracy")
     console.print(

@@ -19,6 +19,7 @@ from fedsov.config import (
     Number,
     PrivacyConfig,
     Section,
+    SecureAggregationSettings,
     Str,
     StrategyConfig,
     TrainingPlan,
@@ -26,7 +27,7 @@ from fedsov.config import (
     read_toml,
     section,
 )
-from fedsov.strategy import check_strategy
+from fedsov.strategy import check_secure, check_strategy
 
 __all__ = ["DataPlan", "RoundsPlan", "Scenario", "ScenarioFile", "is_plan", "load_scenario"]
 
@@ -67,6 +68,7 @@ class ScenarioFile(Section):
     training: TrainingPlan = dataclasses.field(default_factory=TrainingPlan)
     privacy: PrivacyConfig = dataclasses.field(default_factory=PrivacyConfig)
     strategy: StrategyConfig = dataclasses.field(default_factory=StrategyConfig)
+    secure_aggregation: SecureAggregationSettings | None = None  # SecAgg+ at the coordinator
 
     def __post_init__(self) -> None:
         sites = self.data.sites
@@ -87,6 +89,7 @@ class Scenario:
     training: TrainingPlan
     privacy: PrivacyConfig
     strategy: StrategyConfig = dataclasses.field(default_factory=StrategyConfig)
+    secure: SecureAggregationSettings | None = None
 
 
 def is_plan(path: Path) -> bool:
@@ -101,6 +104,7 @@ def load_scenario(path: Path) -> Scenario:
         rounds = dataclasses.replace(rounds, min_sites=doc.data.sites)
     updates = rounds.min_sites or doc.data.sites
     check_strategy(path, doc.strategy, key="rounds.min_sites", updates=updates)
+    check_secure(path, doc.secure_aggregation, doc.strategy.name, 0)
     return Scenario(
         source=path,
         name=doc.name,
@@ -111,4 +115,5 @@ def load_scenario(path: Path) -> Scenario:
         training=doc.training,
         privacy=doc.privacy,
         strategy=doc.strategy,
+        secure=doc.secure_aggregation,
     )

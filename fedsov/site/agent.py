@@ -18,15 +18,27 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Protocol
 
+import grpc
 import numpy as np
 
 from fedsov.audit.trail import AuditTrail, open_audit_trail
-from fedsov.codec import decode, encode
+from fedsov.codec import EncodedTensors, decode, encode
 from fedsov.config import TrainingPlan
 from fedsov.exceptions import CodecError, ConfigError, FedsovError, TrainingError
-from fedsov.messages import Finished, PrivacyLevel, PrivacyReport, TrainTask, UpdateHeader
+from fedsov.messages import (
+    Finished,
+    PrivacyLevel,
+    PrivacyReport,
+    SecAggParams,
+    SecAggReply,
+    SecAggRequest,
+    SecAggStage,
+    TrainTask,
+    UpdateHeader,
+)
 from fedsov.modelref import build_model, load_weights
 from fedsov.participant import (
+    FATAL,
     ExpectedUpstream,
     JoinCheck,
     Upstream,
@@ -41,6 +53,7 @@ from fedsov.privacy.accountant import MechanismStep
 from fedsov.privacy.evaluation import EvalOutcome, release
 from fedsov.privacy.ledger import DATASET_UNIT, PRIVACY_UNIT, PrivacyLedger
 from fedsov.randomness import secret_seed, warn_if_reproducible
+from fedsov.secagg import SiteRound
 from fedsov.site.config import SiteConfig
 from fedsov.site.data import Dataset, load_local_data
 from fedsov.transport.client import FederationClient
@@ -307,7 +320,8 @@ class SiteAgent:
             await self._send(upstream, unsent, task)
             return
         self._unsent = None
-        if not await self._within_budget(upstream, task):
+        ready, secure = await self._ready(upstream, task)
+        if not ready:
             return
         payload = await self._model(upstream, task)
         global_weights = decode(task.manifest, payload)  # its hash was checked on arrival
@@ -342,7 +356,7 @@ class SiteAgent:
         if result.metrics:  # data-derived and unnoised: logged here, never sent
             log.info("round %d: app metrics (kept here): %s", task.round, dict(result.metrics))
         delta = _parameter_delta(model, result.weights, global_weights)
-        update = encode(delta)
+        update = await self._encode(delta, task, secure, result.num_examples)
         header = UpdateHeader.answering(
             task,
             update,
@@ -381,6 +395,7 @@ class SiteAgent:
         unsent = _Unsent(task.round, task.model_sha256, task.round_seed, header, update.payload)
         if not await self._send(upstream, unsent, task):
             return
+        await self._secure_reveal(upstream, task, secure)
         log.info(
             "round %d: %d examples, %d steps, loss %.4f, ε=%.3f (δ=%g), %.1f s",
             task.round,
@@ -390,6 +405,107 @@ class SiteAgent:
             epsilon,
             result.delta,
             time.monotonic() - started,
+        )
+
+    async def _ready(self, upstream: Upstream, task: TrainTask) -> tuple[bool, SiteRound | None]:
+        """Whether to train for ``task`` (within budget; in a secure round, keys and
+        shares exchanged first, so a failed exchange costs no ε), and its secure round."""
+        if not await self._within_budget(upstream, task):
+            return False, None
+        if task.secure is None:
+            return True, None
+        secure = await self._secure_keys(upstream, task, task.secure)
+        return secure is not None, secure
+
+    async def _encode(
+        self,
+        delta: dict[str, np.ndarray],
+        task: TrainTask,
+        secure: SiteRound | None,
+        examples: int,
+    ) -> EncodedTensors:
+        """The update's payload: plain, or clipped, weighted, quantized and masked."""
+        if secure is None:
+            return encode(delta)
+        weight = examples if secure.params.weighted else 1
+        return await asyncio.to_thread(secure.mask, delta, task.manifest, weight=weight)
+
+    async def _secure_step(
+        self, upstream: Upstream, task: TrainTask, request: SecAggRequest, timeout: float
+    ) -> SecAggReply | None:
+        """One step of a secure round; None (logged) when the upstream ends the round."""
+        try:
+            return await upstream.client.secure_step(request, timeout=timeout)
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() in FATAL or exc.code() is grpc.StatusCode.UNAVAILABLE:
+                raise
+            log.warning(
+                "round %d: secure aggregation, %s step: %s: %s",
+                task.round,
+                request.stage,
+                exc.code().name,
+                exc.details(),
+            )
+            return None
+
+    async def _secure_keys(
+        self, upstream: Upstream, task: TrainTask, params: SecAggParams
+    ) -> SiteRound | None:
+        """Exchange keys and sealed shares with the round's other sites (via the upstream,
+        which sees only public keys and ciphertext); None if the round went on without us."""
+        secure = SiteRound(self.config.name, params, round=task.round)
+        wait = 2 * params.stage_timeout_s + 30.0
+        reply = await self._secure_step(
+            upstream,
+            task,
+            SecAggRequest(task.task_id, task.round, SecAggStage.ADVERTISE, keys=secure.keys()),
+            wait,
+        )
+        if reply is None:
+            return None
+        try:
+            shares = secure.share(reply.neighbours)
+        except FedsovError as exc:
+            log.warning("round %d: secure aggregation refused: %s", task.round, exc)
+            return None
+        reply = await self._secure_step(
+            upstream,
+            task,
+            SecAggRequest(task.task_id, task.round, SecAggStage.SHARE, shares=shares),
+            wait,
+        )
+        if reply is None:
+            return None
+        try:
+            secure.accept_shares(reply.shares)
+        except FedsovError as exc:
+            log.warning("round %d: secure aggregation refused: %s", task.round, exc)
+            return None
+        return secure
+
+    async def _secure_reveal(
+        self, upstream: Upstream, task: TrainTask, secure: SiteRound | None
+    ) -> None:
+        """After the masked upload: the shares the upstream needs to remove the masks of
+        the round's survivors and of those that dropped, never both for one site."""
+        if secure is None:
+            return
+        wait = max(0.0, task.deadline_unix - time.time()) + 3 * secure.params.stage_timeout_s
+        reply = await self._secure_step(
+            upstream, task, SecAggRequest(task.task_id, task.round, SecAggStage.UNMASK), wait
+        )
+        if reply is None or self.config.name not in reply.survivors:
+            return
+        try:
+            reveals = secure.reveal(reply.survivors, reply.dropped)
+        except FedsovError as exc:
+            log.warning("round %d: secure aggregation: no shares revealed: %s", task.round, exc)
+            return
+        await self._secure_step(
+            upstream,
+            task,
+            SecAggRequest(task.task_id, task.round, SecAggStage.REVEAL, reveals=reveals),
+            secure.params.stage_timeout_s + 30.0,
         )
 
     async def _model(self, upstream: Upstream, task: TrainTask) -> bytearray:

@@ -7,7 +7,9 @@ from fedsov.strategy.fedopt import FedAdagrad, FedAdam, FedAvgM, FedYogi, Server
 from fedsov.strategy.fedprox import FedProx
 from fedsov.strategy.krum import Bulyan, Krum, MultiKrum
 from fedsov.strategy.registry import (
+    SECURE_STRATEGIES,
     STRATEGIES,
+    check_secure,
     check_strategy,
     create_strategy,
     strategy_from_config,
@@ -16,6 +18,7 @@ from fedsov.strategy.robust import FedMedian, FedTrimmedAvg
 from fedsov.strategy.spooled import SpooledAggregate
 
 __all__ = [
+    "SECURE_STRATEGIES",
     "STRATEGIES",
     "Bulyan",
     "DPFedAvg",
@@ -39,6 +42,7 @@ __all__ = [
     "SpooledAggregate",
     "Strategy",
     "UpdateFold",
+    "check_secure",
     "check_strategy",
     "create_strategy",
     "strategy_from_config",

@@ -13,6 +13,7 @@ import numpy as np
 
 from fedsov.codec import Manifest, Segment
 from fedsov.config import TrainingPlan
+from fedsov.exceptions import ConfigError
 
 __all__ = ["Replay", "RoundAggregate", "SiteLevelDP", "Strategy", "UpdateFold"]
 
@@ -120,6 +121,16 @@ class RoundAggregate(ABC):
         views of ``result_buffer()``: implementations must then work slice by slice.
         """
 
+    def fold_sum(
+        self, segments: Iterable[Segment], *, weight: float, updates: int, within_clip: int
+    ) -> None:
+        """Fold the unmasked sum of ``updates`` updates that the sites clipped and weighted
+        themselves (secure aggregation), of total ``weight``; ``within_clip`` of them were
+        within the clip before it. Rules that need each update cannot (ConfigError)."""
+        raise ConfigError(
+            f"{type(self).__name__} needs each update; secure aggregation gives only their sum"
+        )
+
     def result_buffer(self) -> bytearray | None:
         """A payload-shaped buffer of this aggregate that ``write_result`` may write into.
 
@@ -182,6 +193,10 @@ class Strategy(ABC):
     def updates_needed(self) -> int:
         """Accepted updates a round needs before this strategy can aggregate it."""
         return 1
+
+    def secure_clip(self, configured: float) -> float:
+        """The L2 norm sites clip to under secure aggregation (a DP rule's own clip)."""
+        return configured
 
     def site_level_dp(self) -> SiteLevelDP | None:
         """How the aggregates this strategy releases are noised; None when they are not."""

@@ -31,13 +31,13 @@ from __future__ import annotations
 
 import math
 import secrets
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from fedsov.codec import Manifest
+from fedsov.codec import Manifest, Segment
 from fedsov.config import SiteDPSettings, adaptive_noise
 from fedsov.exceptions import ConfigError
 from fedsov.strategy.base import SiteLevelDP, Strategy
@@ -108,6 +108,9 @@ class DPFedAvg(Strategy):
         """The adaptive clip and round count of before a restart; the noise seed stays new."""
         if state:
             self.clip, self.rounds = float(state["clip"]), int(state["rounds"])
+
+    def secure_clip(self, configured: float) -> float:
+        return self.clip  # the sites clip to this round's C
 
     def site_level_dp(self) -> SiteLevelDP:
         last = self.last_round_stats
@@ -191,6 +194,17 @@ class DPFedAvgAggregate(FedAvgAggregate):
         self._checked = None
         self.sites += 1
         super().commit(weight=weight)
+
+    def fold_sum(
+        self, segments: Iterable[Segment], *, weight: float, updates: int, within_clip: int
+    ) -> None:
+        """The secure sum of ``updates`` updates the sites clipped to this round's C."""
+        if self.sites:
+            raise RuntimeError("a secure sum is the whole round's: nothing else is folded")
+        for segment in segments:
+            FedAvgAggregate.fold(self, segment, weight=1.0)
+        self.sites, self.unclipped = updates, within_clip
+        self._total_weight = float(updates)
 
     def write_result(self, base: Mapping[str, np.ndarray], out: Mapping[str, np.ndarray]) -> None:
         """base + (Σ clipped updates + N(0, (z_Δ·C)²)) / n, then the strategy's next C."""

@@ -19,7 +19,7 @@ which ``GlobalModel`` refuses to make.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 import numpy as np
 
@@ -61,6 +61,13 @@ class FedAvgAggregate(RoundAggregate):
         target += scaled
 
     def commit(self, *, weight: float) -> None:
+        self._total_weight += weight
+
+    def fold_sum(
+        self, segments: Iterable[Segment], *, weight: float, updates: int, within_clip: int
+    ) -> None:
+        for segment in segments:  # already weighted by the sites
+            self.fold(segment, weight=1.0)
         self._total_weight += weight
 
     def result_buffer(self) -> bytearray | None:

@@ -6,7 +6,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from fedsov.config import StrategyConfig
+from fedsov.config import SecureAggregationSettings, StrategyConfig
 from fedsov.exceptions import ConfigError
 from fedsov.strategy.base import Strategy
 from fedsov.strategy.dp_fedavg import DPFedAvg
@@ -16,7 +16,14 @@ from fedsov.strategy.fedprox import FedProx
 from fedsov.strategy.krum import Bulyan, Krum, MultiKrum
 from fedsov.strategy.robust import FedMedian, FedTrimmedAvg
 
-__all__ = ["STRATEGIES", "check_strategy", "create_strategy", "strategy_from_config"]
+__all__ = [
+    "SECURE_STRATEGIES",
+    "STRATEGIES",
+    "check_secure",
+    "check_strategy",
+    "create_strategy",
+    "strategy_from_config",
+]
 
 STRATEGIES: dict[str, Callable[..., Strategy]] = {
     FedAvg.name: FedAvg,
@@ -33,6 +40,12 @@ STRATEGIES: dict[str, Callable[..., Strategy]] = {
     Bulyan.name: Bulyan,
 }
 """Name -> constructor. To add a strategy: one module beside this one, one line here."""
+
+SECURE_STRATEGIES = frozenset(
+    {FedAvg.name, DPFedAvg.name, FedProx.name, FedAdam.name, FedYogi.name, FedAdagrad.name}
+    | {FedAvgM.name}
+)
+"""The rules that need only the sum of the updates: they run under secure aggregation."""
 
 
 def create_strategy(name: str, **kwargs: Any) -> Strategy:
@@ -68,4 +81,23 @@ def check_strategy(path: Path, strategy: StrategyConfig, *, key: str, updates: i
     if updates < needed:
         raise ConfigError(
             f"{path}: {key}: is {updates}, {built.name} needs at least {needed} updates a round"
+        )
+
+
+def check_secure(
+    path: Path, secure: SecureAggregationSettings | None, strategy: str, over_select: int
+) -> None:
+    """ConfigError (naming ``path``) if ``[secure_aggregation]`` cannot run with the rule."""
+    if secure is None:
+        return
+    if strategy not in SECURE_STRATEGIES:
+        raise ConfigError(
+            f"{path}: strategy.name: is {strategy!r}; under [secure_aggregation] the aggregator "
+            f"sees only the sum of the updates, so the rule is one of "
+            f"{', '.join(sorted(SECURE_STRATEGIES))}"
+        )
+    if secure.threshold == 1:
+        raise ConfigError(
+            f"{path}: secure_aggregation.threshold: is 1; a secret one share rebuilds is no "
+            "secret (use 2 or more, or 0 for half of each site's holders)"
         )

@@ -13,13 +13,13 @@ from fedsov import __version__
 from fedsov.codec import DEFAULT_CHUNK_SIZE, iter_chunks
 from fedsov.exceptions import PayloadHashError, PayloadSizeError, PKIError
 from fedsov.faults import crash_point
-from fedsov.messages import TaskEvent, UpdateHeader, UploadReceipt
+from fedsov.messages import SecAggReply, SecAggRequest, TaskEvent, UpdateHeader, UploadReceipt
 from fedsov.pki.identity import NodeIdentity
 from fedsov.pki.proof import new_nonce, verify_join_proof
 from fedsov.pki.tls import TlsMaterial
 from fedsov.proto.v1 import federation_pb2 as pb
 from fedsov.proto.v1 import federation_pb2_grpc as pb_grpc
-from fedsov.transport import serde, wire
+from fedsov.transport import serde, serde_secagg, wire
 from fedsov.transport.options import CLIENT_OPTIONS, INSECURE_NAME_HEADER, PLAN_HEADER
 
 __all__ = ["FederationClient"]
@@ -174,6 +174,13 @@ class FederationClient:
             metadata=self._metadata,
             timeout=30.0,
         )
+
+    async def secure_step(self, request: SecAggRequest, *, timeout: float) -> SecAggReply:
+        """One step of a secure round; answered when the stage it waits for closes."""
+        reply = await self._stub.SecureAggregation(
+            serde_secagg.request_to_proto(request), metadata=self._metadata, timeout=timeout
+        )
+        return serde_secagg.reply_from_proto(reply)
 
     async def upload(
         self,

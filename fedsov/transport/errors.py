@@ -20,6 +20,7 @@ from fedsov.exceptions import (
     PKIError,
     PolicyViolation,
     ProtocolError,
+    SecureAggregation,
     SessionConflict,
     StreamStalled,
     UnknownTask,
@@ -41,6 +42,7 @@ _STATUS: tuple[tuple[type[FedsovError], grpc.StatusCode, str], ...] = (
     # Not FAILED_PRECONDITION: a participant takes that one as fatal.
     (LateUpdate, grpc.StatusCode.DEADLINE_EXCEEDED, "late"),
     (StreamStalled, grpc.StatusCode.DEADLINE_EXCEEDED, "idle-timeout"),
+    (SecureAggregation, grpc.StatusCode.ABORTED, "secure-aggregation"),
     (PayloadHashError, grpc.StatusCode.DATA_LOSS, "bad-payload"),
     (CodecError, grpc.StatusCode.INVALID_ARGUMENT, "bad-payload"),
     (ProtocolError, grpc.StatusCode.INVALID_ARGUMENT, "bad-request"),

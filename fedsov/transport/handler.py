@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Protocol
 
-from fedsov.messages import TaskEvent, UpdateHeader, UploadReceipt
+from fedsov.messages import SecAggReply, SecAggRequest, TaskEvent, UpdateHeader, UploadReceipt
 from fedsov.pki.identity import NodeIdentity
 
 __all__ = ["FederationHandler"]
@@ -53,3 +53,8 @@ class FederationHandler(Protocol):
     def decline(
         self, identity: NodeIdentity, *, task_id: str, round: int, code: str, reason: str
     ) -> None: ...
+
+    async def secure_step(self, identity: NodeIdentity, request: SecAggRequest) -> SecAggReply:
+        """One step of a secure round for ``identity``'s task (fedsov.secagg); answered
+        once the stage it waits for closes."""
+        ...

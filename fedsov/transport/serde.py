@@ -21,6 +21,7 @@ from fedsov.messages import (
 )
 from fedsov.proto.v1 import federation_pb2 as pb
 from fedsov.proto.v1 import tensors_pb2 as tpb
+from fedsov.transport.serde_secagg import params_from_proto, params_to_proto
 
 __all__ = [
     "MAX_DECLINE_REASON_CHARS",
@@ -49,6 +50,8 @@ _DTYPE_TO_PROTO = {
     "int64": tpb.DTYPE_INT64,
     "int32": tpb.DTYPE_INT32,
     "uint8": tpb.DTYPE_UINT8,
+    "uint32": tpb.DTYPE_UINT32,
+    "uint64": tpb.DTYPE_UINT64,
     "bool": tpb.DTYPE_BOOL,
 }
 _DTYPE_FROM_PROTO = {v: k for k, v in _DTYPE_TO_PROTO.items()}
@@ -93,6 +96,7 @@ def task_event_to_proto(event: TaskEvent) -> pb.TaskEvent:
                 ),
                 deadline_unix=event.deadline_unix,
                 round_seed=event.round_seed,
+                secure=None if event.secure is None else params_to_proto(event.secure),
             )
         )
     if isinstance(event, Finished):
@@ -117,6 +121,7 @@ def task_event_from_proto(msg: pb.TaskEvent) -> TaskEvent:
             plan=_plan_from_proto(t.plan),
             deadline_unix=t.deadline_unix,
             round_seed=t.round_seed,
+            secure=params_from_proto(t.secure) if t.HasField("secure") else None,
         )
     if kind == "finished":
         f = msg.finished

@@ -30,7 +30,7 @@ from fedsov.pki.revoke import RevocationList
 from fedsov.pki.tls import TlsMaterial
 from fedsov.proto.v1 import federation_pb2 as pb
 from fedsov.proto.v1 import federation_pb2_grpc as pb_grpc
-from fedsov.transport import serde
+from fedsov.transport import serde, serde_secagg
 from fedsov.transport.errors import INTERNAL_REASON, reason_for, status_for
 from fedsov.transport.handler import FederationHandler
 from fedsov.transport.options import INSECURE_NAME_HEADER, PLAN_HEADER, REASON_KEY
@@ -337,6 +337,28 @@ class FederationService(pb_grpc.FederationServicer):
         except Exception as exc:  # our bug: INTERNAL, not UNKNOWN
             await self._internal(context, exc, what)
         return pb.DeclineReceipt(task_id=request.task_id, round=request.round)
+
+    async def SecureAggregation(  # noqa: N802
+        self, request: pb.SecAggRequest, context: Context
+    ) -> pb.SecAggReply:
+        identity = await self._identity(context)
+        what = f"secure aggregation step of {identity.name}"
+        with self._peer_stream("secagg", identity) as allowed:
+            try:
+                self.handler.admit(identity)
+            except FedsovError as exc:
+                await self._abort(context, exc, what, identity)
+            if not allowed:
+                await self._too_many(context, "secagg", identity)
+            try:
+                reply = await self.handler.secure_step(
+                    identity, serde_secagg.request_from_proto(request)
+                )
+            except FedsovError as exc:
+                await self._abort(context, exc, what)
+            except Exception as exc:  # our bug: INTERNAL, not UNKNOWN
+                await self._internal(context, exc, what)
+        return serde_secagg.reply_to_proto(reply)
 
 
 async def _data_chunks(

@@ -21,7 +21,7 @@ def test_spec_errors_say_what_is_wrong() -> None:
     with pytest.raises(
         CodecError,
         match=r"^tensor 'w': unsupported dtype 'bf16' \(supported: bool, float16, float32, "
-        r"float64, int32, int64, uint8\)$",
+        r"float64, int32, int64, uint32, uint64, uint8\)$",
     ):
         TensorSpec("w", "bf16", (1,))
     with pytest.raises(CodecError, match=r"^tensor 'w': negative dimension in shape \(2, -1\)$"):

@@ -1,11 +1,25 @@
 from fedsov.proto.v1 import tensors_pb2 as _tensors_pb2
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from collections.abc import Iterable as _Iterable, Mapping as _Mapping
 from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class SecAggStage(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    SECAGG_STAGE_UNSPECIFIED: _ClassVar[SecAggStage]
+    SECAGG_STAGE_ADVERTISE: _ClassVar[SecAggStage]
+    SECAGG_STAGE_SHARE: _ClassVar[SecAggStage]
+    SECAGG_STAGE_UNMASK: _ClassVar[SecAggStage]
+    SECAGG_STAGE_REVEAL: _ClassVar[SecAggStage]
+SECAGG_STAGE_UNSPECIFIED: SecAggStage
+SECAGG_STAGE_ADVERTISE: SecAggStage
+SECAGG_STAGE_SHARE: SecAggStage
+SECAGG_STAGE_UNMASK: SecAggStage
+SECAGG_STAGE_REVEAL: SecAggStage
 
 class JoinRequest(_message.Message):
     __slots__ = ("software_version", "device", "nonce")
@@ -62,7 +76,7 @@ class TrainingPlan(_message.Message):
     def __init__(self, local_epochs: _Optional[int] = ..., batch_size: _Optional[int] = ..., learning_rate: _Optional[float] = ..., momentum: _Optional[float] = ..., proximal_mu: _Optional[float] = ..., evaluate: bool = ..., evaluate_every: _Optional[int] = ...) -> None: ...
 
 class TrainTask(_message.Message):
-    __slots__ = ("task_id", "round", "model_sha256", "model_size", "manifest", "plan", "deadline_unix", "round_seed")
+    __slots__ = ("task_id", "round", "model_sha256", "model_size", "manifest", "plan", "deadline_unix", "round_seed", "secure")
     TASK_ID_FIELD_NUMBER: _ClassVar[int]
     ROUND_FIELD_NUMBER: _ClassVar[int]
     MODEL_SHA256_FIELD_NUMBER: _ClassVar[int]
@@ -71,6 +85,7 @@ class TrainTask(_message.Message):
     PLAN_FIELD_NUMBER: _ClassVar[int]
     DEADLINE_UNIX_FIELD_NUMBER: _ClassVar[int]
     ROUND_SEED_FIELD_NUMBER: _ClassVar[int]
+    SECURE_FIELD_NUMBER: _ClassVar[int]
     task_id: str
     round: int
     model_sha256: str
@@ -79,7 +94,86 @@ class TrainTask(_message.Message):
     plan: TrainingPlan
     deadline_unix: float
     round_seed: int
-    def __init__(self, task_id: _Optional[str] = ..., round: _Optional[int] = ..., model_sha256: _Optional[str] = ..., model_size: _Optional[int] = ..., manifest: _Optional[_Union[_tensors_pb2.Manifest, _Mapping]] = ..., plan: _Optional[_Union[TrainingPlan, _Mapping]] = ..., deadline_unix: _Optional[float] = ..., round_seed: _Optional[int] = ...) -> None: ...
+    secure: SecAggParams
+    def __init__(self, task_id: _Optional[str] = ..., round: _Optional[int] = ..., model_sha256: _Optional[str] = ..., model_size: _Optional[int] = ..., manifest: _Optional[_Union[_tensors_pb2.Manifest, _Mapping]] = ..., plan: _Optional[_Union[TrainingPlan, _Mapping]] = ..., deadline_unix: _Optional[float] = ..., round_seed: _Optional[int] = ..., secure: _Optional[_Union[SecAggParams, _Mapping]] = ...) -> None: ...
+
+class SecAggParams(_message.Message):
+    __slots__ = ("threshold", "neighbours", "ring_bits", "precision_bits", "clip", "weighted", "stage_timeout_s")
+    THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    NEIGHBOURS_FIELD_NUMBER: _ClassVar[int]
+    RING_BITS_FIELD_NUMBER: _ClassVar[int]
+    PRECISION_BITS_FIELD_NUMBER: _ClassVar[int]
+    CLIP_FIELD_NUMBER: _ClassVar[int]
+    WEIGHTED_FIELD_NUMBER: _ClassVar[int]
+    STAGE_TIMEOUT_S_FIELD_NUMBER: _ClassVar[int]
+    threshold: int
+    neighbours: int
+    ring_bits: int
+    precision_bits: int
+    clip: float
+    weighted: bool
+    stage_timeout_s: float
+    def __init__(self, threshold: _Optional[int] = ..., neighbours: _Optional[int] = ..., ring_bits: _Optional[int] = ..., precision_bits: _Optional[int] = ..., clip: _Optional[float] = ..., weighted: bool = ..., stage_timeout_s: _Optional[float] = ...) -> None: ...
+
+class SecAggKeys(_message.Message):
+    __slots__ = ("name", "cipher_key", "mask_key", "commitment")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    CIPHER_KEY_FIELD_NUMBER: _ClassVar[int]
+    MASK_KEY_FIELD_NUMBER: _ClassVar[int]
+    COMMITMENT_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    cipher_key: bytes
+    mask_key: bytes
+    commitment: bytes
+    def __init__(self, name: _Optional[str] = ..., cipher_key: _Optional[bytes] = ..., mask_key: _Optional[bytes] = ..., commitment: _Optional[bytes] = ...) -> None: ...
+
+class SealedShare(_message.Message):
+    __slots__ = ("peer", "ciphertext")
+    PEER_FIELD_NUMBER: _ClassVar[int]
+    CIPHERTEXT_FIELD_NUMBER: _ClassVar[int]
+    peer: str
+    ciphertext: bytes
+    def __init__(self, peer: _Optional[str] = ..., ciphertext: _Optional[bytes] = ...) -> None: ...
+
+class RevealedShare(_message.Message):
+    __slots__ = ("owner", "mask_key", "value")
+    OWNER_FIELD_NUMBER: _ClassVar[int]
+    MASK_KEY_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    owner: str
+    mask_key: bool
+    value: bytes
+    def __init__(self, owner: _Optional[str] = ..., mask_key: bool = ..., value: _Optional[bytes] = ...) -> None: ...
+
+class SecAggRequest(_message.Message):
+    __slots__ = ("task_id", "round", "stage", "keys", "shares", "reveals")
+    TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    ROUND_FIELD_NUMBER: _ClassVar[int]
+    STAGE_FIELD_NUMBER: _ClassVar[int]
+    KEYS_FIELD_NUMBER: _ClassVar[int]
+    SHARES_FIELD_NUMBER: _ClassVar[int]
+    REVEALS_FIELD_NUMBER: _ClassVar[int]
+    task_id: str
+    round: int
+    stage: SecAggStage
+    keys: SecAggKeys
+    shares: _containers.RepeatedCompositeFieldContainer[SealedShare]
+    reveals: _containers.RepeatedCompositeFieldContainer[RevealedShare]
+    def __init__(self, task_id: _Optional[str] = ..., round: _Optional[int] = ..., stage: _Optional[_Union[SecAggStage, str]] = ..., keys: _Optional[_Union[SecAggKeys, _Mapping]] = ..., shares: _Optional[_Iterable[_Union[SealedShare, _Mapping]]] = ..., reveals: _Optional[_Iterable[_Union[RevealedShare, _Mapping]]] = ...) -> None: ...
+
+class SecAggReply(_message.Message):
+    __slots__ = ("stage", "neighbours", "shares", "survivors", "dropped")
+    STAGE_FIELD_NUMBER: _ClassVar[int]
+    NEIGHBOURS_FIELD_NUMBER: _ClassVar[int]
+    SHARES_FIELD_NUMBER: _ClassVar[int]
+    SURVIVORS_FIELD_NUMBER: _ClassVar[int]
+    DROPPED_FIELD_NUMBER: _ClassVar[int]
+    stage: SecAggStage
+    neighbours: _containers.RepeatedCompositeFieldContainer[SecAggKeys]
+    shares: _containers.RepeatedCompositeFieldContainer[SealedShare]
+    survivors: _containers.RepeatedScalarFieldContainer[str]
+    dropped: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, stage: _Optional[_Union[SecAggStage, str]] = ..., neighbours: _Optional[_Iterable[_Union[SecAggKeys, _Mapping]]] = ..., shares: _Optional[_Iterable[_Union[SealedShare, _Mapping]]] = ..., survivors: _Optional[_Iterable[str]] = ..., dropped: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Finished(_message.Message):
     __slots__ = ("rounds", "model_sha256", "reason")

@@ -62,6 +62,11 @@ class FederationStub(object):
                 request_serializer=fedsov_dot_proto_dot_v1_dot_federation__pb2.DeclineRequest.SerializeToString,
                 response_deserializer=fedsov_dot_proto_dot_v1_dot_federation__pb2.DeclineReceipt.FromString,
                 _registered_method=True)
+        self.SecureAggregation = channel.unary_unary(
+                '/fedsov.proto.v1.Federation/SecureAggregation',
+                request_serializer=fedsov_dot_proto_dot_v1_dot_federation__pb2.SecAggRequest.SerializeToString,
+                response_deserializer=fedsov_dot_proto_dot_v1_dot_federation__pb2.SecAggReply.FromString,
+                _registered_method=True)
 
 
 class FederationServicer(object):
@@ -106,6 +111,14 @@ class FederationServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SecureAggregation(self, request, context):
+        """One step of a secure round (fedsov.secagg): keys, sealed shares, survivors, reveals.
+        Each call is answered when the round's stage it waits for closes.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_FederationServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -133,6 +146,11 @@ def add_FederationServicer_to_server(servicer, server):
                     servicer.DeclineTask,
                     request_deserializer=fedsov_dot_proto_dot_v1_dot_federation__pb2.DeclineRequest.FromString,
                     response_serializer=fedsov_dot_proto_dot_v1_dot_federation__pb2.DeclineReceipt.SerializeToString,
+            ),
+            'SecureAggregation': grpc.unary_unary_rpc_method_handler(
+                    servicer.SecureAggregation,
+                    request_deserializer=fedsov_dot_proto_dot_v1_dot_federation__pb2.SecAggRequest.FromString,
+                    response_serializer=fedsov_dot_proto_dot_v1_dot_federation__pb2.SecAggReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -273,6 +291,33 @@ class Federation(object):
             '/fedsov.proto.v1.Federation/DeclineTask',
             fedsov_dot_proto_dot_v1_dot_federation__pb2.DeclineRequest.SerializeToString,
             fedsov_dot_proto_dot_v1_dot_federation__pb2.DeclineReceipt.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SecureAggregation(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fedsov.proto.v1.Federation/SecureAggregation',
+            fedsov_dot_proto_dot_v1_dot_federation__pb2.SecAggRequest.SerializeToString,
+            fedsov_dot_proto_dot_v1_dot_federation__pb2.SecAggReply.FromString,
             options,
             channel_credentials,
             insecure,

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x66\x65\x64sov/proto/v1/tensors.proto\x12\x0f\x66\x65\x64sov.proto.v1\"P\n\nTensorSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12%\n\x05\x64type\x18\x02 \x01(\x0e\x32\x16.fedsov.proto.v1.DType\x12\r\n\x05shape\x18\x03 \x03(\x03\"8\n\x08Manifest\x12,\n\x07tensors\x18\x01 \x03(\x0b\x32\x1b.fedsov.proto.v1.TensorSpec*\x9a\x01\n\x05\x44Type\x12\x15\n\x11\x44TYPE_UNSPECIFIED\x10\x00\x12\x11\n\rDTYPE_FLOAT32\x10\x01\x12\x11\n\rDTYPE_FLOAT64\x10\x02\x12\x11\n\rDTYPE_FLOAT16\x10\x03\x12\x0f\n\x0b\x44TYPE_INT64\x10\x04\x12\x0f\n\x0b\x44TYPE_INT32\x10\x05\x12\x0f\n\x0b\x44TYPE_UINT8\x10\x06\x12\x0e\n\nDTYPE_BOOL\x10\x07\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x66\x65\x64sov/proto/v1/tensors.proto\x12\x0f\x66\x65\x64sov.proto.v1\"P\n\nTensorSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12%\n\x05\x64type\x18\x02 \x01(\x0e\x32\x16.fedsov.proto.v1.DType\x12\r\n\x05shape\x18\x03 \x03(\x03\"8\n\x08Manifest\x12,\n\x07tensors\x18\x01 \x03(\x0b\x32\x1b.fedsov.proto.v1.TensorSpec*\xbe\x01\n\x05\x44Type\x12\x15\n\x11\x44TYPE_UNSPECIFIED\x10\x00\x12\x11\n\rDTYPE_FLOAT32\x10\x01\x12\x11\n\rDTYPE_FLOAT64\x10\x02\x12\x11\n\rDTYPE_FLOAT16\x10\x03\x12\x0f\n\x0b\x44TYPE_INT64\x10\x04\x12\x0f\n\x0b\x44TYPE_INT32\x10\x05\x12\x0f\n\x0b\x44TYPE_UINT8\x10\x06\x12\x0e\n\nDTYPE_BOOL\x10\x07\x12\x10\n\x0c\x44TYPE_UINT32\x10\x08\x12\x10\n\x0c\x44TYPE_UINT64\x10\tb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -32,7 +32,7 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'fedsov.proto.v1.tensors_pb2
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_DTYPE']._serialized_start=191
-  _globals['_DTYPE']._serialized_end=345
+  _globals['_DTYPE']._serialized_end=381
   _globals['_TENSORSPEC']._serialized_start=50
   _globals['_TENSORSPEC']._serialized_end=130
   _globals['_MANIFEST']._serialized_start=132

@@ -17,6 +17,8 @@ class DType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     DTYPE_INT32: _ClassVar[DType]
     DTYPE_UINT8: _ClassVar[DType]
     DTYPE_BOOL: _ClassVar[DType]
+    DTYPE_UINT32: _ClassVar[DType]
+    DTYPE_UINT64: _ClassVar[DType]
 DTYPE_UNSPECIFIED: DType
 DTYPE_FLOAT32: DType
 DTYPE_FLOAT64: DType
@@ -25,6 +27,8 @@ DTYPE_INT64: DType
 DTYPE_INT32: DType
 DTYPE_UINT8: DType
 DTYPE_BOOL: DType
+DTYPE_UINT32: DType
+DTYPE_UINT64: DType
 
 class TensorSpec(_message.Message):
     __slots__ = ("name", "dtype", "shape")
