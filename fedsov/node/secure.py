@@ -143,8 +143,9 @@ class SecureStages:
                 await self._closed[SecAggStage.REVEAL].wait()
         except TimeoutError:
             pass
+        p.stage = "unmasking"  # late reveals are refused from now on: the thread reads alone
         try:
-            return p.unmasking()
+            return await asyncio.to_thread(p.unmasking)  # Shamir rebuilds, key agreements
         except SecureAggregation as exc:
             self.fail(exc)
             raise

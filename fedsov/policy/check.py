@@ -37,6 +37,11 @@ Privacy (judged on any topology)
   is disabled. At run time the site refuses to start, also when its own trainer
   provides no DP-SGD, and its upstream rejects an update whose privacy report
   shows none.
+- ``secure-aggregation-unreachable``: a node ``[policy.secure_aggregation]`` binds has
+  fewer edge sites directly below it than the threshold t: no secure round of it
+  could complete.
+- ``secure-aggregation-participants``: such a node has aggregators below it too; only
+  edge sites take part in a secure round.
 
 Violations come sorted by rule, node and reason, whatever the order of the nodes.
 Each rule lives in its own module of ``fedsov.policy.rules``; this is their loop.
