@@ -590,7 +590,8 @@ class Engine:
             number=number,
             model=self.model,
             tasks=tasks,
-            deadline=deadline if secure is None else _upload_deadline(deadline, secure),
+            # the tasks' own deadline: a secure round's uploads close before the round
+            deadline=min((r.task.deadline_unix for r in tasks.values()), default=deadline),
             _aggregate=aggregate,
             spool_dir=self.work_dir / "spool" / f"round-{number:04d}-{attempt}",
             attempt=attempt,
