@@ -169,7 +169,7 @@ def require_export_settings(
         )
 
 
-# What an auto threshold (0) can come to: max(2, half of each site's share holders).
+# What an auto threshold (0) can come to: max(2, a strict majority of the share holders).
 _AUTO_THRESHOLD_FLOOR = 2
 
 
