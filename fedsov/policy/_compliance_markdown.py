@@ -76,6 +76,7 @@ def _header(out: list[str], report: Mapping[str, Any]) -> None:
         ("Federation", f"{_cell(name)} (from {source})"),
         ("Plan", where + (f"SHA-256 `{plan['sha256']}`" if plan["sha256"] else "SHA-256 unknown")),
         ("Run folder", _cell(report["run_dir"])),
+        ("Figures", _figures(_cell(report["run_dir"]))),
         ("Generated", _cell(report["generated"])),
         ("Result", verdict),
     ]
@@ -88,6 +89,12 @@ def _header(out: list[str], report: Mapping[str, Any]) -> None:
     if report["plan"]["path"] is None:
         out.append("- No plan was found: crossings were not checked against export rules.")
     out.append("")
+
+
+def _figures(run_dir: str) -> str:
+    """Where the run's figures are (accuracy, ε vs budgets, participation, hierarchy)."""
+    page = f"{run_dir.rstrip('/')}/report.html"
+    return f"`{page}` (`fedsov report {run_dir} --html {page}`)"
 
 
 def _summary(out: list[str], report: Mapping[str, Any]) -> None:
