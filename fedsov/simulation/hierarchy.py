@@ -21,20 +21,22 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from fedsov.config import Backoff, DataChoice, EvaluationConfig, write_toml
+from fedsov.config import Backoff, DataChoice, TlsPaths, write_toml
 from fedsov.exceptions import FedsovError
+from fedsov.pki.identity import Role
 from fedsov.pki.throwaway import NodePaths, NodeSpec, build_pki
 from fedsov.policy.plan import Plan, PlanNode, Tier
-from fedsov.policy.runtime import export_requirement
+from fedsov.provision import configs
+from fedsov.provision.configs import NodeFiles
 from fedsov.simulation.data_prep import write_site_data
-from fedsov.simulation.processes import ProcessGroup, federated_progress, tls_table
+from fedsov.simulation.processes import ProcessGroup, federated_progress
 from fedsov.simulation.scenario import DataPlan
 
-__all__ = ["Deployment", "prepare_deployment", "run_plan_simulation"]
+__all__ = ["Deployment", "prepare_deployment", "run_plan_simulation", "write_plan_data"]
 
 console = Console(stderr=True)
 SERVER_HOSTS = ("localhost", "127.0.0.1")
-EVALUATE = "fedsov.simulation.evaluation:evaluate_file"
+LISTEN = "127.0.0.1:0"  # every server binds a free loopback port and writes it to its port file
 RECONNECT = Backoff(initial_s=0.2, max_s=5.0, max_attempts=30)
 
 
@@ -59,6 +61,34 @@ class Deployment:
     def node_out(self, node: str) -> Path:
         return self.out / "nodes" / node
 
+    @property
+    def operator_config(self) -> Path:
+        return self.out / "operator.toml"
+
+
+def operator_name(plan: Plan) -> str:
+    """The name of a simulation's operator certificate: one no plan node has."""
+    names = {n.name for n in plan.nodes}
+    return next(c for c in ("operator", "operator-1", "operator-2", *names) if c not in names)
+
+
+def write_operator_config(dep: Deployment) -> Path:
+    """``operator.toml`` for `fedsov status --config` on the running coordinator."""
+    top = dep.plan.global_node
+    paths = dep.pki[operator_name(dep.plan)]
+    return write_toml(
+        dep.operator_config,
+        {
+            "operator": {
+                "address": f"127.0.0.1:{dep.ports[top.name]}",
+                "server_name": top.name,
+                "cert": str(paths.cert),
+                "key": str(paths.key),
+                "ca": str(paths.ca),
+            }
+        },
+    )
+
 
 def prepare_deployment(plan: Plan, out: Path) -> Deployment:
     """Copy the plan, issue every node's certificate, and split the data over the sites."""
@@ -66,7 +96,7 @@ def prepare_deployment(plan: Plan, out: Path) -> Deployment:
     owned = ("pki", "configs", "data", "logs", "nodes", "ports", "models", "work", "state", "audit")
     for name in owned:
         shutil.rmtree(out / name, ignore_errors=True)
-    for name in ("summary.json", "rounds.jsonl", "plan.toml"):
+    for name in ("summary.json", "rounds.jsonl", "plan.toml", "operator.toml"):
         (out / name).unlink(missing_ok=True)
     out.mkdir(parents=True, exist_ok=True)
     plan_file = out / "plan.toml"
@@ -82,113 +112,72 @@ def prepare_deployment(plan: Plan, out: Path) -> Deployment:
         )
         for n in plan.nodes
     ]
+    # the researcher's own certificate, for `fedsov status` / `fedsov stop` on this run
+    nodes.append(NodeSpec(operator_name(plan), Role.operator, plan.global_node.jurisdiction))
     pki = build_pki(out / "pki", federation=plan.federation, nodes=nodes)
+    data, test_file = write_plan_data(plan, out / "data")
+    return Deployment(plan, out, plan_file, pki, data, test_file)
+
+
+def write_plan_data(plan: Plan, directory: Path) -> tuple[dict[str, Path], Path]:
+    """Split the plan's ``[simulation]`` data over its edge sites, one file each in
+    ``directory``; returns {site: file} and the held-out test file."""
     sim = plan.simulation
     if sim is None:
         raise FedsovError(f"{plan.source}: a plan needs a [simulation] table to be simulated")
     edges = [n.name for n in plan.nodes if n.tier is Tier.EDGE]
     choice = {f.name: getattr(sim, f.name) for f in dataclasses.fields(DataChoice)}
     data_plan = DataPlan(**choice, sites=len(edges))
-    data, test_file = write_site_data(
-        data_plan, seed=plan.seed, names=edges, directory=out / "data"
+    return write_site_data(data_plan, seed=plan.seed, names=edges, directory=directory)
+
+
+def _files(dep: Deployment, node: PlanNode) -> NodeFiles:
+    """Where a simulated node's config finds its files: all under the run's folder."""
+    paths = dep.pki[node.name]
+    tls = TlsPaths(cert=paths.cert, key=paths.key, ca=paths.ca)
+    if node.tier is Tier.EDGE:
+        return NodeFiles(tls, dep.plan_file, data=dep.data[node.name])
+    output = dep.out if node.tier is Tier.GLOBAL else dep.node_out(node.name)
+    return NodeFiles(
+        tls,
+        dep.plan_file,
+        output=output,
+        port_file=dep.port_file(node.name),
+        test_data=dep.test_file,
     )
-    return Deployment(plan, out, plan_file, pki, data, test_file)
 
 
-def _evaluation(dep: Deployment) -> EvaluationConfig:
-    return EvaluationConfig(EVALUATE, {"path": str(dep.test_file)})
-
-
-def _upstream(dep: Deployment, node: PlanNode) -> dict[str, Any]:
+def _upstream_address(dep: Deployment, node: PlanNode) -> str:
     assert node.upstream is not None
-    return {
-        "address": f"127.0.0.1:{dep.ports[node.upstream]}",
-        "server_name": node.upstream,  # the upstream's certificate must name it
-        **tls_table(dep.pki[node.name]),
-    }
-
-
-def _server(dep: Deployment, node: PlanNode) -> dict[str, Any]:
-    return {
-        "address": "127.0.0.1:0",
-        "port_file": str(dep.port_file(node.name)),
-        **tls_table(dep.pki[node.name]),
-    }
+    return f"127.0.0.1:{dep.ports[node.upstream]}"
 
 
 def coordinator_config(dep: Deployment) -> dict[str, Any]:
-    plan, top = dep.plan, dep.plan.global_node
-    children = plan.children(top.name)
-    secure = plan.secure_aggregation_for(top.name)  # of the sites directly below it
-    config: dict[str, Any] = {
-        "federation": {"name": plan.federation, "seed": plan.seed, "plan": str(dep.plan_file)},
-        "server": _server(dep, top),
-        "model": plan.model,
-        "rounds": {
-            "num_rounds": plan.rounds.num_rounds,
-            "min_sites": len(children),  # every child connected before round 1
-            "min_updates": 1,  # a region that may not export this round is left out
-            "timeout_s": plan.rounds.timeout_s,
-            "start_timeout_s": 300.0,
-        },
-        "training": plan.training,
-        "evaluation": _evaluation(dep),
-        "output": {"dir": str(dep.out)},
-    }
-    if secure is not None:
-        config["secure_aggregation"] = secure
-    return config
+    top = dep.plan.global_node
+    return configs.coordinator_config(dep.plan, _files(dep, top), listen=LISTEN)
 
 
 def aggregator_config(dep: Deployment, node: PlanNode) -> dict[str, Any]:
-    plan = dep.plan
-    need = export_requirement(plan, node.name)
-    config: dict[str, Any] = {
-        "aggregator": {"name": node.name, "seed": plan.seed},
-        "federation": {"name": plan.federation, "plan": str(dep.plan_file)},
-        "server": _server(dep, node),
-        "upstream": _upstream(dep, node),
-        "model": plan.model,
-        "rounds": {
-            "min_sites": need.min_sites,
-            "first_round_sites": len(plan.children(node.name)),  # every site in round 1
-            "timeout_s": plan.rounds.timeout_s * 0.8,
-            "start_timeout_s": 300.0,
-        },
-        "evaluation": _evaluation(dep),
-        "reconnect": RECONNECT,
-        "output": {"dir": str(dep.node_out(node.name))},
-    }
-    dp = plan.policy.site_dp
-    if need.site_dp and dp is not None:
-        config["site_dp"] = dp
-    secure = plan.secure_aggregation_for(node.name)
-    if secure is not None:
-        config["secure_aggregation"] = secure
-    return config
+    return configs.aggregator_config(
+        dep.plan,
+        node,
+        _files(dep, node),
+        listen=LISTEN,
+        upstream=_upstream_address(dep, node),
+        reconnect=RECONNECT,
+    )
 
 
 def site_config(dep: Deployment, node: PlanNode, index: int) -> dict[str, Any]:
-    plan = dep.plan
-    config = {
-        "site": {"name": node.name, "seed": plan.seed * 1000 + index, "device": "auto"},
-        "federation": {"plan": str(dep.plan_file)},
-        "upstream": _upstream(dep, node),
-        "data": {"path": str(dep.data[node.name])},
-        "model": plan.model,
-        "privacy": plan.privacy,
-        "reconnect": RECONNECT,
-    }
-    trainer = plan.simulation.trainer if plan.simulation else None
-    if trainer is not None:  # the app reads the same partition, through its node_config
-        node_config = {
-            **trainer.node_config,
-            "partition-id": index - 1,
-            "num-partitions": len(dep.data),
-            "data-path": str(dep.data[node.name]),
-        }
-        config["trainer"] = dataclasses.replace(trainer, node_config=node_config)
-    return config
+    return configs.site_config(
+        dep.plan,
+        node,
+        _files(dep, node),
+        upstream=_upstream_address(dep, node),
+        index=index,
+        sites=len(dep.data),
+        reconnect=RECONNECT,
+    )
 
 
 def _app_env(plan: Plan) -> dict[str, str]:
@@ -208,6 +197,7 @@ def launch(dep: Deployment, group: ProcessGroup) -> None:
     write_toml(dep.config_file(top.name), coordinator_config(dep))
     group.spawn(top.name, "coordinator", "--config", str(dep.config_file(top.name)), env=env)
     dep.ports[top.name] = group.wait_for_port(top.name, dep.port_file(top.name))
+    console.print(f"watch it: fedsov status --config {write_operator_config(dep)}", highlight=False)
     pending = [n for n in plan.nodes if n.tier is not Tier.GLOBAL]
     edge_index = 0
     while pending:
