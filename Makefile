@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.fedsov-installed
 OUT ?= runs/quickstart
 
-.PHONY: setup quickstart test lint typecheck protos protos-check bench mutation clean
+.PHONY: setup browser quickstart test lint typecheck protos protos-check bench mutation clean
 
 setup: $(STAMP)
 
@@ -18,8 +18,16 @@ $(STAMP): pyproject.toml constraints.txt
 quickstart: setup
 	$(VENV)/bin/fedsov simulate simulations/quickstart.toml --out $(OUT)
 
-test: setup lint typecheck
+test: setup browser lint typecheck
 	$(PY) -m pytest
+
+# Headless Chromium renders `fedsov report` pages in the tests (Debian's package; as
+# root it installs, elsewhere it says what to run: those tests then skip, except in CI).
+browser:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-headless-shell >/dev/null 2>&1 \
+	|| { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 \
+	     && apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } \
+	|| echo "make browser: no chromium; install it (apt-get install chromium) to run the report screenshot tests"
 
 lint: setup
 	$(VENV)/bin/ruff check fedsov tests benchmarks tools

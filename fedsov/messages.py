@@ -14,6 +14,8 @@ __all__ = [
     "AuditHead",
     "Finished",
     "Heartbeat",
+    "NodeStatus",
+    "ParticipantStatus",
     "PrivacyLevel",
     "PrivacyReport",
     "RevealedShare",
@@ -265,3 +267,37 @@ def header_from_json(data: Mapping[str, Any]) -> UpdateHeader:
         audit_head=AuditHead(**data["audit_head"]) if data.get("audit_head") else None,
         contributors_signature=str(data.get("contributors_signature", "")),
     )
+
+
+@dataclass(frozen=True)
+class ParticipantStatus:
+    """One participant as its upstream sees it (``fedsov status``)."""
+
+    name: str
+    jurisdiction: str = ""  # "" when the node does not know it
+    connected: bool = False
+    epsilon: float | None = None  # the ε it reported with its last accepted update
+    budget: float | None = None  # its ε budget, from the plan
+    last_status: str = ""  # its task's status in the last closed round
+
+
+@dataclass(frozen=True)
+class NodeStatus:
+    """What a serving node (coordinator, regional aggregator) is doing now."""
+
+    node: str
+    role: str
+    federation: str
+    jurisdiction: str
+    state: str  # "waiting for sites", "round 3 open", "finished: ..."
+    round: int  # the round open now, else the last one run
+    rounds_total: int  # 0: driven by an upstream
+    participants: tuple[ParticipantStatus, ...]
+    last_report: Mapping[str, Any] | None  # the last closed round, as rounds.jsonl has it
+    uptime_s: float
+    plan_sha256: str = ""
+    model_sha256: str = ""
+    stop_requested: str = ""  # why a stop was asked for; "" when none was
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self) | {"participants": [asdict(p) for p in self.participants]}

@@ -25,11 +25,13 @@ from fedsov.codec import EncodedTensors, encode
 from fedsov.exceptions import FedsovError
 from fedsov.fileio import write_json_atomic
 from fedsov.messages import PrivacyReport, TrainTask, UpdateHeader
+from fedsov.metrics import NodeMetrics, serve_metrics
 from fedsov.modelref import build_model
 from fedsov.node.allocator import tune_allocator
 from fedsov.node.contributors import ContributorCheck
 from fedsov.node.engine import (
     FINISH_GRACE_S,
+    TRAINING_SECONDS,
     Admission,
     Engine,
     EngineSettings,
@@ -39,6 +41,7 @@ from fedsov.node.engine import (
 from fedsov.node.evaluation import make_evaluator
 from fedsov.node.model import GlobalModel, ModelStore, state_to_numpy
 from fedsov.node.state_sqlite import STATE_FILE, SqliteStateStore
+from fedsov.node.status import NodeOperator, plan_budget
 from fedsov.node.summary import build_summary
 from fedsov.participant import (
     ExpectedUpstream,
@@ -64,6 +67,7 @@ from fedsov.privacy.site_level import SiteLevelLedger, SiteRound
 from fedsov.randomness import secret_seed, warn_if_reproducible
 from fedsov.strategy import Strategy, create_strategy, strategy_from_config
 from fedsov.transport.client import FederationClient
+from fedsov.transport.operator import OperatorService
 from fedsov.transport.server import start_server
 from fedsov.transport.service import FederationService
 
@@ -90,13 +94,17 @@ def export_header(
     *,
     privacy: PrivacyReport,
     site_dp: bool,
+    round_seconds: float | None = None,
 ) -> UpdateHeader:
     """What a region's export says of itself: nothing unnoised that depends on a site's
     data. Under site-level DP the sites weigh equally (``DPFedAvg.fold_weight``), so the
     example count is the number of contributing sites; without it, the sites' own
     counts, which they publish (record-level DP, replace-one). The sites' federated
-    evaluation sums add up, except under site-level DP. The ledger head is the
-    participant side's to add when it sends."""
+    evaluation sums add up, except under site-level DP. So do the sites' training
+    seconds (the upstream's compute budget); under site-level DP their sum would tell a
+    site's size, so the export claims ``sites x round_seconds`` (the regional round's
+    duration, which the upstream times anyway): a bound, never less. The ledger head is
+    the participant side's to add when it sends."""
     examples = len(accepted) if site_dp else sum(s.num_examples for s in accepted)
     # The sites' federated evaluation (noised sums, record- or dataset-level DP) adds
     # up; under site-level DP it is not protected as one whole site, so it stays here.
@@ -106,9 +114,24 @@ def export_header(
         update,
         num_examples=examples,
         privacy=privacy,
-        metrics={"sites": float(len(accepted))} | evaluation,
+        metrics={"sites": float(len(accepted))}
+        | evaluation
+        | _training_seconds(accepted, site_dp=site_dp, round_seconds=round_seconds),
         contributors=tuple(sorted({c for s in accepted for c in s.contributors or (s.site,)})),
     )
+
+
+def _training_seconds(
+    accepted: list[SiteResult], *, site_dp: bool, round_seconds: float | None
+) -> dict[str, float]:
+    """The export's ``training_seconds``: none when no site reported any."""
+    if site_dp:
+        if round_seconds is None or not accepted:
+            return {}
+        bound = math.ceil(round(len(accepted) * max(0.0, round_seconds) * 10.0, 6)) / 10.0
+        return {TRAINING_SECONDS: bound}
+    reported = [s.metrics[TRAINING_SECONDS] for s in accepted if TRAINING_SECONDS in s.metrics]
+    return {TRAINING_SECONDS: round(sum(reported), 1)} if reported else {}
 
 
 def _tls(paths: Any) -> TlsMaterial | None:
@@ -189,6 +212,9 @@ class RegionalAggregator:
         self.expect = ExpectedUpstream.of(
             plan=plan, node=config.name, name=config.upstream.upstream_name
         )
+        self.metrics = NodeMetrics()
+        self.metrics.budget_of = plan_budget(plan)
+        self.metrics.watch_audit(self.audit.last_record)
         self.engine = Engine(
             EngineSettings(
                 federation=config.federation,
@@ -215,6 +241,13 @@ class RegionalAggregator:
             audit=self.audit,
             contributors=ContributorCheck(config.federation, plan),
             judge=UpdatePolicy(plan) if plan is not None else None,
+            metrics=self.metrics,
+        )
+        self.operator = NodeOperator(
+            self.engine,
+            identity=self.server_tls.identity if self.server_tls else None,
+            role="aggregator",
+            plan=plan,
         )
         self.engine.resume()  # after a crash: the regional rounds it already ran
         self.exported: list[int] = []
@@ -265,12 +298,20 @@ class RegionalAggregator:
             plan_sha256=self.plan_sha256,
             revocation=self.revocation,
             tls=self.server_tls,
+            metrics=self.metrics,
         )
         server = await start_server(
             self.service,
             address=self.config.server.address,
             tls=self.server_tls,
             port_file=self.config.server.port_file,
+            operator=OperatorService(self.operator, self.service),
+        )
+        settings = self.config.metrics
+        exporter = (
+            serve_metrics(self.metrics.registry, settings.address, port_file=settings.port_file)
+            if settings is not None
+            else None
         )
         self.port = server.port
         self.listening.set()
@@ -304,6 +345,8 @@ class RegionalAggregator:
             write_json_atomic(self.config.output_dir / "summary.json", summary)
             self.engine.state.close()
             self.audit.close()
+            if exporter is not None:
+                exporter.close()
         return summary
 
     def summary(self, status: str, seconds: float) -> dict[str, Any]:
@@ -399,7 +442,12 @@ class RegionalAggregator:
         new = self.engine.model.arrays()
         update = encode({k: new[k] - v for k, v in base.arrays().items()})
         header = export_header(
-            task, update, accepted, privacy=self.privacy_report(), site_dp=site_dp is not None
+            task,
+            update,
+            accepted,
+            privacy=self.privacy_report(),
+            site_dp=site_dp is not None,
+            round_seconds=report.seconds,
         )
         if not await upstream.send(header, update.payload):
             return

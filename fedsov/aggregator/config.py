@@ -19,6 +19,7 @@ from fedsov.config import (
     ExampleCap,
     Int,
     KeyProblem,
+    MetricsSettings,
     ModelConfig,
     NormBound,
     Number,
@@ -101,6 +102,7 @@ class AggregatorFile(Section):
     rounds: RegionRounds = dataclasses.field(default_factory=RegionRounds)
     site_dp: SiteDPSettings | None = None
     secure_aggregation: SecureAggregationSettings | None = None  # SecAgg+ with the sites
+    metrics: MetricsSettings | None = None  # Prometheus /metrics (off without the table)
     strategy: StrategyConfig = dataclasses.field(default_factory=StrategyConfig)
     reconnect: Backoff = dataclasses.field(default_factory=Backoff)
     output: OutputTable = dataclasses.field(default_factory=OutputTable)
@@ -129,6 +131,7 @@ class AggregatorConfig:
         default_factory=StrategyConfig
     )  # the region's rule (FedAvg under [site_dp])
     secure: SecureAggregationSettings | None = None  # [secure_aggregation]
+    metrics: MetricsSettings | None = None  # [metrics]: Prometheus /metrics
 
 
 def load(path: Path) -> AggregatorConfig:
@@ -156,4 +159,5 @@ def load(path: Path) -> AggregatorConfig:
         output_dir=doc.output.dir or beside(path, f"{doc.aggregator.name}-out"),
         strategy=doc.strategy,
         secure=doc.secure_aggregation,
+        metrics=doc.metrics,
     )

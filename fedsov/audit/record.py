@@ -47,6 +47,8 @@ class AuditEvent(StrEnum):
     policy_refused = "policy-refused"
     export = "export"
     secure_aggregate = "secure-aggregate"  # a round securely aggregated (no mask or share)
+    guardrail_stop = "guardrail-stop"  # a [guardrails] rule stopped the federation
+    operator_stop = "operator-stop"  # an operator (`fedsov stop`) stopped the federation
     checkpoint = "checkpoint"
     insecure_reproducible_mode = "insecure-reproducible-mode"
 

@@ -160,6 +160,11 @@ class AuditTrail:
 
     # ----- as a participant (site, or a region towards its upstream) ----------------
 
+    def last_record(self) -> tuple[int, str] | None:
+        """The ledger's last record ``(seq, sha256)``, without writing anything."""
+        head = self.ledger.head
+        return None if head is None else (head.seq, head.sha256)
+
     def head(self) -> AuditHead | None:
         """Checkpoint the ledger now; the upstream keeps it with the next update."""
         checkpoint = self.ledger.checkpoint() if len(self.ledger) else None
@@ -332,6 +337,18 @@ class AuditTrail:
             },
         )
 
+    def stopped(
+        self, *, kind: str, detail: str, exit_code: int, round: int | None, operator: bool
+    ) -> None:
+        """The federation stopped before its last round: by a guardrail rule (``kind``,
+        e.g. ``privacy-ceiling``) or by an operator; what happened, and the exit status."""
+        self._write(
+            event=AuditEvent.operator_stop if operator else AuditEvent.guardrail_stop,
+            round=round,
+            decision=cap_text(kind, MAX_CODE),
+            detail={"kind": kind, "reason": cap_text(detail), "exit_code": exit_code},
+        )
+
     def close(self) -> None:
         """Write the refusals still counted, then checkpoint and close the ledger."""
         self._write_refusals(self.refusals.drain())
@@ -377,6 +394,9 @@ class NullAuditTrail(AuditTrail):
 
     def _border(self, peer_jurisdiction: str | None) -> bool:
         return False
+
+    def last_record(self) -> tuple[int, str] | None:
+        return None
 
     def head(self) -> AuditHead | None:
         return None

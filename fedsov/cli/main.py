@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated
 
@@ -17,11 +18,16 @@ from rich.markup import escape
 from fedsov import __version__
 from fedsov.cli.audit import app as audit_app
 from fedsov.cli.errors import err, fail
+from fedsov.cli.health import health
 from fedsov.cli.models import app as models_app
+from fedsov.cli.operator import status_command, stop_command
 from fedsov.cli.pki import app as pki_app
 from fedsov.cli.policy import app as policy_app
 from fedsov.cli.privacy import app as privacy_app
+from fedsov.cli.provision import provision_cmd
+from fedsov.cli.report import report_command
 from fedsov.exceptions import FedsovError
+from fedsov.exitcodes import ExitCode
 from fedsov.logging import parse_level, setup_logging
 from fedsov.signals import Stopped, until_signalled
 
@@ -36,6 +42,11 @@ app.add_typer(policy_app, name="policy", help="Check a federation plan against i
 app.add_typer(privacy_app, name="privacy", help="Privacy accounting: ε, and noise for a target ε.")
 app.add_typer(audit_app, name="audit", help="Verify audit ledgers, reconcile both ends of links.")
 app.add_typer(models_app, name="models", help="Global model versions: list, lineage, export.")
+app.command(name="report")(report_command)
+app.command("provision")(provision_cmd)  # a kit per node of a plan
+app.command("status")(status_command)  # an operator asks a running node (mTLS)
+app.command("stop")(stop_command)  # and stops its federation gracefully
+app.command()(health)  # a container probe: is this node's own server SERVING?
 
 
 ConfigOpt = Annotated[Path, typer.Option("--config", "-c", help="TOML config file.")]
@@ -68,6 +79,16 @@ def _warn_if_insecure(flag: bool, tls: object | None) -> bool:
     if flag or tls is None:
         err.print(INSECURE_WARNING)
     return flag
+
+
+def exit_code(summary: Mapping[str, object]) -> int:
+    """A run's exit status from its summary (docs/operations.md): its ``stop``'s (a
+    guardrail, an operator, a signal), else 0 when it completed and 1 when it failed."""
+    stop = summary.get("stop")
+    code = stop.get("exit_code") if isinstance(stop, Mapping) else None
+    if isinstance(code, int) and not isinstance(code, bool):
+        return code
+    return ExitCode.COMPLETED if summary.get("status") == "completed" else ExitCode.FAILED
 
 
 def _version(value: bool) -> None:
@@ -103,11 +124,9 @@ def coordinator(
         summary = asyncio.run(Coordinator(cfg).run())
     except FedsovError as exc:
         raise fail(exc) from exc
-    print(
-        json.dumps({k: summary[k] for k in ("status", "rounds", "final_accuracy", "model_sha256")})
-    )
-    if summary["status"] != "completed" and not str(summary["status"]).startswith("stopped by"):
-        raise typer.Exit(1)  # a stop asked for by a signal is not a failure: it resumes
+    keys = ("status", "rounds", "final_accuracy", "model_sha256", "stop")
+    print(json.dumps({k: summary[k] for k in keys if k in summary}))
+    raise typer.Exit(exit_code(summary))
 
 
 @app.command()
@@ -130,7 +149,7 @@ def site(config: ConfigOpt, insecure: InsecureOpt = False, log_level: LogOpt = "
     except Stopped as exc:  # an upload in flight was abandoned; the ledger is on disk
         logging.getLogger("fedsov.site").warning("%s", exc)
         print(json.dumps({"status": str(exc), "rounds_trained": agent.rounds_trained}))
-        return
+        raise typer.Exit(ExitCode[exc.signal_name]) from None
     print(json.dumps({"rounds_trained": outcome.rounds_trained, "epsilon": outcome.epsilon}))
 
 
@@ -158,7 +177,7 @@ def aggregator(
         raise fail(exc) from exc
     except Stopped as exc:  # state committed, summary written: a restart resumes
         logging.getLogger("fedsov.aggregator").warning("%s", exc)
-        return
+        raise typer.Exit(ExitCode[exc.signal_name]) from None
     print(json.dumps({k: summary[k] for k in ("status", "exported_rounds", "declined_rounds")}))
     if summary["status"] != "completed":
         raise typer.Exit(1)
@@ -206,8 +225,7 @@ def simulate(
             summary = run_simulation(sc, out or Path("runs") / sc.name, log_level=log_level)
     except FedsovError as exc:
         raise fail(exc) from exc
-    if summary.get("status") != "completed":
-        raise typer.Exit(1)
+    raise typer.Exit(exit_code(summary))  # the coordinator's: completed, failed, stopped by ...
 
 
 def main() -> None:

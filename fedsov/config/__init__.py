@@ -2,9 +2,9 @@
 
 The bottom layer: it imports nothing from fedsov but ``fedsov.exceptions``. One module
 per section (``[model]``, ``[training]``, ``[privacy]``, ``[site_dp]``, ``[reconnect]``,
-``[trainer]``, the update bounds, the data choice, ``[server]``/``[upstream]``); ``toml`` reads and
-validates a file, ``errors`` words pydantic's errors as ``"{file}: {section.key}:
-{message}"``, and ``writer`` writes mappings of sections back as TOML.
+``[trainer]``, ``[guardrails]``, the update bounds, the data choice, ``[server]``/``[upstream]``);
+``toml`` reads and validates a file, ``errors`` words pydantic's errors as
+``"{file}: {section.key}: {message}"``, and ``writer`` writes mappings of sections back as TOML.
 """
 
 from fedsov.config.backoff import Backoff
@@ -31,7 +31,10 @@ from fedsov.config.endpoint import (
     TlsPaths,
     UpstreamTable,
 )
+from fedsov.config.guardrails import EVERY_JURISDICTION, GuardrailSettings
+from fedsov.config.metrics import METRICS_ADDRESS, MetricsSettings
 from fedsov.config.model import EvaluationConfig, ModelConfig
+from fedsov.config.operator import OperatorFile, OperatorTable
 from fedsov.config.privacy import SITE_ACCOUNTANTS, PrivacyConfig
 from fedsov.config.secure import SecureAggregationSettings
 from fedsov.config.site_dp import SiteDPSettings, adaptive_noise
@@ -43,8 +46,10 @@ from fedsov.config.writer import dump_toml, write_toml
 
 __all__ = [
     "DATASETS",
+    "EVERY_JURISDICTION",
     "MAX_EXAMPLES",
     "MAX_UPDATE_NORM",
+    "METRICS_ADDRESS",
     "PARTITIONS",
     "SITE_ACCOUNTANTS",
     "TRAINER_KINDS",
@@ -55,11 +60,15 @@ __all__ = [
     "DataChoice",
     "EvaluationConfig",
     "ExampleCap",
+    "GuardrailSettings",
     "Int",
     "KeyProblem",
+    "MetricsSettings",
     "ModelConfig",
     "NormBound",
     "Number",
+    "OperatorFile",
+    "OperatorTable",
     "PrivacyConfig",
     "Section",
     "SecureAggregationSettings",

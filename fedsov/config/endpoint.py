@@ -10,6 +10,7 @@ from pydantic import AfterValidator, Field
 from fedsov.config.base import Bool, ConfigPath, Int, KeyProblem, Number, Section, Str, section
 
 __all__ = [
+    "Address",
     "ClientEndpoint",
     "ServerEndpoint",
     "ServerTable",

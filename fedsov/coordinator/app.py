@@ -9,10 +9,14 @@ from collections.abc import Callable
 from pathlib import Path
 
 from fedsov.audit.trail import AuditTrail, open_audit_trail
+from fedsov.config import MetricsSettings
 from fedsov.coordinator.config import CoordinatorConfig
+from fedsov.coordinator.guardrails import Trip, signal_stop
+from fedsov.coordinator.operator import CoordinatorOperator
 from fedsov.coordinator.schedule import Schedule, ScheduledEngine
 from fedsov.exceptions import FedsovError
 from fedsov.fileio import write_atomic, write_json_atomic
+from fedsov.metrics import MetricsServer, NodeMetrics, serve_metrics
 from fedsov.modelref import build_model
 from fedsov.node.allocator import tune_allocator
 from fedsov.node.contributors import ContributorCheck
@@ -21,8 +25,9 @@ from fedsov.node.evaluation import make_evaluator
 from fedsov.node.model import GlobalModel, ModelStore, state_to_numpy
 from fedsov.node.state import StateStore
 from fedsov.node.state_sqlite import STATE_FILE, SqliteStateStore
+from fedsov.node.status import plan_budget
 from fedsov.node.summary import build_summary
-from fedsov.pki.revoke import open_revocation_list
+from fedsov.pki.revoke import RevocationList, open_revocation_list
 from fedsov.pki.tls import TlsMaterial, load_tls_material
 from fedsov.policy.plan import Plan
 from fedsov.policy.runtime import (
@@ -34,7 +39,8 @@ from fedsov.policy.runtime import (
 from fedsov.randomness import warn_if_reproducible
 from fedsov.signals import Stopped, until_signalled
 from fedsov.strategy import strategy_from_config
-from fedsov.transport.server import start_server
+from fedsov.transport.operator import OperatorService
+from fedsov.transport.server import RunningServer, start_server
 from fedsov.transport.service import FederationService
 
 __all__ = ["Coordinator"]
@@ -85,6 +91,7 @@ class Coordinator:
         revocation = open_revocation_list(plan.revocation_list if plan else None, tls)
         audit = _audit_trail(out, tls, plan.sha256 if plan else None)
         publish = _model_publisher(audit, state)
+        metrics = _node_metrics(plan, audit)
         for earlier in state.reports():  # a restart may have cut the last one off
             publish(RoundReport.from_json(earlier))
 
@@ -128,29 +135,19 @@ class Coordinator:
             audit=audit,
             contributors=ContributorCheck(config.federation, plan),
             judge=UpdatePolicy(plan) if plan is not None else None,
+            metrics=metrics,
+            guardrails=config.guardrails or (plan.guardrails if plan else None),
+            jurisdictions={n.name: n.jurisdiction for n in plan.nodes} if plan else None,
         )
         await _prepare(engine, state, audit)  # refuse a foreign state before listening
-        service = FederationService(
-            engine,
-            insecure=tls is None,
-            max_transfers=config.server.max_transfers,
-            limits=config.server.limits,
-            plan_sha256=plan.sha256 if plan else None,
-            tls=tls,
-            revocation=revocation,
-        )
-        server = await start_server(
-            service,
-            address=config.server.address,
-            tls=tls,
-            port_file=config.server.port_file,
-        )
+        service, server = await _listen(config, engine, tls, plan, revocation, metrics)
+        exporter = _serve_metrics(config.metrics, metrics)
         started = time.time()
-        status = "completed"
+        status, signalled = "completed", ""
         try:
             await until_signalled(engine.run())
-        except Stopped as exc:
-            status = str(exc)  # the open round stays stored: a restart re-opens it
+        except Stopped as exc:  # the open round stays stored: a restart re-opens it
+            status, signalled = str(exc), exc.signal_name
             log.warning("%s: state is committed; start again with the same config to resume", exc)
         except FedsovError as exc:
             status = f"failed: {exc}"
@@ -160,17 +157,28 @@ class Coordinator:
             await server.stop(grace=2.0)
             state.close()
             audit.close()
+            if exporter is not None:
+                exporter.close()
         summary = build_summary(
             federation=config.federation,
             reports=engine.reports,
             model_sha256=engine.model.sha256,
             model_file=str(store.directory / f"round-{engine.model.round:04d}.safetensors"),
             seconds=time.time() - started,
-            status=status,
+            status=engine.stop.status if engine.stop is not None else status,
         )
-        summary["server"] = service.limits_report()
+        # a guardrail or an operator ended it early, or a signal did: summary["stop"]
+        summary |= {"server": service.limits_report()} | _stop(engine.stop, signalled)
         write_json_atomic(out / "summary.json", summary)
         return summary
+
+
+def _stop(trip: Trip | None, signal_name: str) -> dict[str, object]:
+    """``summary["stop"]``: why the federation ended before its last round, and the exit
+    status that says so (none when it completed or failed)."""
+    if trip is not None:
+        return {"stop": trip.to_json()}
+    return {"stop": signal_stop(signal_name)} if signal_name else {}
 
 
 def _plan(
@@ -185,6 +193,57 @@ def _plan(
     name = me or plan.global_node.name
     require_secure_aggregation(plan, name, config.secure, source=config.source)
     return plan, PlanAdmission(plan, name)
+
+
+async def _listen(
+    config: CoordinatorConfig,
+    engine: ScheduledEngine,
+    tls: TlsMaterial | None,
+    plan: Plan | None,
+    revocation: RevocationList | None,
+    metrics: NodeMetrics,
+) -> tuple[FederationService, RunningServer]:
+    """Serve the federation, and the Operator service beside it, on [server]."""
+    service = FederationService(
+        engine,
+        insecure=tls is None,
+        max_transfers=config.server.max_transfers,
+        limits=config.server.limits,
+        plan_sha256=plan.sha256 if plan else None,
+        tls=tls,
+        revocation=revocation,
+        metrics=metrics,
+    )
+    operator = CoordinatorOperator(
+        engine,
+        identity=tls.identity if tls is not None else None,
+        role="coordinator",
+        plan=plan,
+        rounds_total=config.rounds.num_rounds,
+    )
+    server = await start_server(
+        service,
+        address=config.server.address,
+        tls=tls,
+        port_file=config.server.port_file,
+        operator=OperatorService(operator, service),
+    )
+    return service, server
+
+
+def _node_metrics(plan: Plan | None, audit: AuditTrail) -> NodeMetrics:
+    """The metrics this node moves: with its participants' budgets and its ledger head."""
+    metrics = NodeMetrics()
+    metrics.budget_of = plan_budget(plan)
+    metrics.watch_audit(audit.last_record)
+    return metrics
+
+
+def _serve_metrics(settings: MetricsSettings | None, metrics: NodeMetrics) -> MetricsServer | None:
+    """``/metrics`` when the config has a [metrics] table (off by default)."""
+    if settings is None:
+        return None
+    return serve_metrics(metrics.registry, settings.address, port_file=settings.port_file)
 
 
 async def _prepare(engine: ScheduledEngine, state: StateStore, audit: AuditTrail) -> None:

@@ -15,8 +15,10 @@ from fedsov.config import (
     ConfigPath,
     EvaluationConfig,
     ExampleCap,
+    GuardrailSettings,
     Int,
     KeyProblem,
+    MetricsSettings,
     ModelConfig,
     NormBound,
     Number,
@@ -110,6 +112,8 @@ class CoordinatorFile(Section):
     strategy: StrategyConfig = dataclasses.field(default_factory=StrategyConfig)
     # SecAgg+ with the participants: all of them sites (a flat federation)
     secure_aggregation: SecureAggregationSettings | None = None
+    metrics: MetricsSettings | None = None  # Prometheus /metrics (off without the table)
+    guardrails: GuardrailSettings | None = None  # stop rules (default: the plan's, if any)
     heartbeat_s: Seconds = 10.0
 
 
@@ -131,6 +135,8 @@ class CoordinatorConfig:
         default_factory=StrategyConfig
     )  # the aggregation rule and its settings
     secure: SecureAggregationSettings | None = None  # [secure_aggregation]
+    metrics: MetricsSettings | None = None  # [metrics]: Prometheus /metrics
+    guardrails: GuardrailSettings | None = None  # [guardrails]: stop rules
 
 
 def load(path: Path) -> CoordinatorConfig:
@@ -153,4 +159,6 @@ def load(path: Path) -> CoordinatorConfig:
         plan=fed.plan,
         strategy=doc.strategy,
         secure=doc.secure_aggregation,
+        metrics=doc.metrics,
+        guardrails=doc.guardrails,
     )

@@ -53,6 +53,7 @@ from fedsov.messages import (
     UploadReceipt,
     header_from_json,
 )
+from fedsov.metrics import NodeMetrics
 from fedsov.node.rounds import Round, TaskRecord, TaskStatus, UpdateJudge
 from fedsov.node.secure import SecureStages
 from fedsov.pki.identity import NodeIdentity, Role
@@ -62,15 +63,28 @@ from fedsov.secagg import RegionRound, round_params
 from fedsov.strategy import Strategy
 from fedsov.strategy.secure import SecureAggregate
 
-__all__ = ["FINISH_GRACE_S", "PUBLIC_METRICS", "Engine", "EngineSettings", "RoundReport"]
+__all__ = [
+    "FINISH_GRACE_S",
+    "PUBLIC_METRICS",
+    "TRAINING_SECONDS",
+    "Engine",
+    "EngineSettings",
+    "RoundReport",
+]
 
 # How long a finished aggregator waits for its last round's participants to hear it.
 FINISH_GRACE_S = 15.0
 
-PUBLIC_METRICS = frozenset({"sites"})
-"""Update metrics public by construction (a region's count of contributing sites); any
-other a participant sends (a training loss, a duration: unnoised functions of its data)
-is dropped on receipt, so no report, receipt or summary ever stores it."""
+TRAINING_SECONDS = "training_seconds"
+"""A participant's wall-clock seconds of local training in the round (rounded up to
+0.1 s; a region: its sites' sum), for the coordinator's compute budget. Public: the
+upstream already times the round trip from task to upload, and the steps and examples
+that fix the training time are in the header (docs/privacy.md)."""
+
+PUBLIC_METRICS = frozenset({"sites", TRAINING_SECONDS})
+"""Update metrics public by construction (a region's count of contributing sites, the
+training time); any other a participant sends (a training loss: an unnoised function of
+its data) is dropped on receipt, so no report, receipt or summary ever stores it."""
 
 log = logging.getLogger("fedsov.node")
 
@@ -262,18 +276,22 @@ class Engine:
         audit: AuditTrail | None = None,
         contributors: ContributorCheck | None = None,
         judge: UpdateJudge | None = None,
+        metrics: NodeMetrics | None = None,
     ) -> None:
         """``state``: where rounds, receipts and models are recorded (default: memory,
         gone with the process). ``fingerprint``: what a resumed state must have been
         written with (default: federation, seed, strategy and the model's manifest).
         ``contributors``: what an update may claim is behind it (default: without a plan).
-        ``judge``: the plan's say on each update header (a refused one rejects its task)."""
+        ``judge``: the plan's say on each update header (a refused one rejects its task).
+        ``metrics``: the Prometheus metrics it moves (default: a registry nobody serves)."""
         self.settings = settings
         self.state: StateStore = state or MemoryStateStore()
         self.fingerprint = fingerprint or _fingerprint(settings, initial, strategy)
         self.audit: AuditTrail = audit or NullAuditTrail()
         self.contributors = contributors or ContributorCheck(settings.federation)
         self.judge = judge
+        self.metrics = metrics or NodeMetrics()
+        self.metrics.watch(participants=lambda: len(self._subscribers), round=self._last_round)
         self.admit: Admission = admission or SiteAdmission(
             settings.federation, settings.allowed_sites
         )
@@ -302,6 +320,17 @@ class Engine:
     @property
     def current_round(self) -> int:
         return self.current.number if self.current else 0
+
+    def _last_round(self) -> int:
+        """The round open now, else the last one reported (0 before any)."""
+        if self.current is not None:
+            return self.current.number
+        return max((r.round for r in self.reports), default=self.model.round)
+
+    def jurisdiction_of(self, name: str) -> str | None:
+        """A connected participant's jurisdiction, from its certificate."""
+        sub = self._subscribers.get(name)
+        return sub.identity.jurisdiction if sub is not None else None
 
     @property
     def connected_sites(self) -> list[str]:
@@ -415,7 +444,9 @@ class Engine:
         current = self._open(header.round)
         receipt = current.replay(identity.name, header)
         if receipt is None:
+            started = time.monotonic()
             receipt = await current.receive(identity.name, header, chunks)
+            self.metrics.update_received(header.payload_size, time.monotonic() - started)
             log.info("round %d: accepted update of %s", current.number, identity.name)
         else:
             log.info(
@@ -454,6 +485,9 @@ class Engine:
 
     async def model_sent(self, identity: NodeIdentity, sha256: str) -> None:
         """A participant downloaded the whole of model ``sha256`` (recorded off the loop)."""
+        model = self._models.get(sha256)
+        if model is not None:
+            self.metrics.model_sent(model.encoded.size)
         current = self.current
         await asyncio.to_thread(
             self.audit.model_sent,
@@ -464,6 +498,7 @@ class Engine:
 
     def refused(self, identity: NodeIdentity, decision: str, reason: str) -> None:
         """The policy refused ``identity`` (admission, plan): recorded for the auditors."""
+        self.metrics.policy_refused(decision)
         self.audit.refused(
             peer=identity.name,
             peer_jurisdiction=identity.jurisdiction,
@@ -837,8 +872,19 @@ class Engine:
                 wait = min(wait, deadline - time.time())
             await self.wait_for_sites(self.settings.min_sites, max(0.0, wait))
             rnd = self._open_round(number, attempt, deadline, training, round_seed)
+            self.metrics.round_opened()
         self._push(rnd)
         report = await self._close(rnd)
+        self.metrics.round_closed(
+            completed=report.completed,
+            seconds=report.seconds,
+            outcomes=[(s.status, s.reason) for s in report.sites],
+            epsilons=[
+                (s.site, s.privacy.epsilon)
+                for s in report.sites
+                if s.status == "accepted" and s.privacy is not None and s.privacy.enabled
+            ],
+        )
         self.reports.append(report)
         if self.on_round is not None:
             self.on_round(report)

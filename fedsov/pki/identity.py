@@ -48,6 +48,7 @@ class Role(StrEnum):
     coordinator = "coordinator"
     aggregator = "aggregator"
     site = "site"
+    operator = "operator"  # reads a node's status and stops it; never takes part
 
 
 @dataclass(frozen=True)

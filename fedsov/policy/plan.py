@@ -19,8 +19,10 @@ from typing import Annotated, Any, TypeVar
 from pydantic import AfterValidator, BeforeValidator, Field
 
 from fedsov.config import (
+    EVERY_JURISDICTION,
     Bool,
     ConfigPath,
+    GuardrailSettings,
     Int,
     KeyProblem,
     ModelConfig,
@@ -213,6 +215,7 @@ class _PlanFile(Section):
     nodes: tuple[PlanNode, ...] = ()
     policy: Policy = dataclasses.field(default_factory=Policy)
     simulation: SimulationSpec | None = None
+    guardrails: GuardrailSettings | None = None  # the coordinator's stop rules
 
     def __post_init__(self) -> None:
         names = [n.name for n in self.nodes]
@@ -223,6 +226,21 @@ class _PlanFile(Section):
             raise KeyProblem("nodes", "the plan declares no [[nodes]]")
         if self.policy.secure_aggregation is not None:
             self._check_secure(self.policy.secure_aggregation)
+        if self.guardrails is not None:
+            self._check_guardrails(self.guardrails)
+
+    def _check_guardrails(self, guardrails: GuardrailSettings) -> None:
+        """Every jurisdiction ``[guardrails]`` names has a node in the plan (a typo would
+        leave a limit that never applies)."""
+        places = sorted({n.jurisdiction for n in self.nodes})
+        for key in ("epsilon_ceiling", "max_jurisdiction_training_s"):
+            unknown = sorted(set(getattr(guardrails, key)) - {EVERY_JURISDICTION, *places})
+            if unknown:
+                raise KeyProblem(
+                    f"guardrails.{key}",
+                    f"no node of the plan is in {unknown[0]!r} "
+                    f"(the plan's jurisdictions: {', '.join(places)})",
+                )
 
     def _check_secure(self, secure: SecureAggregationPolicy) -> None:
         """Every jurisdiction and node ``[policy.secure_aggregation]`` names is the plan's."""
@@ -261,6 +279,7 @@ class Plan:
     policy: Policy
     simulation: SimulationSpec | None
     revocation_list: Path | None = None
+    guardrails: GuardrailSettings | None = None  # [guardrails]: the coordinator's stop rules
 
     def node(self, name: str) -> PlanNode:
         """The node called ``name``; a ConfigError naming it if the plan has none."""
@@ -365,4 +384,5 @@ def load_plan(path: Path) -> Plan:
         policy=doc.policy,
         simulation=doc.simulation,
         revocation_list=doc.federation.revocation_list,
+        guardrails=doc.guardrails,
     )

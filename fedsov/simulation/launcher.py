@@ -47,7 +47,10 @@ def _coordinator_config(sc: Scenario, out: Path, pki: NodePaths, test_path: Path
         "strategy": sc.strategy.table(),
         "evaluation": EvaluationConfig(EVALUATE, {"path": str(test_path)}),
         "output": {"dir": str(out)},
-    } | ({"secure_aggregation": sc.secure} if sc.secure is not None else {})
+    } | (
+        ({"secure_aggregation": sc.secure} if sc.secure is not None else {})
+        | ({"guardrails": sc.guardrails} if sc.guardrails is not None else {})
+    )
 
 
 def _site_config(sc: Scenario, index: int, port: int, pki: NodePaths, data: Path) -> dict[str, Any]:

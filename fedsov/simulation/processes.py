@@ -17,6 +17,7 @@ from typing import Any
 from rich.console import Console
 
 from fedsov.exceptions import FedsovError
+from fedsov.exitcodes import GUARDRAIL_EXIT, ExitCode
 from fedsov.pki.throwaway import NodePaths
 
 __all__ = ["ProcessGroup", "federated_progress", "tls_table"]
@@ -92,13 +93,18 @@ class ProcessGroup:
         raise FedsovError(f"{name} did not start listening within {timeout:.0f} s")
 
     def report_failures(self) -> None:
-        """Say once about each child that exited with an error."""
+        """Say once about each child that exited with an error, or stopped early (a
+        guardrail, an operator, a signal: exit codes of fedsov.exitcodes)."""
         for name, proc in self.procs.items():
-            if proc.poll() not in (None, 0) and name not in self._reported:
-                self._reported.add(name)
-                self.console.print(
-                    f"[yellow]{name} exited with code {proc.returncode}; see {self.log(name)}[/]"
-                )
+            code = proc.poll()
+            if code in (None, 0) or name in self._reported:
+                continue
+            self._reported.add(name)
+            stop = _STOPS.get(code)
+            if stop is not None:
+                self.console.print(f"{name} stopped: {stop} (exit code {code})", highlight=False)
+                continue
+            self.console.print(f"[yellow]{name} exited with code {code}; see {self.log(name)}[/]")
 
     def follow(self, name: str, rounds_log: Path, show: Callable[[dict[str, Any]], None]) -> None:
         """Until ``name`` exits, ``show`` each new line of its rounds log as it is written."""
@@ -149,6 +155,15 @@ class ProcessGroup:
         finally:
             if self._on_sigterm is not None:
                 signal.signal(signal.SIGTERM, self._on_sigterm)
+
+
+# The exit codes of a clean early stop, in words (docs/operations.md).
+_STOPS: dict[int, str] = {int(code): f"guardrail {kind}" for kind, code in GUARDRAIL_EXIT.items()}
+_STOPS |= {
+    int(ExitCode.OPERATOR_STOP): "an operator stopped it",
+    int(ExitCode.SIGTERM): "SIGTERM",
+    int(ExitCode.SIGINT): "SIGINT",
+}
 
 
 def _terminated(signum: int, _frame: object) -> None:

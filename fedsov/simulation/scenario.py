@@ -1,5 +1,6 @@
-"""Simulation scenarios (TOML): data, partition, model, rounds, training, privacy and
-the aggregation rule (``[strategy]``, as in a coordinator's config)."""
+"""Simulation scenarios (TOML): data, partition, model, rounds, training, privacy, the
+aggregation rule and the stop rules (``[strategy]``, ``[guardrails]``: as in a
+coordinator's config)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from pydantic import AfterValidator, Field
 
 from fedsov.config import (
     DataChoice,
+    GuardrailSettings,
     Int,
     KeyProblem,
     ModelConfig,
@@ -69,6 +71,7 @@ class ScenarioFile(Section):
     privacy: PrivacyConfig = dataclasses.field(default_factory=PrivacyConfig)
     strategy: StrategyConfig = dataclasses.field(default_factory=StrategyConfig)
     secure_aggregation: SecureAggregationSettings | None = None  # SecAgg+ at the coordinator
+    guardrails: GuardrailSettings | None = None  # the coordinator's stop rules
 
     def __post_init__(self) -> None:
         sites = self.data.sites
@@ -90,6 +93,7 @@ class Scenario:
     privacy: PrivacyConfig
     strategy: StrategyConfig = dataclasses.field(default_factory=StrategyConfig)
     secure: SecureAggregationSettings | None = None
+    guardrails: GuardrailSettings | None = None
 
 
 def is_plan(path: Path) -> bool:
@@ -116,4 +120,5 @@ def load_scenario(path: Path) -> Scenario:
         privacy=doc.privacy,
         strategy=doc.strategy,
         secure=doc.secure_aggregation,
+        guardrails=doc.guardrails,
     )

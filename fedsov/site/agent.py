@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -36,6 +37,7 @@ from fedsov.messages import (
     TrainTask,
     UpdateHeader,
 )
+from fedsov.metrics import SiteMetrics, serve_metrics
 from fedsov.modelref import build_model, load_weights
 from fedsov.participant import (
     FATAL,
@@ -187,6 +189,8 @@ class SiteAgent:
         self._unsent: _Unsent | None = None
         self.rounds_trained = 0
         self.epsilon = 0.0
+        self.metrics = SiteMetrics()
+        self.metrics.spent(0.0, self.budget)
 
     def _client(self) -> FederationClient:
         return FederationClient(
@@ -205,6 +209,12 @@ class SiteAgent:
             f"{len(self.data)} local examples" if self.data else self.config.trainer.app,
             self.device,
         )
+        settings = self.config.metrics
+        exporter = (
+            serve_metrics(self.metrics.registry, settings.address, port_file=settings.port_file)
+            if settings is not None
+            else None
+        )
         try:
             finished = await serve_upstream(
                 self._client,
@@ -219,6 +229,8 @@ class SiteAgent:
             )
         finally:
             self.audit.close()  # a last checkpoint
+            if exporter is not None:
+                exporter.close()
         return SiteOutcome(self.rounds_trained, self.epsilon, finished)
 
     def _trainer_for(self, task: TrainTask) -> LocalTrainer:
@@ -282,6 +294,7 @@ class SiteAgent:
     async def _decline(self, upstream: Upstream, task: TrainTask, code: str, reason: str) -> None:
         """Refuse ``task``; the upstream records the code and reason in its round report."""
         log.warning("round %d: declining: %s", task.round, reason)
+        self.metrics.declined(code)
         await upstream.decline(task, code=code, reason=reason)
 
     async def _within_budget(self, upstream: Upstream, task: TrainTask) -> bool:
@@ -307,6 +320,8 @@ class SiteAgent:
         header = replace(unsent.header, task_id=task.task_id)
         sent = await upstream.send(header, unsent.payload)  # raises if cut off
         self._unsent = None
+        if sent:
+            self.metrics.sent_bytes.inc(len(unsent.payload))
         return sent
 
     async def _handle(self, upstream: Upstream, task: TrainTask) -> None:
@@ -329,6 +344,7 @@ class SiteAgent:
         load_weights(model, global_weights)
         trainer = self._trainer_for(task)
         evaluation = await self._evaluate(trainer, model, task)  # the model as received
+        trained_from = time.monotonic()
         try:
             result = await asyncio.to_thread(
                 trainer.train_round,
@@ -373,9 +389,10 @@ class SiteAgent:
                 accountant=privacy.accountant if privacy.enabled else "",
                 level=result.level,
             ),
-            # only the federated evaluation's noised sums: the app's training metrics,
-            # loss and time depend on the data and carry no noise: kept here
-            metrics=released or {},
+            # only the federated evaluation's noised sums and the public training time:
+            # the app's training metrics and loss depend on the data and carry no
+            # noise: kept here
+            metrics=(released or {}) | {TRAINING_SECONDS: training_seconds(result.seconds)},
             contributors=(self.config.name,),
         )
         if privacy.enabled:  # on disk before the update leaves
@@ -392,6 +409,9 @@ class SiteAgent:
                 trainer.add_release(eval_step)
         self.rounds_trained += 1
         self.epsilon = epsilon
+        self.metrics.trained(
+            seconds=time.monotonic() - trained_from, epsilon=epsilon, budget=self.budget
+        )
         unsent = _Unsent(task.round, task.model_sha256, task.round_seed, header, update.payload)
         if not await self._send(upstream, unsent, task):
             return
@@ -522,6 +542,7 @@ class SiteAgent:
                 raise
             self._partial = {}
             self._models = {task.model_sha256: payload}
+            self.metrics.received_bytes.inc(len(payload))
         return payload
 
     def _record(
@@ -569,6 +590,16 @@ class SiteAgent:
         except ConfigError as exc:
             log.warning("round %d: no federated evaluation: %s", task.round, exc)
             return None
+
+
+TRAINING_SECONDS = "training_seconds"  # as fedsov.node.engine (which a site does not import)
+
+
+def training_seconds(seconds: float) -> float:
+    """A round's local training time as the update reports it: rounded up to 0.1 s (any
+    training counts; finer timing tells a compute budget nothing). docs/privacy.md says
+    why it is public."""
+    return math.ceil(round(max(0.0, seconds) * 10.0, 6)) / 10.0
 
 
 def _parameter_delta(

@@ -15,6 +15,7 @@ from fedsov.config import (
     ConfigPath,
     Int,
     KeyProblem,
+    MetricsSettings,
     ModelConfig,
     Number,
     PrivacyConfig,
@@ -79,6 +80,7 @@ class SiteFile(Section):
     reconnect: Backoff = dataclasses.field(default_factory=Backoff)
     federation: FederationTable = dataclasses.field(default_factory=FederationTable)
     audit: AuditTable = dataclasses.field(default_factory=AuditTable)
+    metrics: MetricsSettings | None = None  # Prometheus /metrics (off without the table)
 
     def __post_init__(self) -> None:
         if self.data is None and not self.trainer.flower:
@@ -101,6 +103,7 @@ class SiteConfig:
     budget_epsilon: float | None = None  # the site refuses rounds that would exceed it
     ledger: Path | None = None  # persistent record of every release (default: beside config)
     audit_ledger: Path | None = None  # signed audit trail (default: beside config)
+    metrics: MetricsSettings | None = None  # [metrics]: Prometheus /metrics
 
 
 def load(path: Path) -> SiteConfig:
@@ -121,4 +124,5 @@ def load(path: Path) -> SiteConfig:
         budget_epsilon=doc.privacy.budget_epsilon,
         ledger=doc.privacy.ledger or beside(path, f"{name}.privacy-ledger.jsonl"),
         audit_ledger=doc.audit.ledger or beside(path, f"{name}.audit.jsonl"),
+        metrics=doc.metrics,
     )

@@ -22,7 +22,7 @@ from fedsov.proto.v1 import federation_pb2_grpc as pb_grpc
 from fedsov.transport import serde, serde_secagg, wire
 from fedsov.transport.options import CLIENT_OPTIONS, INSECURE_NAME_HEADER, PLAN_HEADER
 
-__all__ = ["FederationClient"]
+__all__ = ["FederationClient", "mtls_channel"]
 
 log = logging.getLogger("fedsov.transport")
 
@@ -32,6 +32,22 @@ SERVICE = pb.DESCRIPTOR.services_by_name["Federation"].full_name
 RESUMABLE = frozenset(
     {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED}
 )
+
+
+def mtls_channel(
+    address: str, tls: TlsMaterial, *, server_name: str | None = None
+) -> grpc.aio.Channel:
+    """A channel that presents ``tls``'s certificate and trusts only its CA; the server's
+    certificate must name ``server_name`` (default: the address's host)."""
+    options = list(CLIENT_OPTIONS)
+    if server_name:
+        options.append(("grpc.ssl_target_name_override", server_name))
+    credentials = grpc.ssl_channel_credentials(
+        root_certificates=tls.ca_pem,
+        private_key=tls.key_pem,
+        certificate_chain=tls.cert_pem,
+    )
+    return grpc.aio.secure_channel(address, credentials, options=options)
 
 
 class FederationClient:
@@ -55,14 +71,7 @@ class FederationClient:
                 ((INSECURE_NAME_HEADER, insecure_name),) if insecure_name else ()
             )
         else:
-            if server_name:
-                options.append(("grpc.ssl_target_name_override", server_name))
-            credentials = grpc.ssl_channel_credentials(
-                root_certificates=tls.ca_pem,
-                private_key=tls.key_pem,
-                certificate_chain=tls.cert_pem,
-            )
-            self._channel = grpc.aio.secure_channel(address, credentials, options=options)
+            self._channel = mtls_channel(address, tls, server_name=server_name)
             self._metadata = plan_metadata
         self._stub = pb_grpc.FederationStub(self._channel)  # type: ignore[no-untyped-call]
         # The bulk streams, read and written without protobuf's copies (fedsov.transport.wire).

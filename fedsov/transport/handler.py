@@ -10,10 +10,28 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Protocol
 
-from fedsov.messages import SecAggReply, SecAggRequest, TaskEvent, UpdateHeader, UploadReceipt
+from fedsov.messages import (
+    NodeStatus,
+    SecAggReply,
+    SecAggRequest,
+    TaskEvent,
+    UpdateHeader,
+    UploadReceipt,
+)
 from fedsov.pki.identity import NodeIdentity
 
-__all__ = ["FederationHandler"]
+__all__ = ["FederationHandler", "OperatorHandler"]
+
+
+class OperatorHandler(Protocol):
+    """What an operator may ask of a node: its status, and a graceful stop."""
+
+    def status(self) -> NodeStatus: ...
+
+    def request_stop(self, operator: NodeIdentity, reason: str) -> str:
+        """Stop after the round in progress; returns what will happen. Raises
+        FedsovError (e.g. ProtocolError) where this node cannot be stopped so."""
+        ...
 
 
 class FederationHandler(Protocol):

@@ -13,6 +13,8 @@ from grpc_reflection.v1alpha import reflection
 from fedsov.fileio import write_atomic
 from fedsov.pki.tls import TlsMaterial
 from fedsov.proto.v1 import federation_pb2_grpc as pb_grpc
+from fedsov.proto.v1 import operator_pb2
+from fedsov.proto.v1 import operator_pb2_grpc as op_grpc
 from fedsov.transport.decoding import SERVICE, federation_handler
 from fedsov.transport.options import SERVER_OPTIONS
 
@@ -21,6 +23,7 @@ __all__ = ["RunningServer", "start_server"]
 log = logging.getLogger("fedsov.transport")
 
 SERVICE_NAME = SERVICE.full_name
+OPERATOR_SERVICE = operator_pb2.DESCRIPTOR.services_by_name["Operator"].full_name
 
 
 class RunningServer:
@@ -40,8 +43,10 @@ async def start_server(
     address: str,
     tls: TlsMaterial | None,
     port_file: Path | None = None,
+    operator: op_grpc.OperatorServicer | None = None,
 ) -> RunningServer:
-    """Bind ``address`` (port 0 picks a free one) and start serving.
+    """Bind ``address`` (port 0 picks a free one) and start serving, with ``operator``
+    (status and stop, for operator certificates) beside the federation service.
 
     With ``tls`` the server requires and verifies client certificates (mTLS);
     ``tls=None`` is plaintext for local development only.
@@ -50,9 +55,13 @@ async def start_server(
     server.add_generic_rpc_handlers((federation_handler(servicer),))
     health = health_aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
+    services = [SERVICE_NAME]
+    if operator is not None:
+        op_grpc.add_OperatorServicer_to_server(operator, server)  # type: ignore[no-untyped-call]
+        services.append(OPERATOR_SERVICE)
     reflection.enable_server_reflection(
         (
-            SERVICE_NAME,
+            *services,
             health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
             reflection.SERVICE_NAME,
         ),

@@ -24,6 +24,7 @@ from fedsov.exceptions import (
     StreamStalled,
 )
 from fedsov.messages import UploadReceipt
+from fedsov.metrics import NodeMetrics
 from fedsov.pki.identity import NodeIdentity, Role, identity_from_pem
 from fedsov.pki.proof import NONCE_BYTES, JoinProver
 from fedsov.pki.revoke import RevocationList
@@ -65,10 +66,12 @@ class FederationService(pb_grpc.FederationServicer):
         revocation: RevocationList | None = None,
         limits: StreamLimits | None = None,
         tls: TlsMaterial | None = None,
+        metrics: NodeMetrics | None = None,
     ) -> None:
         """``node``: this server's own identity (default: ``tls``'s), told to who joins;
         ``tls``: this server's certificate and key, which sign each join's proof;
-        ``revocation``: the CA's CRL; a revoked client certificate is refused at every call."""
+        ``revocation``: the CA's CRL; a revoked client certificate is refused at every call.
+        ``metrics``: where refusals are counted for Prometheus (besides ``refusals``)."""
         self.revocation = revocation
         self.handler = handler
         self.node = node or (tls.identity if tls is not None else None)
@@ -80,6 +83,7 @@ class FederationService(pb_grpc.FederationServicer):
         self.max_transfers = max_transfers
         self.limits = limits or StreamLimits()
         self.refusals: Counter[str] = Counter()
+        self.metrics = metrics
         self._streams: Counter[tuple[str, str]] = Counter()  # (kind, peer) -> open
 
     def limits_report(self) -> dict[str, Any]:
@@ -103,6 +107,8 @@ class FederationService(pb_grpc.FederationServicer):
     ) -> NoReturn:
         """End the call with ``code``, ``details`` and ``reason`` (``fedsov-reason``)."""
         self.refusals[reason] += 1
+        if self.metrics is not None:
+            self.metrics.refused(reason)
         await context.abort(code, details, trailing_metadata=((REASON_KEY, reason),))
         raise AssertionError("unreachable")  # context.abort raises
 
@@ -135,7 +141,14 @@ class FederationService(pb_grpc.FederationServicer):
         await self._refuse(context, grpc.StatusCode.RESOURCE_EXHAUSTED, "too-many-streams", details)
 
     async def _identity(self, context: Context) -> NodeIdentity:
-        identity = await self._certified(context)
+        identity = await self.certified(context)
+        if identity.role is Role.operator:
+            why = (
+                f"{identity.name!r} holds an operator certificate: it may read status and "
+                "stop (fedsov status, fedsov stop), never take part in a federation"
+            )
+            self.handler.refused(identity, "operator-role", why)
+            await self._refuse(context, grpc.StatusCode.PERMISSION_DENIED, "operator-role", why)
         metadata = dict(context.invocation_metadata() or ())
         if self.plan_sha256 is not None and metadata.get(PLAN_HEADER) != self.plan_sha256:
             theirs = metadata.get(PLAN_HEADER) or "none"
@@ -147,7 +160,9 @@ class FederationService(pb_grpc.FederationServicer):
             await self._refuse(context, grpc.StatusCode.FAILED_PRECONDITION, "plan-mismatch", why)
         return identity
 
-    async def _certified(self, context: Context) -> NodeIdentity:
+    async def certified(self, context: Context) -> NodeIdentity:
+        """The caller's identity from its certificate (revoked: refused), or in insecure
+        mode from its name header; aborts the call when there is none."""
         metadata = dict(context.invocation_metadata() or ())
         if self.insecure:
             name = metadata.get(INSECURE_NAME_HEADER)

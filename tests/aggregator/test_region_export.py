@@ -143,3 +143,23 @@ def test_the_dp_noise_seed_is_secret_unless_reproducible(
     assert 64 < dp_noise_seed(config).bit_length() <= 128  # 128 bits there too
     assert dp_noise_seed(config) != dp_noise_seed(replace(config, seed=1))
     assert dp_noise_seed(config) != dp_noise_seed(replace(config, name="agg-b"))
+
+
+def test_the_export_claims_its_sites_training_seconds() -> None:
+    update = encode({"w": np.zeros(3, dtype=np.float32)})
+    task = TrainTask("t", 4, "a" * 64, 1, update.manifest, TrainingPlan(1, 8, 0.1), 0.0, 1)
+    sites = [
+        accepted("s1", 150, {"training_seconds": 1.5}),
+        accepted("s2", 37, {"training_seconds": 0.7}),
+    ]
+    plain = export_header(task, update, sites, privacy=PRIVACY, site_dp=False, round_seconds=9.0)
+    assert plain.metrics["training_seconds"] == pytest.approx(2.2)  # their sum
+    # under site-level DP the sum would tell a site's size: the round's duration per site
+    dp = export_header(task, update, sites, privacy=PRIVACY, site_dp=True, round_seconds=3.04)
+    assert dp.metrics["training_seconds"] == pytest.approx(6.1)
+    assert (
+        "training_seconds"
+        not in export_header(
+            task, update, [accepted("s1", 150)], privacy=PRIVACY, site_dp=False
+        ).metrics
+    )  # nobody reported any

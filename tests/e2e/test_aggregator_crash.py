@@ -21,6 +21,7 @@ import safetensors.numpy
 from rich.console import Console
 
 from fedsov.config import write_toml
+from fedsov.exitcodes import ExitCode
 from fedsov.faults import ENV as CRASH_ENV
 from fedsov.faults import STOP_ENV
 from fedsov.policy.plan import load_plan
@@ -149,7 +150,7 @@ def test_aggregator_killed_mid_round_resumes_to_the_same_model(tmp_path: Path) -
         assert wait(group, "agg-eu") == -signal.SIGKILL  # its round 3 stored, not exported
         # Graceful, mid-round: SIGTERM once the first site's update of round 4 is in.
         start_aggregator(dep, group, {STOP_ENV: "upload-acknowledged@4"})
-        assert wait(group, "agg-eu") == 0
+        assert wait(group, "agg-eu") == ExitCode.SIGTERM  # a stop, not a success
         assert "stopped by SIGTERM" in group.log("agg-eu").read_text()
         start_aggregator(dep, group, {})
         assert wait(group, "coordinator") == 0

@@ -18,6 +18,8 @@ import numpy as np
 import pytest
 from crashkit import CuttableLink, Federation
 
+from fedsov.exitcodes import ExitCode
+
 pytestmark = pytest.mark.e2e
 
 ROUNDS = 6
@@ -61,7 +63,7 @@ def test_sites_rejoin_after_a_crash_and_a_network_drop(tmp_path: Path) -> None:
         fed.wait_for_log("round 5 opened")
         assert fed.coordinator is not None
         fed.coordinator.send_signal(signal.SIGTERM)  # graceful stop mid-round
-        assert fed.wait_coordinator() == 0
+        assert fed.wait_coordinator() == ExitCode.SIGTERM  # a stop, not a success
         assert "stopped by SIGTERM" in fed.log_tail(5)
         fed.start_coordinator()
         assert fed.wait_coordinator() == 0, fed.log_tail()
@@ -117,7 +119,7 @@ def test_a_site_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
             assert time.monotonic() < deadline and site.poll() is None, log.read_text()
             time.sleep(0.05)
         site.send_signal(signal.SIGTERM)
-        assert site.wait(30) == 0
+        assert site.wait(30) == ExitCode.SIGTERM
     finally:
         fed.stop()
     text = log.read_text()
