@@ -71,7 +71,7 @@ class Run:
                 "heartbeat_s": 1.0,
             },
         )
-        self.procs: list[subprocess.Popen[bytes]] = []
+        self.procs: list[subprocess.Popen[Any]] = []
         save_npz(out / "site-a.npz", load_digits().subset(np.arange(0, 150)))
 
     def start(self) -> subprocess.Popen[bytes]:
@@ -143,12 +143,27 @@ class Run:
         lines = path.read_text().splitlines() if path.exists() else []
         return [json.loads(line) for line in lines]
 
-    def cli(self, *args: str, as_node: str = "ops") -> subprocess.CompletedProcess[str]:
+    def _operator_args(self, as_node: str) -> list[str]:
         paths = self.pki[as_node]
         tls = ["--cert", str(paths.cert), "--key", str(paths.key), "--ca", str(paths.ca)]
-        address = ["--address", f"127.0.0.1:{self.port}", "--server-name", "localhost"]
+        return ["--address", f"127.0.0.1:{self.port}", "--server-name", "localhost", *tls]
+
+    def watch(self) -> subprocess.Popen[str]:
+        """`fedsov status --watch --json` in the background (killed by ``stop``)."""
+        args = ["status", "--watch", "0.2", "--json", *self._operator_args("ops")]
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "fedsov", *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=ENV,
+        )
+        self.procs.append(proc)
+        return proc
+
+    def cli(self, *args: str, as_node: str = "ops") -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [sys.executable, "-m", "fedsov", *args, *address, *tls],
+            [sys.executable, "-m", "fedsov", *args, *self._operator_args(as_node)],
             check=False,
             capture_output=True,
             text=True,
@@ -285,6 +300,8 @@ def test_an_operator_stops_the_federation(tmp_path: Path) -> None:
     told: dict[str, Any] = {}
 
     async def on_task(task: TrainTask) -> None:
+        if task.round == 1:  # an operator watching: JSON lines until the node finishes
+            told["watch"] = run.watch()
         if task.round == 2:  # asked while round 2 is open: it closes, then the stop
             told["stop"] = await asyncio.to_thread(run.cli, "stop", "--reason", "maintenance")
 
@@ -292,8 +309,14 @@ def test_an_operator_stops_the_federation(tmp_path: Path) -> None:
         coordinator = run.start()
         asyncio.run(asyncio.wait_for(as_site_b(run, on_task), 240))  # Finished reaches us
         assert coordinator.wait(120) == ExitCode.OPERATOR_STOP, run.log("coordinator")
+        watched, _ = told["watch"].communicate(timeout=60)  # it ends with the federation
     finally:
         run.stop()
+    lines = [json.loads(line) for line in watched.splitlines() if line.startswith("{")]
+    assert lines and lines[0]["round"] >= 1
+    rounds_seen = [line["round"] for line in lines]
+    assert rounds_seen == sorted(rounds_seen)
+    assert lines[-1]["stop_requested"] or "went away" in watched
     assert told["stop"].returncode == 0, told["stop"].stderr
     assert "round 2" in told["stop"].stdout
     summary = json.loads((tmp_path / "coordinator" / "summary.json").read_text())

@@ -167,12 +167,17 @@ def test_simulated_federation_trains_over_mtls_with_dp(tmp_path: Path) -> None:
         assert 0 < site["epsilon"] < 20
 
     # What the coordinator recorded of each update: nothing computed from a site's data
-    # without noise (no loss, no time), only the DP-protected update's public metadata.
+    # without noise (no loss), only the DP-protected update's public metadata, and its
+    # training time in 0.1 s steps, no finer than the coordinator times it itself
+    # (docs/privacy.md).
     records = [json.loads(line) for line in (out / "rounds.jsonl").read_text().splitlines()]
     assert len(records) == 8
     for record in records:
         for result in record["sites"]:
-            assert result["metrics"] == {}, result
+            assert set(result["metrics"]) <= {"training_seconds"}, result
+            seconds = result["metrics"].get("training_seconds", 0.1)
+            assert 0 < seconds <= record["seconds"] + 0.1
+            assert round(seconds * 10) == pytest.approx(seconds * 10, abs=1e-6)
     text = (out / "rounds.jsonl").read_text()
     assert "train_loss" not in text and "train_seconds" not in text
 

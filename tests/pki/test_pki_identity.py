@@ -45,7 +45,7 @@ def test_oid_is_under_uuid_arc() -> None:
 
 
 def test_role_values() -> None:
-    assert [r.value for r in Role] == ["coordinator", "aggregator", "site"]
+    assert [r.value for r in Role] == ["coordinator", "aggregator", "site", "operator"]
     assert str(Role.aggregator) == "aggregator"
 
 

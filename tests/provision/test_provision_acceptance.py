@@ -60,6 +60,16 @@ def set_upstream(kit: Path, port: int) -> None:
     path.write_text(tomli_w.dumps(config))
 
 
+def check_a_site_kit(kit: Path, manifest: dict[str, Any]) -> None:
+    """The site operator's checks (docs/site-operator.md), in the kit folder."""
+    digest = fedsov("sha256sum", "plan.toml", cwd=kit).split()[0]
+    assert digest in (kit / "README.md").read_text()
+    assert "plan OK" in fedsov("fedsov", "policy", "check", "plan.toml", cwd=kit)
+    shown = fedsov("fedsov", "pki", "show", "paris.pem", cwd=kit)
+    assert "paris" in shown and "site" in shown and "EU" in shown
+    assert manifest["kits"]["paris"]["start_command"] == ["fedsov", "site", "--config", "node.toml"]
+
+
 def test_a_federation_runs_from_its_kits(plan_file: Path, tmp_path: Path) -> None:
     started = time.monotonic()
     kits = tmp_path / "kits"
@@ -73,8 +83,11 @@ def test_a_federation_runs_from_its_kits(plan_file: Path, tmp_path: Path) -> Non
     every = manifest["kits"]
     for kit in every.values():  # keys made in each kit, by its own script
         fedsov("sh", "request-certificate.sh", cwd=kits / kit["folder"])
-    for kit in every.values():  # the consortium operator signs, in the kits folder
+    for name, kit in every.items():  # the consortium operator signs, in the kits folder
+        sign = ["fedsov", "pki", "sign", "--ca-dir", "ca", "--csr", f"{name}/{name}.csr.pem"]
+        assert kit["sign_command"] == [*sign, "--out", f"{name}/{name}.pem"]
         fedsov(*kit["sign_command"], cwd=kits)
+    check_a_site_kit(kits / "paris", manifest)
     keys = sorted(str(p.relative_to(kits)) for p in kits.rglob("*.key"))
     assert keys == sorted(["ca/ca.key", *(f"{n}/{n}.key" for n in every)])
     prepared = time.monotonic() - started
