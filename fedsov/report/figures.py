@@ -89,13 +89,7 @@ def draw_epsilon(data: EpsilonFigure) -> bytes:
             linewidth=1.2,
         )
     if data.site_budget is not None:
-        ax.axhline(
-            data.site_budget,
-            color=CROSSING_COLOUR,
-            linestyle="--",
-            linewidth=1.5,
-            label=f"site budget {data.site_budget:g}",
-        )
+        _budget_line(ax, data.site_budget, CROSSING_COLOUR, "site budget", width=1.5)
     ax.set_title("ε per site (as each site reported it)")
     ax.set_ylabel("ε (cumulative)")
     _rounds_axis(ax)
@@ -108,6 +102,11 @@ def draw_epsilon(data: EpsilonFigure) -> bytes:
     return png(figure)
 
 
+def _budget_line(ax: Axes, budget: float, colour: str, what: str, *, width: float) -> None:
+    """A budget as a dashed horizontal line, labelled with its value."""
+    ax.axhline(budget, color=colour, linestyle="--", linewidth=width, label=f"{what} {budget:g}")
+
+
 def _jurisdiction_panel(ax: Axes, data: EpsilonFigure) -> None:
     """A jurisdiction's export budget binds what its regions export (their site-level
     ε), so it is drawn only beside an export; its worst site faces the site budget."""
@@ -117,23 +116,11 @@ def _jurisdiction_panel(ax: Axes, data: EpsilonFigure) -> None:
         if j.export is not None:
             _plot(ax, j.export, color=c, linewidth=2.4, marker="o", markersize=3)
             if j.budget is not None:
-                ax.axhline(
-                    j.budget,
-                    color=c,
-                    linestyle="--",
-                    linewidth=1.4,
-                    label=f"{j.jurisdiction} export budget {j.budget:g}",
-                )
+                _budget_line(ax, j.budget, c, f"{j.jurisdiction} export budget", width=1.4)
         if j.worst_site.rounds:
             _plot(ax, j.worst_site, color=c, linewidth=1.4, linestyle=":")
     if data.site_budget is not None:
-        ax.axhline(
-            data.site_budget,
-            color=CROSSING_COLOUR,
-            linestyle="--",
-            linewidth=1.2,
-            label=f"site budget {data.site_budget:g}",
-        )
+        _budget_line(ax, data.site_budget, CROSSING_COLOUR, "site budget", width=1.2)
     ax.set_yscale("log")
     ax.set_title("ε per jurisdiction: exports (solid), worst site (dotted)")
     ax.set_ylabel("ε (log scale)")

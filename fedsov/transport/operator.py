@@ -2,23 +2,22 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from typing import Any, NoReturn
 
 import grpc
 
 from fedsov.exceptions import FedsovError
-from fedsov.messages import NodeStatus, ParticipantStatus
 from fedsov.pki.identity import NodeIdentity, Role
 from fedsov.proto.v1 import operator_pb2 as pb
 from fedsov.proto.v1 import operator_pb2_grpc as pb_grpc
 from fedsov.transport.errors import reason_for, status_for
 from fedsov.transport.handler import OperatorHandler
 from fedsov.transport.options import REASON_KEY
+from fedsov.transport.serde_operator import status_to_proto
 from fedsov.transport.service import FederationService
 
-__all__ = ["OperatorService", "status_from_proto", "status_to_proto"]
+__all__ = ["OperatorService"]
 
 log = logging.getLogger("fedsov.transport")
 
@@ -85,59 +84,3 @@ class OperatorService(pb_grpc.OperatorServicer):
             await self._refuse(context, status_for(exc), reason_for(exc), str(exc))
         log.warning("stop requested by operator %s: %s", identity.name, reason)
         return pb.StopReply(accepted=True, detail=detail)
-
-
-def status_to_proto(status: NodeStatus) -> pb.StatusReply:
-    return pb.StatusReply(
-        node=status.node,
-        role=status.role,
-        federation=status.federation,
-        jurisdiction=status.jurisdiction,
-        state=status.state,
-        round=status.round,
-        rounds_total=status.rounds_total,
-        participants=[
-            pb.ParticipantStatus(
-                name=p.name,
-                jurisdiction=p.jurisdiction,
-                connected=p.connected,
-                epsilon=p.epsilon,
-                budget=p.budget,
-                last_status=p.last_status,
-            )
-            for p in status.participants
-        ],
-        last_report_json=json.dumps(status.last_report) if status.last_report else "",
-        uptime_s=status.uptime_s,
-        plan_sha256=status.plan_sha256,
-        model_sha256=status.model_sha256,
-        stop_requested=status.stop_requested,
-    )
-
-
-def status_from_proto(reply: pb.StatusReply) -> NodeStatus:
-    return NodeStatus(
-        node=reply.node,
-        role=reply.role,
-        federation=reply.federation,
-        jurisdiction=reply.jurisdiction,
-        state=reply.state,
-        round=reply.round,
-        rounds_total=reply.rounds_total,
-        participants=tuple(
-            ParticipantStatus(
-                name=p.name,
-                jurisdiction=p.jurisdiction,
-                connected=p.connected,
-                epsilon=p.epsilon if p.HasField("epsilon") else None,
-                budget=p.budget if p.HasField("budget") else None,
-                last_status=p.last_status,
-            )
-            for p in reply.participants
-        ),
-        last_report=json.loads(reply.last_report_json) if reply.last_report_json else None,
-        uptime_s=reply.uptime_s,
-        plan_sha256=reply.plan_sha256,
-        model_sha256=reply.model_sha256,
-        stop_requested=reply.stop_requested,
-    )

@@ -7,7 +7,7 @@ from fedsov.pki.tls import TlsMaterial
 from fedsov.proto.v1 import operator_pb2 as pb
 from fedsov.proto.v1 import operator_pb2_grpc as pb_grpc
 from fedsov.transport.client import mtls_channel
-from fedsov.transport.operator import status_from_proto
+from fedsov.transport.serde_operator import status_from_proto
 
 __all__ = ["OperatorClient"]
 
