@@ -7,6 +7,7 @@ Checkpoints held elsewhere add what a ledger alone cannot show: a cut-off tail.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,7 +16,7 @@ from typing import Any
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 
-from fedsov.audit._chain import Scan, TrustedKey, parse_line, scan_lines, spki_der
+from fedsov.audit._chain import TrustedKey, parse_line, scan_lines, spki_der
 from fedsov.audit._lines import read_lines
 from fedsov.audit.checkpoint import Checkpoint
 from fedsov.audit.findings import Finding, Reason
@@ -24,7 +25,7 @@ from fedsov.audit.signing import VerifyingKey, fingerprint
 from fedsov.exceptions import AuditError
 from fedsov.pki.identity import identity_from_certificate
 
-__all__ = ["VerifyResult", "verify_ledger"]
+__all__ = ["VerifyResult", "recheck_with_checkpoints", "verify_ledger"]
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,8 @@ class VerifyResult:
     checkpoints_checked: int
     finding: Finding | None
     notes: tuple[str, ...] = ()
+    # the hash of each record that passed, in order (for ``recheck_with_checkpoints``)
+    hashes: tuple[str, ...] = dataclasses.field(default=(), repr=False, compare=False)
 
     @property
     def ok(self) -> bool:
@@ -104,7 +107,7 @@ def verify_ledger(
     mine = [c for c in checkpoints if node is None or c.node == node]
     checked = 0
     if scan.finding is None:
-        scan.finding, checked = _against_checkpoints(scan, mine), len(mine)
+        scan.finding, checked = _against_checkpoints(scan.hashes, mine), len(mine)
     last = scan.records[-1] if scan.records else None
     return VerifyResult(
         path=path,
@@ -117,6 +120,22 @@ def verify_ledger(
         checkpoints_checked=checked,
         finding=scan.finding,
         notes=tuple(notes),
+        hashes=tuple(scan.hashes),
+    )
+
+
+def recheck_with_checkpoints(
+    result: VerifyResult, checkpoints: Iterable[Checkpoint]
+) -> VerifyResult:
+    """``result`` (of ``verify_ledger`` without checkpoints) checked against
+    ``checkpoints`` held elsewhere (its node's only): what ``verify_ledger(...,
+    checkpoints=...)`` finds on the same bytes, without reading and verifying every
+    signature again."""
+    mine = [c for c in checkpoints if result.node is None or c.node == result.node]
+    if not result.ok or not mine:
+        return result
+    return dataclasses.replace(
+        result, finding=_against_checkpoints(result.hashes, mine), checkpoints_checked=len(mine)
     )
 
 
@@ -138,16 +157,19 @@ def _public_key(key: PublicKeyTypes) -> TrustedKey:
     return TrustedKey(der=spki_der(key), label=f"the given public key ({fingerprint(key)})")
 
 
-def _against_checkpoints(scan: Scan, checkpoints: Sequence[Checkpoint]) -> Finding | None:
-    """A record that differs from a checkpoint (lowest seq first), else a cut-off tail."""
-    n = len(scan.records)
+def _against_checkpoints(
+    hashes: Sequence[str], checkpoints: Sequence[Checkpoint]
+) -> Finding | None:
+    """A record (of these ``hashes``, one per record that passed) that differs from a
+    checkpoint (lowest seq first), else a cut-off tail."""
+    n = len(hashes)
     for cp in sorted(checkpoints, key=lambda c: c.seq):
-        if cp.seq < n and scan.hashes[cp.seq] != cp.sha256:
+        if cp.seq < n and hashes[cp.seq] != cp.sha256:
             return Finding(
                 Reason.edited,
                 cp.seq + 1,
                 cp.seq,
-                f"seq {cp.seq} hashes to {scan.hashes[cp.seq]}, but a checkpoint held "
+                f"seq {cp.seq} hashes to {hashes[cp.seq]}, but a checkpoint held "
                 f"elsewhere names {cp.sha256}: the ledger was rewritten at or before seq {cp.seq}",
             )
     beyond = max((cp for cp in checkpoints if cp.seq >= n), key=lambda c: c.seq, default=None)

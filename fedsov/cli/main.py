@@ -26,6 +26,7 @@ from fedsov.cli.policy import app as policy_app
 from fedsov.cli.privacy import app as privacy_app
 from fedsov.cli.provision import provision_cmd
 from fedsov.cli.report import report_command
+from fedsov.cli.site_host import site_host_command
 from fedsov.exceptions import FedsovError
 from fedsov.exitcodes import ExitCode
 from fedsov.logging import parse_level, setup_logging
@@ -47,6 +48,7 @@ app.command("provision")(provision_cmd)  # a kit per node of a plan
 app.command("status")(status_command)  # an operator asks a running node (mTLS)
 app.command("stop")(stop_command)  # and stops its federation gracefully
 app.command()(health)  # a container probe: is this node's own server SERVING?
+app.command("site-host")(site_host_command)  # many sites in one process (virtual sites)
 
 
 ConfigOpt = Annotated[Path, typer.Option("--config", "-c", help="TOML config file.")]
@@ -192,14 +194,31 @@ def simulate(
         Path | None, typer.Option("--out", help="Output folder (default runs/<name>).")
     ] = None,
     log_level: LogOpt = "WARNING",
+    mode: Annotated[
+        str | None,
+        typer.Option("--mode", help="Sites as OS processes ('process') or 'virtual' sites."),
+    ] = None,
+    backend: Annotated[
+        str | None, typer.Option("--backend", help="Virtual sites' hosts: 'local' or 'ray'.")
+    ] = None,
+    workers: Annotated[
+        int | None, typer.Option("--workers", help="Site hosts (0: two per core / per Ray CPU).")
+    ] = None,
+    ray_address: Annotated[
+        str | None, typer.Option("--ray-address", help="Join this Ray cluster ('auto').")
+    ] = None,
 ) -> None:
     """Run a whole federation on this machine: real processes, real mTLS gRPC over loopback.
 
     SCENARIO is a flat scenario (like simulations/quickstart.toml) or a federation plan
-    with [[nodes]] (like simulations/consortium.toml), which runs every tier.
+    with [[nodes]] (like simulations/consortium.toml), which runs every tier. The
+    scenario's [simulation] says where sites run (mode, backend, workers); the options
+    override it.
     """
     from fedsov.simulation.scenario import is_plan
+    from fedsov.simulation.sites import override
 
+    given = {"mode": mode, "backend": backend, "workers": workers, "ray_address": ray_address}
     try:
         if is_plan(scenario):
             from fedsov.policy.check import check_plan
@@ -214,15 +233,21 @@ def simulate(
                 raise FedsovError(
                     f"{scenario} breaks its own policy; see `fedsov policy check {scenario}`"
                 )
+            runtime = override(plan.simulation.runtime() if plan.simulation else None, given)
             summary = run_plan_simulation(
-                plan, out or Path("runs") / plan.federation, log_level=log_level
+                plan, out or Path("runs") / plan.federation, log_level=log_level, runtime=runtime
             )
         else:
             from fedsov.simulation.launcher import run_simulation
             from fedsov.simulation.scenario import load_scenario
 
             sc = load_scenario(scenario)
-            summary = run_simulation(sc, out or Path("runs") / sc.name, log_level=log_level)
+            summary = run_simulation(
+                sc,
+                out or Path("runs") / sc.name,
+                log_level=log_level,
+                runtime=override(sc.runtime, given),
+            )
     except FedsovError as exc:
         raise fail(exc) from exc
     raise typer.Exit(exit_code(summary))  # the coordinator's: completed, failed, stopped by ...

@@ -91,8 +91,19 @@ def noise_command(
 def report_command(
     ledgers: Annotated[
         list[Path],
-        typer.Argument(help="Privacy ledgers: sites' and regional aggregators' site-level ones."),
+        typer.Argument(
+            help="Privacy ledgers (sites' and regional aggregators' site-level ones), "
+            "or one run folder: every ledger under it, and its plan.toml."
+        ),
     ],
+    plan: Annotated[
+        Path | None,
+        typer.Option(
+            "--plan",
+            help="The federation plan: every edge site of it is listed, one that "
+            "released nothing (no ledger, or an empty one) with ε 0.",
+        ),
+    ] = None,
     as_json: J = False,
 ) -> None:
     """ε spent per site, region, jurisdiction and federation, from the ledgers."""
@@ -102,7 +113,9 @@ def report_command(
     from fedsov.privacy.report import privacy_report
 
     try:
-        report = privacy_report(ledgers)
+        paths, plan = _ledgers_and_plan(ledgers, plan)
+        expected, federation = _expected_sites(plan)
+        report = privacy_report(paths, expected_sites=expected, federation=federation)
     except (ConfigError, DataError) as exc:
         raise fail(exc) from exc
     if as_json:
@@ -130,6 +143,9 @@ def report_command(
                 row["accountant"],
             )
         console.print(table)
+    silent = sum(1 for row in report["sites"] if row["ledger"] is None)
+    if silent:
+        console.print(f"{silent} site(s) of the plan released nothing: ε 0", highlight=False)
     for level in ("jurisdictions", "federations"):
         for name, group in report[level].items():
             line = f"{level[:-1]} {name}: {group['sites']} sites, max ε {group['max_epsilon']:.3f}"
@@ -139,3 +155,33 @@ def report_command(
                     f"{group['max_site_level_epsilon']:.3f}"
                 )
             console.print(line, highlight=False)
+
+
+def _ledgers_and_plan(ledgers: list[Path], plan: Path | None) -> tuple[list[Path], Path | None]:
+    """The ledgers to read, and the plan: a single run folder stands for every ledger
+    under it (as ``fedsov audit report`` finds them) and, unless --plan, its plan.toml."""
+    if len(ledgers) != 1 or not ledgers[0].is_dir():
+        return ledgers, plan
+    from fedsov.policy.compliance import find_ledgers
+
+    run = ledgers[0]
+    found = find_ledgers(run)[1]
+    if not found and plan is None and not (run / "plan.toml").is_file():
+        raise ConfigError(
+            f"{run}: no privacy ledger found (looked for **/*.privacy-ledger.jsonl and "
+            "**/site-level-ledger.jsonl) and no plan.toml"
+        )
+    if plan is None and (run / "plan.toml").is_file():
+        plan = run / "plan.toml"
+    return found, plan
+
+
+def _expected_sites(plan: Path | None) -> tuple[dict[str, str], str]:
+    """The plan's edge sites (name -> jurisdiction) and its federation; none without one."""
+    if plan is None:
+        return {}, ""
+    from fedsov.policy.plan import Tier, load_plan
+
+    loaded = load_plan(plan)
+    sites = {n.name: n.jurisdiction for n in loaded.nodes if n.tier is Tier.EDGE}
+    return sites, loaded.federation

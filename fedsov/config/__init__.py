@@ -37,6 +37,7 @@ from fedsov.config.model import EvaluationConfig, ModelConfig
 from fedsov.config.operator import OperatorFile, OperatorTable
 from fedsov.config.privacy import SITE_ACCOUNTANTS, PrivacyConfig
 from fedsov.config.secure import SecureAggregationSettings
+from fedsov.config.simulation import BACKENDS, MODES, SimulationRuntime
 from fedsov.config.site_dp import SiteDPSettings, adaptive_noise
 from fedsov.config.strategy import StrategyConfig
 from fedsov.config.toml import beside, load_toml, read_toml, validate
@@ -45,11 +46,13 @@ from fedsov.config.training import TrainingPlan
 from fedsov.config.writer import dump_toml, write_toml
 
 __all__ = [
+    "BACKENDS",
     "DATASETS",
     "EVERY_JURISDICTION",
     "MAX_EXAMPLES",
     "MAX_UPDATE_NORM",
     "METRICS_ADDRESS",
+    "MODES",
     "PARTITIONS",
     "SITE_ACCOUNTANTS",
     "TRAINER_KINDS",
@@ -74,6 +77,7 @@ __all__ = [
     "SecureAggregationSettings",
     "ServerEndpoint",
     "ServerTable",
+    "SimulationRuntime",
     "SimulationSpec",
     "SiteDPSettings",
     "Str",

@@ -19,7 +19,7 @@ from fedsov.pki.ca import CertificateAuthority
 from fedsov.pki.csr import SITE_HOSTS_REFUSED, parse_host
 from fedsov.pki.identity import NodeIdentity, Role, identity_from_name
 
-__all__ = ["issue_certificate", "sign_csr", "write_certificate"]
+__all__ = ["issue_certificate", "issue_for", "sign_csr", "write_certificate"]
 
 _EC_CURVES = (ec.SECP256R1, ec.SECP384R1, ec.SECP521R1)
 _MIN_RSA_BITS = 2048
@@ -123,14 +123,28 @@ def sign_csr(ca: CertificateAuthority, csr_pem: bytes, *, days: int = 365) -> x5
     if not csr.is_signature_valid:
         raise PKIError("CSR signature is invalid (tampered with, or not signed by its key)")
     identity = identity_from_name(csr.subject, source="CSR")
+    return issue_for(ca, identity, csr.public_key(), _csr_hosts(csr), days=days)
+
+
+def issue_for(
+    ca: CertificateAuthority,
+    identity: NodeIdentity,
+    public_key: CertificatePublicKeyTypes,
+    hosts: Sequence[x509.GeneralName],
+    *,
+    days: int = 365,
+) -> x509.Certificate:
+    """A leaf certificate for ``identity`` and ``public_key`` (what a verified CSR says),
+    valid for ``days`` days but never past the CA: the identity must be of the CA's
+    federation, the key of a supported kind, and a site names no host."""
+    if days < 1:
+        raise PKIError(f"certificate validity must be at least 1 day, got {days}")
     if identity.federation != ca.federation:
         raise PKIError(
             f"CSR for {identity.name!r} is for federation {identity.federation!r}, "
             f"but this CA serves {ca.federation!r}"
         )
-    public_key = csr.public_key()
     _check_public_key(public_key)
-    hosts = _csr_hosts(csr)
     if hosts and identity.role is Role.site:
         names = ", ".join(str(h.value) for h in hosts)
         raise PKIError(f"CSR for site {identity.name!r} names hosts {names}: {SITE_HOSTS_REFUSED}")

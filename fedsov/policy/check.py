@@ -25,6 +25,10 @@ broken topology their findings would be noise)
   fewer sites below it than the export rule's k, so no round could ever export.
 - ``export-k-below``: such an aggregator's own ``min_sites`` is below the export
   rule's k: it would train rounds whose aggregate may never leave.
+- ``sites-per-round-below-k``: a node that asks ``[rounds] sites_per_round`` of its
+  sites a round (one that serves only edge sites) asks fewer than its rounds need to
+  close and leave: its own ``min_sites``, the export rule's k across a border, or the
+  secure aggregation threshold that binds it.
 - ``export-dp-missing``: the export rule needs site-level DP, and the plan has no
   ``[policy.site_dp]`` (or one that adds no noise).
 - ``budget-missing``: a jurisdiction exports, and has no jurisdiction ε budget.

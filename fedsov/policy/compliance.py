@@ -39,7 +39,7 @@ from fedsov.audit._lines import read_lines
 from fedsov.audit.checkpoint import Checkpoint
 from fedsov.audit.record import AuditEvent, AuditRecord
 from fedsov.audit.signing import load_certificates
-from fedsov.audit.verify import verify_ledger
+from fedsov.audit.verify import recheck_with_checkpoints, verify_ledger
 from fedsov.exceptions import AuditError
 from fedsov.policy._compliance_markdown import render_markdown
 from fedsov.policy.audit_check import at_least, crossing_rule, judge_crossing
@@ -180,14 +180,13 @@ def _verify(
     for path, rs in records.items():
         certs = _certificates(cert_dir, rs[0].node) if rs else []
         results[path] = verify_ledger(path, certificate=certs)
-    held = _held_checkpoints(r for path, rs in records.items() if results[path].ok for r in rs)
+    held: dict[str | None, list[Checkpoint]] = {}
+    for c in _held_checkpoints(r for path, rs in records.items() if results[path].ok for r in rs):
+        held.setdefault(c.node, []).append(c)
     entries = []
     for path, alone in results.items():
-        mine = [c for c in held if c.node == alone.node]
-        result = alone
-        if alone.ok and mine:
-            certs = _certificates(cert_dir, alone.node)
-            result = verify_ledger(path, certificate=certs, checkpoints=mine)
+        # the same bytes' signatures are not checked twice: only their hashes are needed
+        result = recheck_with_checkpoints(alone, held.get(alone.node, ()))
         entries.append(
             {
                 "ledger": _relative(path, run_dir),
@@ -512,10 +511,16 @@ def _summary(
 
 
 def _privacy(paths: Sequence[Path], plan: Plan | None, run_dir: Path) -> dict[str, Any]:
-    report = privacy_report(paths)
+    """ε per site and region from the ledgers; with a plan, every edge site of it (one
+    that released nothing, with ε 0 and no ledger)."""
+    expected = {n.name: n.jurisdiction for n in plan.nodes if n.tier is Tier.EDGE} if plan else {}
+    report = privacy_report(
+        paths, expected_sites=expected, federation=plan.federation if plan else ""
+    )
     budgets = plan.policy.budgets if plan is not None else None
     for row in report["sites"]:
-        row["ledger"] = _relative(Path(row["ledger"]), run_dir)
+        if row["ledger"] is not None:
+            row["ledger"] = _relative(Path(row["ledger"]), run_dir)
         row["budget"] = budgets.site_epsilon if budgets else None
     for row in report["regions"]:
         row["ledger"] = _relative(Path(row["ledger"]), run_dir)

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import threading
+from collections import Counter
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from types import MappingProxyType
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, ClassVar, TypeVar
 
 from pydantic import AfterValidator, BeforeValidator, Field
 
@@ -43,10 +45,12 @@ from fedsov.exceptions import ConfigError, PKIError
 from fedsov.pki.identity import Role, validate_jurisdiction, validate_name
 
 __all__ = [
+    "MAX_GROUP_NODES",
     "Budgets",
     "ExportRule",
     "Plan",
     "PlanNode",
+    "PlanNodeGroup",
     "PlanRounds",
     "Policy",
     "SecureAggregationPolicy",
@@ -113,6 +117,48 @@ class PlanNode(Section):
     # What DP an edge site trains with: "sample" (fedsov's DP-SGD) or "update" (its
     # whole update clipped and noised, e.g. a Flower app); sample_dp judges it.
     dp: Annotated[Str, one_of("sample", "update")] = "sample"
+
+
+MAX_GROUP_NODES = 100_000  # nodes one [[node_groups]] entry may expand to
+
+
+@section
+class PlanNodeGroup(Section):
+    """``[[node_groups]]``: ``count`` nodes alike but for their names, ``prefix-001`` to
+    ``prefix-100`` (numbers zero-padded to the width of ``count``): a plan of a
+    thousand sites without a thousand ``[[nodes]]``."""
+
+    prefix: _NodeName
+    count: Annotated[Int, Field(ge=1, le=MAX_GROUP_NODES)]
+    tier: Annotated[Tier, one_of(*(t.value for t in Tier))]
+    jurisdiction: _Jurisdiction
+    upstream: Str | None = None
+    min_sites: Annotated[Int, Field(ge=1)] | None = None  # as a [[nodes]] entry's
+    dp: Annotated[Str, one_of("sample", "update")] = "sample"
+
+    def __post_init__(self) -> None:
+        last = self.name(self.count)  # the longest name it expands to
+        try:
+            validate_name(last)
+        except PKIError as exc:
+            raise KeyProblem("prefix", f"expands to names like {last!r}: {exc}") from None
+
+    def name(self, number: int) -> str:
+        """The name of the group's node ``number`` (from 1)."""
+        return f"{self.prefix}-{number:0{len(str(self.count))}d}"
+
+    def expand(self) -> tuple[PlanNode, ...]:
+        """The group's nodes, in number order."""
+        first = PlanNode(
+            name=self.name(1),
+            tier=self.tier,
+            jurisdiction=self.jurisdiction,
+            upstream=self.upstream,
+            min_sites=self.min_sites,
+            dp=self.dp,
+        )
+        rest = (dataclasses.replace(first, name=self.name(i)) for i in range(2, self.count + 1))
+        return (first, *rest)
 
 
 @section
@@ -194,6 +240,10 @@ class Policy(Section):
 class PlanRounds(Section):
     num_rounds: Annotated[Int, Field(ge=1)]
     timeout_s: Annotated[Number, Field(gt=0.0)] = 300.0
+    # How many of its sites a node that serves only edge sites (a regional aggregator;
+    # the coordinator of a plan without regions) asks each round, drawn anew every
+    # round; 0: every connected site. A node with aggregators below asks all of them.
+    sites_per_round: Annotated[Int, Field(ge=0)] = 0
 
 
 @section
@@ -213,26 +263,55 @@ class _PlanFile(Section):
     training: TrainingPlan = dataclasses.field(default_factory=TrainingPlan)
     privacy: PrivacyConfig = dataclasses.field(default_factory=PrivacyConfig)
     nodes: tuple[PlanNode, ...] = ()
+    node_groups: tuple[PlanNodeGroup, ...] = ()  # expanded after the [[nodes]], in order
     policy: Policy = dataclasses.field(default_factory=Policy)
     simulation: SimulationSpec | None = None
     guardrails: GuardrailSettings | None = None  # the coordinator's stop rules
+    # the [[nodes]], then each group's: set on each instance once validated (a ClassVar
+    # is no key of the file)
+    _every_node: ClassVar[tuple[PlanNode, ...]] = ()
 
     def __post_init__(self) -> None:
-        names = [n.name for n in self.nodes]
-        duplicates = sorted({n for n in names if names.count(n) > 1})
+        counts = Counter(n.name for n in self.nodes)
+        duplicates = sorted(n for n, c in counts.items() if c > 1)
         if duplicates:
             raise KeyProblem("nodes", f"node {duplicates[0]!r} is declared twice")
-        if not self.nodes:
+        # every node: the [[nodes]], then each group's, in file order
+        object.__setattr__(self, "_every_node", self.nodes + self._expand_groups())
+        if not self.every_node:
             raise KeyProblem("nodes", "the plan declares no [[nodes]]")
         if self.policy.secure_aggregation is not None:
             self._check_secure(self.policy.secure_aggregation)
         if self.guardrails is not None:
             self._check_guardrails(self.guardrails)
 
+    @property
+    def every_node(self) -> tuple[PlanNode, ...]:
+        """The [[nodes]], then each ``[[node_groups]]`` entry's nodes, in file order."""
+        return self._every_node
+
+    def _expand_groups(self) -> tuple[PlanNode, ...]:
+        """Each ``[[node_groups]]`` entry's nodes; a KeyProblem naming the group when one
+        of its names is another node's."""
+        owner = dict.fromkeys((n.name for n in self.nodes), "a [[nodes]] entry")
+        expanded: list[PlanNode] = []
+        for i, group in enumerate(self.node_groups):
+            mine = f"node group {group.prefix!r} (node_groups[{i}])"
+            for node in group.expand():
+                other = owner.setdefault(node.name, mine)
+                if other != mine:
+                    raise KeyProblem(
+                        f"node_groups[{i}].prefix",
+                        f"group {group.prefix!r} expands to {node.name!r}, "
+                        f"which {other} declares too: choose another prefix",
+                    )
+                expanded.append(node)
+        return tuple(expanded)
+
     def _check_guardrails(self, guardrails: GuardrailSettings) -> None:
         """Every jurisdiction ``[guardrails]`` names has a node in the plan (a typo would
         leave a limit that never applies)."""
-        places = sorted({n.jurisdiction for n in self.nodes})
+        places = sorted({n.jurisdiction for n in self.every_node})
         for key in ("epsilon_ceiling", "max_jurisdiction_training_s"):
             unknown = sorted(set(getattr(guardrails, key)) - {EVERY_JURISDICTION, *places})
             if unknown:
@@ -245,7 +324,7 @@ class _PlanFile(Section):
     def _check_secure(self, secure: SecureAggregationPolicy) -> None:
         """Every jurisdiction and node ``[policy.secure_aggregation]`` names is the plan's."""
         key = "policy.secure_aggregation"
-        places = sorted({n.jurisdiction for n in self.nodes})
+        places = sorted({n.jurisdiction for n in self.every_node})
         unknown = sorted(secure.jurisdictions - set(places))
         if unknown:
             raise KeyProblem(
@@ -253,7 +332,7 @@ class _PlanFile(Section):
                 f"no node of the plan is in {unknown[0]!r} "
                 f"(the plan's jurisdictions: {', '.join(places)})",
             )
-        tiers = {n.name: n.tier for n in self.nodes}
+        tiers = {n.name: n.tier for n in self.every_node}
         for name in sorted(secure.nodes):
             if name not in tiers:
                 raise KeyProblem(f"{key}.nodes", f"{name!r} is not a node of the plan")
@@ -280,17 +359,36 @@ class Plan:
     simulation: SimulationSpec | None
     revocation_list: Path | None = None
     guardrails: GuardrailSettings | None = None  # [guardrails]: the coordinator's stop rules
+    # lookups by name and by upstream, built once: a plan of 1,000 sites is asked per node
+    _by_name: Mapping[str, PlanNode] = field(init=False, repr=False, compare=False)
+    _children: Mapping[str, tuple[PlanNode, ...]] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        by_name: dict[str, PlanNode] = {}
+        children: dict[str, list[PlanNode]] = {}
+        for n in self.nodes:
+            by_name.setdefault(n.name, n)  # the first of a name, as a scan would find
+            if n.upstream is not None:
+                children.setdefault(n.upstream, []).append(n)
+        object.__setattr__(self, "_by_name", MappingProxyType(by_name))
+        object.__setattr__(
+            self, "_children", MappingProxyType({k: tuple(v) for k, v in children.items()})
+        )
 
     def node(self, name: str) -> PlanNode:
         """The node called ``name``; a ConfigError naming it if the plan has none."""
-        for n in self.nodes:
-            if n.name == name:
-                return n
-        raise ConfigError(f"{self.source}: no node {name!r} in the plan")
+        found = self._by_name.get(name)
+        if found is None:
+            raise ConfigError(f"{self.source}: no node {name!r} in the plan")
+        return found
+
+    def find(self, name: str) -> PlanNode | None:
+        """The node called ``name``, or None if the plan has none."""
+        return self._by_name.get(name)
 
     def children(self, name: str) -> tuple[PlanNode, ...]:
         """The nodes whose upstream is ``name``, in plan order."""
-        return tuple(n for n in self.nodes if n.upstream == name)
+        return self._children.get(name, ())
 
     def edges_under(self, name: str) -> tuple[PlanNode, ...]:
         """Every edge site in ``name``'s subtree, in plan order (a cycle is cut, not followed)."""
@@ -300,7 +398,16 @@ class Plan:
                 if child.name not in seen:
                     seen.add(child.name)
                     todo.append(child.name)
-        return tuple(n for n in self.nodes if n.tier is Tier.EDGE and n.name in seen - {name})
+        seen.discard(name)
+        return tuple(n for n in self.nodes if n.tier is Tier.EDGE and n.name in seen)
+
+    def sites_per_round_of(self, name: str) -> int:
+        """How many of its children node ``name`` asks a round: ``[rounds]
+        sites_per_round`` if they are all edge sites, else 0 (every one)."""
+        children = self.children(name)
+        if children and all(c.tier is Tier.EDGE for c in children):
+            return self.rounds.sites_per_round
+        return 0
 
     @property
     def global_node(self) -> PlanNode:
@@ -367,22 +474,48 @@ class Plan:
         return self.policy.export.get(jurisdiction, ExportRule(allow=False))
 
 
+_CACHE_SIZE = 8  # plans kept: one process hosting many sites loads one plan for each
+_loaded: dict[tuple[str, str, str], Plan] = {}
+_loaded_lock = threading.Lock()
+
+
 def load_plan(path: Path) -> Plan:
-    """Read and validate each field of the plan at ``path``; errors name file and key."""
+    """Read and validate each field of the plan at ``path``; errors name file and key.
+
+    The file is read every time; the same bytes at the same path (and working folder)
+    give the same immutable Plan, validated once, so a process that hosts many sites
+    pays for one validation, however many nodes the plan expands to.
+    """
+    where = (str(path), str(path.resolve()))
+    try:
+        seen = hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError:
+        seen = ""  # read_toml says why
+    with _loaded_lock:
+        cached = _loaded.get((*where, seen))
+    if cached is not None:
+        return cached
     raw, data = read_toml(path, what="plan")
+    sha256 = hashlib.sha256(raw).hexdigest()  # what was parsed (the file may have changed)
+    key = (*where, sha256)
     doc = validate(_PlanFile, data, file=path)
-    return Plan(
+    plan = Plan(
         source=path,
-        sha256=hashlib.sha256(raw).hexdigest(),
+        sha256=sha256,
         federation=doc.federation.name,
         seed=doc.federation.seed,
         model=doc.model,
         rounds=doc.rounds,
         training=doc.training,
         privacy=doc.privacy,
-        nodes=doc.nodes,
+        nodes=doc.every_node,
         policy=doc.policy,
         simulation=doc.simulation,
         revocation_list=doc.federation.revocation_list,
         guardrails=doc.guardrails,
     )
+    with _loaded_lock:
+        _loaded[key] = plan
+        while len(_loaded) > _CACHE_SIZE:
+            del _loaded[next(iter(_loaded))]
+    return plan

@@ -67,7 +67,7 @@ class PlanAdmission:
                 f"certificate of {identity.name!r} is for federation {identity.federation!r}, "
                 f"the plan is for {plan.federation!r}"
             )
-        entry = next((n for n in plan.nodes if n.name == identity.name), None)
+        entry = plan.find(identity.name)
         if entry is None:
             raise AccessDenied(f"{identity.name!r} is not a node of plan {plan.sha256[:16]}")
         if entry.upstream != self.node:

@@ -8,7 +8,7 @@ neither is refused by name.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -105,7 +105,31 @@ def _worst(rows: Sequence[dict[str, Any]], key: str, count: str) -> dict[str, di
     return dict(sorted(groups.items()))
 
 
-def privacy_report(ledgers: Sequence[Path]) -> dict[str, Any]:
+def _silent_row(site: str, jurisdiction: str, federation: str) -> dict[str, Any]:
+    """The row of an expected site that released nothing: (0, 0)-DP, no ledger."""
+    return {
+        "federation": federation,
+        "federations": [federation] if federation else [],
+        "site": site,
+        "jurisdiction": jurisdiction,
+        "dataset": "",
+        "rounds": 0,
+        "unit": PRIVACY_UNIT,
+        "steps": 0,
+        "epsilon": 0.0,
+        "delta": 0.0,
+        "accountant": SITE_ACCOUNTANT,
+        "neighbours": NEIGHBOURS[SITE_ACCOUNTANT],
+        "ledger": None,
+    }
+
+
+def privacy_report(
+    ledgers: Sequence[Path],
+    *,
+    expected_sites: Mapping[str, str] | None = None,
+    federation: str = "",
+) -> dict[str, Any]:
     """ε of every site (its own ledger, ``unit`` record or dataset) and region
     (site-level) in the ledgers.
 
@@ -115,6 +139,11 @@ def privacy_report(ledgers: Sequence[Path]) -> dict[str, Any]:
     jurisdiction and federation the worst of each is given: regions of one
     jurisdiction hold disjoint sites, so a site's site-level ε is its own region's
     (parallel composition).
+
+    ``expected_sites`` (site -> jurisdiction, e.g. a plan's edge sites, of
+    ``federation``): each that no ledger shows a release of is listed too, after the
+    others, with ε 0, δ 0, no rounds and ``ledger`` None. A site keeps no ledger until
+    its first release, so one never asked to train has none (or an empty one).
     """
     sites: list[dict[str, Any]] = []
     regions: list[dict[str, Any]] = []
@@ -125,6 +154,12 @@ def privacy_report(ledgers: Sequence[Path]) -> dict[str, Any]:
             regions.append(_region_row(path))
         else:
             sites.extend(_site_rows(path))
+    released = {row["site"] for row in sites}
+    sites += [
+        _silent_row(site, jurisdiction, federation)
+        for site, jurisdiction in (expected_sites or {}).items()
+        if site not in released
+    ]
 
     def levels(key: str) -> dict[str, dict[str, Any]]:
         merged = _worst(sites, key, "sites")

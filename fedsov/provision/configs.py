@@ -80,6 +80,7 @@ def coordinator_config(plan: Plan, files: NodeFiles, *, listen: str) -> dict[str
             "num_rounds": plan.rounds.num_rounds,
             "min_sites": len(plan.children(top.name)),  # every child connected before round 1
             "min_updates": 1,  # a region that may not export this round is left out
+            "sites_per_round": plan.sites_per_round_of(top.name),  # sites directly below
             "timeout_s": plan.rounds.timeout_s,
             "start_timeout_s": START_TIMEOUT_S,
         },
@@ -111,6 +112,7 @@ def aggregator_config(
         "model": plan.model,
         "rounds": {
             "min_sites": need.min_sites,
+            "sites_per_round": plan.sites_per_round_of(node.name),
             "first_round_sites": len(plan.children(node.name)),  # every site in round 1
             "timeout_s": plan.rounds.timeout_s * REGION_DEADLINE,
             "start_timeout_s": START_TIMEOUT_S,

@@ -16,6 +16,7 @@ __all__ = [
     "load_digits",
     "load_mnist_subset",
     "make_synthetic",
+    "make_synthetic_pool",
     "train_test_split",
 ]
 
@@ -94,6 +95,25 @@ def make_synthetic(
         y = np.argmax(x @ w + b, axis=1).astype(np.int64)
         devices.append(Dataset(x.astype(np.float32), y))
     return devices
+
+
+def make_synthetic_pool(*, samples: int, seed: int) -> Dataset:
+    """One pool of ``samples`` examples of FedProx Synthetic IID (60 features, 10 classes):
+    W, b ~ N(0, 1) shared by every example, x ~ N(0, diag(j^-1.2)), y = argmax(W x + b).
+
+    A simulation splits it over its sites (e.g. with Dirichlet label skew); unlike
+    ``make_synthetic``, the number of examples does not grow with the number of sites.
+    """
+    if samples < 1:
+        raise ConfigError(f"synthetic: samples must be at least 1, got {samples}")
+    rng = np.random.default_rng(seed)
+    d, k = SYNTHETIC_FEATURES, SYNTHETIC_CLASSES
+    std_x = np.power(np.arange(1, d + 1, dtype=np.float64), -1.2) ** 0.5
+    w = rng.normal(0.0, 1.0, (d, k))
+    b = rng.normal(0.0, 1.0, k)
+    x = rng.standard_normal((samples, d)) * std_x
+    y = np.argmax(x @ w + b, axis=1).astype(np.int64)
+    return Dataset(x.astype(np.float32), y)
 
 
 def _stratified_test_counts(counts: np.ndarray, n_test: int) -> np.ndarray:

@@ -21,7 +21,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from fedsov.config import Backoff, DataChoice, TlsPaths, write_toml
+from fedsov.config import Backoff, DataChoice, SimulationRuntime, TlsPaths, write_toml
 from fedsov.exceptions import FedsovError
 from fedsov.pki.identity import Role
 from fedsov.pki.throwaway import NodePaths, NodeSpec, build_pki
@@ -31,6 +31,7 @@ from fedsov.provision.configs import NodeFiles
 from fedsov.simulation.data_prep import write_site_data
 from fedsov.simulation.processes import ProcessGroup, federated_progress
 from fedsov.simulation.scenario import DataPlan
+from fedsov.simulation.sites import describe, start_sites
 
 __all__ = ["Deployment", "prepare_deployment", "run_plan_simulation", "write_plan_data"]
 
@@ -189,8 +190,9 @@ def _app_env(plan: Plan) -> dict[str, str]:
     return {"PYTHONPATH": os.pathsep.join(paths)}
 
 
-def launch(dep: Deployment, group: ProcessGroup) -> None:
-    """Start every node, upstream first, each once its upstream listens."""
+def launch(dep: Deployment, group: ProcessGroup, runtime: SimulationRuntime | None = None) -> None:
+    """Start every node, upstream first, each once its upstream listens; the sites
+    last, as ``runtime`` says (a process each by default)."""
     plan = dep.plan
     top = plan.global_node
     env = _app_env(plan)
@@ -200,6 +202,7 @@ def launch(dep: Deployment, group: ProcessGroup) -> None:
     console.print(f"watch it: fedsov status --config {write_operator_config(dep)}", highlight=False)
     pending = [n for n in plan.nodes if n.tier is not Tier.GLOBAL]
     edge_index = 0
+    sites: dict[str, Path] = {}
     while pending:
         ready = [n for n in pending if n.upstream in dep.ports]
         if not ready:
@@ -214,28 +217,43 @@ def launch(dep: Deployment, group: ProcessGroup) -> None:
                 dep.ports[node.name] = group.wait_for_port(node.name, dep.port_file(node.name))
             else:
                 edge_index += 1
-                write_toml(dep.config_file(node.name), site_config(dep, node, edge_index))
-                group.spawn(node.name, "site", "--config", str(dep.config_file(node.name)), env=env)
+                sites[node.name] = write_toml(
+                    dep.config_file(node.name), site_config(dep, node, edge_index)
+                )
+    hosts = dep.out / "configs" / "hosts"
+    started = start_sites(group, sites, runtime or SimulationRuntime(), hosts_dir=hosts, env=env)
+    console.print(f"{started}; the first round opens once they have joined", highlight=False)
 
 
-def run_plan_simulation(plan: Plan, out: Path, *, log_level: str = "WARNING") -> dict[str, Any]:
+def run_plan_simulation(
+    plan: Plan,
+    out: Path,
+    *,
+    log_level: str = "WARNING",
+    runtime: SimulationRuntime | None = None,
+) -> dict[str, Any]:
+    """Run every node of ``plan``; the sites where ``runtime`` (by default the plan's
+    ``[simulation]``) says."""
+    if runtime is None:
+        runtime = plan.simulation.runtime() if plan.simulation else SimulationRuntime()
     dep = prepare_deployment(plan, out)
     tiers = {t: sum(1 for n in plan.nodes if n.tier is t) for t in Tier}
     console.print(
         f"[bold]fedsov simulate[/] {plan.federation} (plan {plan.sha256[:12]}): "
         f"{tiers[Tier.REGIONAL]} regional aggregators, {tiers[Tier.EDGE]} sites in "
         f"{', '.join(sorted({n.jurisdiction for n in plan.nodes}))}; "
-        f"{plan.rounds.num_rounds} rounds -> {dep.out}"
+        f"{plan.rounds.num_rounds} rounds, {describe(runtime)} -> {dep.out}"
     )
     started = time.monotonic()
     rounds_log = dep.out / "rounds.jsonl"
     with ProcessGroup(dep.out / "logs", log_level=log_level, console=console) as group:
-        launch(dep, group)
+        launch(dep, group, runtime)
         group.follow(
             plan.global_node.name, rounds_log, lambda r: _show_round(r, plan.rounds.num_rounds)
         )
     summary = compose_summary(dep)
     summary["wall_seconds"] = round(time.monotonic() - started, 2)
+    summary["simulation"] = dataclasses.asdict(runtime)
     (dep.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     _print(summary, dep.out)
     return summary

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import time
@@ -11,13 +12,14 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from fedsov.config import Backoff, EvaluationConfig, write_toml
+from fedsov.config import Backoff, EvaluationConfig, SimulationRuntime, write_toml
 from fedsov.exceptions import FedsovError
 from fedsov.pki.identity import Role
 from fedsov.pki.throwaway import NodePaths, NodeSpec, build_pki
 from fedsov.simulation.data_prep import write_site_data
 from fedsov.simulation.processes import ProcessGroup, federated_progress, tls_table
 from fedsov.simulation.scenario import Scenario
+from fedsov.simulation.sites import describe, start_sites
 
 __all__ = ["run_simulation"]
 
@@ -39,6 +41,7 @@ def _coordinator_config(sc: Scenario, out: Path, pki: NodePaths, test_path: Path
         "rounds": {
             "num_rounds": sc.rounds.num_rounds,
             "min_sites": sc.rounds.min_sites,
+            **({"min_updates": sc.rounds.min_updates} if sc.rounds.min_updates else {}),
             "sites_per_round": sc.rounds.sites_per_round,
             "timeout_s": sc.rounds.timeout_s,
             "start_timeout_s": 300.0,
@@ -80,8 +83,17 @@ def _progress(line: dict[str, Any], total: int) -> None:
     )
 
 
-def run_simulation(sc: Scenario, out: Path, *, log_level: str = "WARNING") -> dict[str, Any]:
-    """Run the scenario; returns the summary the coordinator wrote to ``out/summary.json``."""
+def run_simulation(
+    sc: Scenario,
+    out: Path,
+    *,
+    log_level: str = "WARNING",
+    runtime: SimulationRuntime | None = None,
+) -> dict[str, Any]:
+    """Run the scenario (its sites where ``runtime``, by default the scenario's
+    ``[simulation]``, says); returns the summary the coordinator wrote to
+    ``out/summary.json``."""
+    runtime = runtime or sc.runtime
     out = out.resolve()
     out.mkdir(parents=True, exist_ok=True)
     for name in OWNED:
@@ -90,7 +102,8 @@ def run_simulation(sc: Scenario, out: Path, *, log_level: str = "WARNING") -> di
         (out / name).unlink(missing_ok=True)
     console.print(
         f"[bold]fedsov simulate[/] {sc.name}: {sc.data.sites} sites, "
-        f"{sc.data.dataset} ({sc.data.partition}), {sc.rounds.num_rounds} rounds -> {out}"
+        f"{sc.data.dataset} ({sc.data.partition}), {sc.rounds.num_rounds} rounds, "
+        f"{describe(runtime)} -> {out}"
     )
     names = [f"site-{i}" for i in range(1, sc.data.sites + 1)]
     data_paths, test_path = write_site_data(
@@ -109,12 +122,18 @@ def run_simulation(sc: Scenario, out: Path, *, log_level: str = "WARNING") -> di
     with ProcessGroup(out / "logs", log_level=log_level, console=console) as group:
         group.spawn(COORDINATOR, "coordinator", "--config", str(coord_cfg))
         port = group.wait_for_port(COORDINATOR, out / "coordinator.port")
-        for i, data_path in enumerate(site_paths, start=1):
-            name = f"site-{i}"
-            cfg = write_toml(
+        site_configs = {
+            name: write_toml(
                 out / "configs" / f"{name}.toml", _site_config(sc, i, port, pki[name], data_path)
             )
-            group.spawn(name, "site", "--config", str(cfg))
+            for i, (name, data_path) in enumerate(zip(names, site_paths, strict=True), start=1)
+        }
+        started_sites = start_sites(
+            group, site_configs, runtime, hosts_dir=out / "configs" / "hosts"
+        )
+        console.print(
+            f"{started_sites}; the first round opens once they have joined", highlight=False
+        )
         group.follow(COORDINATOR, rounds_log, lambda r: _progress(r, sc.rounds.num_rounds))
     summary_path = out / "summary.json"
     if not summary_path.exists():
@@ -124,6 +143,7 @@ def run_simulation(sc: Scenario, out: Path, *, log_level: str = "WARNING") -> di
     summary: dict[str, Any] = json.loads(summary_path.read_text())
     summary["scenario"] = str(sc.source)
     summary["wall_seconds"] = round(time.monotonic() - started, 2)
+    summary["simulation"] = dataclasses.asdict(runtime)
     summary_path.write_text(json.dumps(summary, indent=2) + "\n")
     _print_summary(summary, out)
     return summary

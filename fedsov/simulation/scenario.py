@@ -22,6 +22,7 @@ from fedsov.config import (
     PrivacyConfig,
     Section,
     SecureAggregationSettings,
+    SimulationRuntime,
     Str,
     StrategyConfig,
     TrainingPlan,
@@ -36,11 +37,9 @@ __all__ = ["DataPlan", "RoundsPlan", "Scenario", "ScenarioFile", "is_plan", "loa
 
 @section
 class DataPlan(DataChoice):
-    """A scenario's ``[data]``: the data choice, how many sites, and the synthetic shape."""
+    """A scenario's ``[data]``: the data choice (with the synthetic shape) and how many sites."""
 
-    synthetic_alpha: Annotated[Number, Field(ge=0.0)] = 1.0
-    synthetic_beta: Annotated[Number, Field(ge=0.0)] = 1.0
-    sites: Annotated[Int, Field(ge=1, le=200)] = Field(kw_only=True)
+    sites: Annotated[Int, Field(ge=1, le=100_000)] = Field(kw_only=True)
 
 
 @section
@@ -48,6 +47,9 @@ class RoundsPlan(Section):
     SECTION = "rounds"
     num_rounds: Annotated[Int, Field(ge=1)]
     min_sites: Annotated[Int, Field(ge=1)] | None = None  # default: every site
+    # updates a round needs to close (default: min_sites); fewer than min_sites lets a
+    # round select sites_per_round < min_sites from everyone connected
+    min_updates: Annotated[Int, Field(ge=1)] | None = None
     sites_per_round: Annotated[Int, Field(ge=0)] = 0
     timeout_s: Annotated[Number, Field(gt=0.0)] = 300.0
 
@@ -72,10 +74,11 @@ class ScenarioFile(Section):
     strategy: StrategyConfig = dataclasses.field(default_factory=StrategyConfig)
     secure_aggregation: SecureAggregationSettings | None = None  # SecAgg+ at the coordinator
     guardrails: GuardrailSettings | None = None  # the coordinator's stop rules
+    simulation: SimulationRuntime = dataclasses.field(default_factory=SimulationRuntime)
 
     def __post_init__(self) -> None:
         sites = self.data.sites
-        for key in ("min_sites", "sites_per_round"):
+        for key in ("min_sites", "min_updates", "sites_per_round"):
             value = getattr(self.rounds, key)
             if value is not None and value > sites:
                 raise KeyProblem(f"rounds.{key}", f"must be <= {sites}, got {value}")
@@ -94,6 +97,7 @@ class Scenario:
     strategy: StrategyConfig = dataclasses.field(default_factory=StrategyConfig)
     secure: SecureAggregationSettings | None = None
     guardrails: GuardrailSettings | None = None
+    runtime: SimulationRuntime = dataclasses.field(default_factory=SimulationRuntime)
 
 
 def is_plan(path: Path) -> bool:
@@ -106,7 +110,7 @@ def load_scenario(path: Path) -> Scenario:
     rounds = doc.rounds
     if rounds.min_sites is None:
         rounds = dataclasses.replace(rounds, min_sites=doc.data.sites)
-    updates = rounds.min_sites or doc.data.sites
+    updates = rounds.min_updates or rounds.min_sites or doc.data.sites
     check_strategy(path, doc.strategy, key="rounds.min_sites", updates=updates)
     check_secure(path, doc.secure_aggregation, doc.strategy.name, 0)
     return Scenario(
@@ -121,4 +125,5 @@ def load_scenario(path: Path) -> Scenario:
         strategy=doc.strategy,
         secure=doc.secure_aggregation,
         guardrails=doc.guardrails,
+        runtime=doc.simulation,
     )

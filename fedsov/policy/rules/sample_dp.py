@@ -22,7 +22,7 @@ _FIX = (
 
 def _bound(plan: Plan, name: str) -> PlanNode | None:
     """``name``'s plan entry if it is an edge site that must train with sample-level DP."""
-    node = next((n for n in plan.nodes if n.name == name), None)
+    node = plan.find(name)
     if node is None or node.tier is not Tier.EDGE:
         return None
     return node if node.jurisdiction in plan.policy.sample_dp else None
