@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import os
-import tempfile
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -14,7 +11,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from fedsov.exceptions import PKIError
-from fedsov.pki._files import PRIVATE_MODE, PUBLIC_MODE, read_bytes
+from fedsov.pki._files import PRIVATE_MODE, PUBLIC_MODE, read_bytes, write_atomic
 from fedsov.pki._keys import generate_key
 from fedsov.pki.ca import CA_CERT_FILE, init_ca, load_ca
 from fedsov.pki.csr import SITE_HOSTS_REFUSED, parse_hosts
@@ -78,9 +75,14 @@ def build_pki(
             key=node_dir / f"{node.name}.key",
             ca=node_dir / CA_CERT_FILE,
         )
-        _replace(paths.key, _key_pem(key), PRIVATE_MODE)
-        _replace(paths.cert, cert.public_bytes(serialization.Encoding.PEM), PUBLIC_MODE)
-        _replace(paths.ca, ca_pem, PUBLIC_MODE)
+        write_atomic(paths.key, _key_pem(key), mode=PRIVATE_MODE, durable=False)
+        write_atomic(
+            paths.cert,
+            cert.public_bytes(serialization.Encoding.PEM),
+            mode=PUBLIC_MODE,
+            durable=False,
+        )
+        write_atomic(paths.ca, ca_pem, mode=PUBLIC_MODE, durable=False)
         out[node.name] = paths
     return out
 
@@ -92,18 +94,3 @@ def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
         serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption(),
     )
-
-
-def _replace(path: Path, data: bytes, mode: int) -> None:
-    """Write ``data`` to a temporary file of ``mode`` (set before any byte) and rename it
-    over ``path``: atomic, without the fsyncs a kept file gets."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise

@@ -231,9 +231,10 @@ def load_local_data(spec: DataSpec) -> Dataset:
     raise DataError(f"{path}: unsupported data file type {suffix!r} (expected .npz or .csv)")
 
 
-def save_npz(path: Path, ds: Dataset) -> None:
-    """Write ``ds`` as ``x``/``y`` arrays to ``path`` atomically (temp file, fsync, replace)."""
+def save_npz(path: Path, ds: Dataset, *, durable: bool = True) -> None:
+    """Write ``ds`` as ``x``/``y`` arrays to ``path`` atomically (temp file, fsync unless
+    not ``durable``, replace)."""
     path = Path(path)
     ds.validate(str(path))
-    with atomic_writer(path) as fh:
+    with atomic_writer(path, durable=durable) as fh:
         np.savez(fh, x=np.ascontiguousarray(ds.x), y=np.ascontiguousarray(ds.y))
