@@ -70,6 +70,12 @@ class RegionRounds(Section):
                 "over_select",
                 "needs sites_per_round: it asks that many sites more than sites_per_round",
             )
+        if self.sites_per_round and self.sites_per_round < self.min_sites:
+            raise KeyProblem(
+                "sites_per_round",
+                f"is {self.sites_per_round}, below min_sites = {self.min_sites}: "
+                "no round could ever export; raise sites_per_round or lower min_sites",
+            )
 
 
 @section

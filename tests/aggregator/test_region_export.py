@@ -128,6 +128,11 @@ def test_the_config_refuses_over_selection_with_site_dp(tmp_path: Path) -> None:
     path.write_text(AGGREGATOR_TOML.replace("sites_per_round = 2\n", ""))
     with pytest.raises(ConfigError, match=r"rounds\.over_select: needs sites_per_round"):
         aggregator_config.load(path)
+    path.write_text(
+        AGGREGATOR_TOML.replace("sites_per_round = 2\n", "sites_per_round = 2\nmin_sites = 3\n")
+    )
+    with pytest.raises(ConfigError, match=r"rounds\.sites_per_round: is 2, below min_sites = 3"):
+        aggregator_config.load(path)
 
 
 def test_the_dp_noise_seed_is_secret_unless_reproducible(

@@ -1,20 +1,15 @@
 """``recheck_with_checkpoints``: an intact ledger checked against checkpoints held
 elsewhere finds what ``verify_ledger(..., checkpoints=...)`` finds, without verifying
-its signatures twice; and the compliance report of a run lists every plan site's ε."""
+its signatures twice."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
-
 from fedsov.audit import AuditLedger, Checkpoint, verify_ledger
 from fedsov.audit.signing import Signer
 from fedsov.audit.verify import recheck_with_checkpoints
 from fedsov.pki._keys import generate_key
-from fedsov.policy.compliance import compliance_report, render_markdown
-from fedsov.privacy.accountant import MechanismStep
-from fedsov.privacy.ledger import PrivacyLedger
 
 
 def write_ledger(path: Path, node: str = "site-a", records: int = 5) -> list[Checkpoint]:
@@ -69,51 +64,3 @@ def test_a_tampered_ledger_stays_as_found(tmp_path: Path) -> None:
     alone = verify_ledger(path)
     assert not alone.ok
     assert recheck_with_checkpoints(alone, heads) is alone
-
-
-PLAN = """\
-[federation]
-name = "few"
-
-[model]
-factory = "fedsov.simulation.models:logistic"
-
-[rounds]
-num_rounds = 2
-
-[[nodes]]
-name = "hub"
-tier = "global"
-jurisdiction = "EU"
-
-[[node_groups]]
-prefix = "eu"
-count = 3
-tier = "edge"
-jurisdiction = "EU"
-upstream = "hub"
-"""
-
-
-@pytest.mark.parametrize("markdown", [False, True])
-def test_the_compliance_report_lists_sites_that_released_nothing(
-    tmp_path: Path, markdown: bool
-) -> None:
-    (tmp_path / "plan.toml").write_text(PLAN)
-    write_ledger(tmp_path / "audit" / "ledger.jsonl", node="hub", records=1)
-    PrivacyLedger(tmp_path / "eu-2.privacy-ledger.jsonl", site="eu-2", jurisdiction="EU").record(
-        dataset="d",
-        federation="few",
-        round=1,
-        task_id="t",
-        step=MechanismStep(2.0, 0.5, 2),
-        delta=1e-5,
-    )
-    report = compliance_report(tmp_path)
-    rows = {r["site"]: r for r in report["privacy"]["sites"]}
-    assert sorted(rows) == ["eu-1", "eu-2", "eu-3"]
-    assert rows["eu-2"]["ledger"] == "eu-2.privacy-ledger.jsonl"
-    assert rows["eu-1"]["ledger"] is None and rows["eu-1"]["epsilon"] == 0.0
-    assert rows["eu-1"]["within_budget"] is None  # the plan sets no site budget
-    if markdown:
-        assert "| eu-3 | EU | 0 |" in render_markdown(report)

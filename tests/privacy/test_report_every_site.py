@@ -1,5 +1,6 @@
 """``fedsov privacy report`` lists every site of the plan: one that never released
-anything (no ledger file, or an empty one) appears with ε 0."""
+anything (no ledger file, or an empty one) appears with ε 0, and so it does in the
+compliance report of the run."""
 
 from __future__ import annotations
 
@@ -9,7 +10,11 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from fedsov.audit import AuditLedger
+from fedsov.audit.signing import Signer
 from fedsov.cli import app
+from fedsov.pki._keys import generate_key
+from fedsov.policy.compliance import compliance_report, render_markdown
 from fedsov.privacy.accountant import MechanismStep
 from fedsov.privacy.ledger import PrivacyLedger
 from fedsov.privacy.report import privacy_report
@@ -123,3 +128,20 @@ def test_a_folder_without_ledgers_or_plan_is_refused(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["privacy", "report", str(tmp_path)])
     assert result.exit_code != 0
     assert "no privacy ledger found" in result.output
+
+
+@pytest.mark.parametrize("markdown", [False, True])
+def test_the_compliance_report_lists_sites_that_released_nothing(run: Path, markdown: bool) -> None:
+    hub = AuditLedger.open(
+        run / "audit" / "ledger.jsonl", signer=Signer(generate_key()), node="hub", jurisdiction="EU"
+    )
+    hub.append(event="model-received", round=1, peer="hub", content_sha256="ab" * 32)
+    hub.close()
+    report = compliance_report(run)
+    rows = {r["site"]: r for r in report["privacy"]["sites"]}
+    assert sorted(rows) == ["eu-1", "eu-2", "eu-3", "us-1", "us-2"]
+    assert rows["eu-1"]["ledger"] == "configs/eu-1.privacy-ledger.jsonl"
+    assert rows["eu-3"]["ledger"] is None and rows["eu-3"]["epsilon"] == 0.0
+    assert rows["eu-3"]["within_budget"] is None  # the plan sets no site budget
+    if markdown:
+        assert "| eu-3 | EU | 0 |" in render_markdown(report)
